@@ -1,0 +1,27 @@
+//! `dib create` / `disk-image-create` and `dib ramdisk` / `ramdisk-image-create`.
+
+use anyhow::{Context as _, Result};
+
+use crate::cli::CreateArgs;
+use crate::config::{process_env, BuildConfig, Mode};
+use crate::elements::resolve;
+use crate::features;
+use crate::hooks::{self, InstallTypes};
+
+pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
+    let env = process_env();
+    let config = BuildConfig::new(mode, args, &env, argv)?;
+    let set = super::load_elements(&env)?;
+    let resolution = resolve(&set, &config.elements, config.arch.as_str())?;
+    let install = InstallTypes::from_env(config.install_type.as_str(), &config.env);
+    let tree =
+        hooks::plan(&resolution.elements, &install).context("merging the elements' hook trees")?;
+    tracing::info!(
+        "elements: {} ({} hook files)",
+        resolution.names().collect::<Vec<_>>().join(" "),
+        tree.entries.len()
+    );
+    // Everything above is checked for every build; the build itself needs
+    // features that land in later issues (see features.rs).
+    features::require(&config)
+}

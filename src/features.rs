@@ -1,0 +1,220 @@
+//! What this version of dib can do yet.
+//!
+//! Every flag of SPEC §1 is parsed and validated from the start, but the work
+//! behind many of them lands piece by piece. Rather than ignore a flag whose
+//! feature is missing, a build lists every such flag and fails before doing
+//! anything, naming what is missing and where it is tracked. When a feature
+//! lands, its [`Feature`] flips to available here and the list shrinks.
+
+use std::fmt;
+
+use crate::cli::BlockBackend;
+use crate::config::{BuildConfig, Mode};
+
+/// A piece of dib that may not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Running phases in the rootless sandbox (issue #3).
+    Phases,
+    /// Debian bootstrap, packages, caches, tar outputs (issue #4).
+    Debian,
+    /// Disk images: block devices, bootloader, image outputs (issue #5).
+    DiskImages,
+    /// The privileged helper backend (issue #6).
+    Helper,
+    /// Ramdisks and kernel extraction (issue #7).
+    Ramdisks,
+    /// OCI image layout output (not planned in an issue yet).
+    Oci,
+}
+
+impl Feature {
+    /// Whether the feature works in this build of dib.
+    pub fn available(self) -> bool {
+        match self {
+            Feature::Phases
+            | Feature::Debian
+            | Feature::DiskImages
+            | Feature::Helper
+            | Feature::Ramdisks
+            | Feature::Oci => false,
+        }
+    }
+
+    fn tracked(self) -> &'static str {
+        match self {
+            Feature::Phases => "the rootless phase runner, issue #3",
+            Feature::Debian => "Debian elements, packages and caches, issue #4",
+            Feature::DiskImages => "bootable disk images, issue #5",
+            Feature::Helper => "the dib-helper backend, issue #6",
+            Feature::Ramdisks => "ramdisks, issue #7",
+            Feature::Oci => "no issue yet",
+        }
+    }
+}
+
+/// One thing a command asked for that needs a missing feature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub what: String,
+    pub feature: Feature,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.what, self.feature.tracked())
+    }
+}
+
+/// Everything `config` uses that this version cannot do, in a stable order.
+pub fn missing(config: &BuildConfig) -> Vec<Missing> {
+    let mut uses: Vec<(String, Feature)> = vec![("running build phases".into(), Feature::Phases)];
+    if config.mode == Mode::Ramdisk {
+        uses.push(("building ramdisks".into(), Feature::Ramdisks));
+    } else {
+        for t in &config.output_types {
+            let feature = match t.as_str() {
+                "tar" | "tgz" => Feature::Debian,
+                "oci" => Feature::Oci,
+                _ => Feature::DiskImages,
+            };
+            uses.push((format!("output type '{t}'"), feature));
+        }
+    }
+    let flag = |set: bool, name: &str, feature: Feature, uses: &mut Vec<(String, Feature)>| {
+        if set {
+            uses.push((name.to_string(), feature));
+        }
+    };
+    flag(
+        !config.packages.is_empty(),
+        "-p",
+        Feature::Debian,
+        &mut uses,
+    );
+    flag(
+        config.offline,
+        "--offline / DIB_OFFLINE",
+        Feature::Debian,
+        &mut uses,
+    );
+    flag(
+        config.image_size_gb.is_some(),
+        "--image-size / DIB_IMAGE_SIZE",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.image_extra_size_mb.is_some(),
+        "--image-extra-size / DIB_IMAGE_EXTRA_SIZE",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.max_online_resize.is_some(),
+        "--max-online-resize",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.mkfs_options.is_some(),
+        "--mkfs-options",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.mkfs_journal_size_mb.is_some(),
+        "--mkfs-journal-size",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        !config.qemu_img_options.is_empty(),
+        "--qemu-img-options",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.checksum,
+        "--checksum / DIB_CHECKSUM",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.block_device_config.is_some(),
+        "DIB_BLOCK_DEVICE_CONFIG",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.block_backend == BlockBackend::Offline,
+        "--block-backend offline",
+        Feature::DiskImages,
+        &mut uses,
+    );
+    flag(
+        config.block_backend == BlockBackend::Helper,
+        "--block-backend helper",
+        Feature::Helper,
+        &mut uses,
+    );
+    flag(
+        config.logfile.is_some(),
+        "--logfile",
+        Feature::Phases,
+        &mut uses,
+    );
+    flag(
+        !config.breakpoints.is_empty(),
+        "break=",
+        Feature::Phases,
+        &mut uses,
+    );
+    uses.into_iter()
+        .filter(|(_, f)| !f.available())
+        .map(|(what, feature)| Missing { what, feature })
+        .collect()
+}
+
+/// Fail with every missing feature listed, or succeed when none is missing.
+pub fn require(config: &BuildConfig) -> anyhow::Result<()> {
+    let missing = missing(config);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = missing.iter().map(|m| format!("  - {m}")).collect();
+    anyhow::bail!(
+        "not yet supported in this version of dib:\n{}",
+        lines.join("\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::CreateArgs;
+    use crate::config::Env;
+
+    #[test]
+    fn every_used_missing_feature_is_listed() {
+        let args = CreateArgs {
+            elements: vec!["x".into()],
+            types: vec!["qcow2".into(), "tar".into()],
+            packages: vec!["vim".into()],
+            block_backend: BlockBackend::Helper,
+            ..Default::default()
+        };
+        let env: Env = [("HOME".to_string(), "/h".to_string())].into();
+        let config = BuildConfig::new(Mode::Disk, &args, &env, vec![]).unwrap();
+        let msg = require(&config).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "not yet supported in this version of dib:\n\
+             \x20 - running build phases (the rootless phase runner, issue #3)\n\
+             \x20 - output type 'qcow2' (bootable disk images, issue #5)\n\
+             \x20 - output type 'tar' (Debian elements, packages and caches, issue #4)\n\
+             \x20 - -p (Debian elements, packages and caches, issue #4)\n\
+             \x20 - --block-backend helper (the dib-helper backend, issue #6)"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! dib: a rootless disk-image builder compatible with diskimage-builder.
+//!
+//! This crate is the unprivileged builder: it decides *what* to do (elements,
+//! hook tree, phases, plans) and never changes what the process may do; that
+//! is the job of the `dib-sandbox` crate. See docs/ARCHITECTURE.md.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod element_info;
+pub mod elements;
+pub mod features;
+pub mod hooks;
+pub mod lint;
+pub mod runparts;

@@ -1,0 +1,633 @@
+//! `dib lint`: check elements against the conventions of SPEC §8.
+//!
+//! Like DIB's `dib-lint`, each finding names a file (and line) and a check;
+//! a file opts out of checks with a comment `# dib-lint: disable=check,check`.
+//! Beyond DIB it catches the mistakes that silently drop a hook: a phase
+//! script whose name run-parts ignores (`10-foo.sh`), one without its execute
+//! bit, and a misspelt phase directory (`post-instal.d`).
+//!
+//! Files under `static/` are copied into images verbatim and are not checked
+//! for style.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use crate::elements::parse_name_list;
+use crate::runparts::valid_script_name;
+
+/// Phase directories, in build order (SPEC §3).
+pub const PHASE_DIRS: &[&str] = &[
+    "root.d",
+    "extra-data.d",
+    "pre-install.d",
+    "install.d",
+    "post-install.d",
+    "post-root.d",
+    "block-device.d",
+    "pre-finalise.d",
+    "finalise.d",
+    "cleanup.d",
+];
+/// Other `.d` directories the core or the ramdisk elements read.
+pub const OTHER_D_DIRS: &[&str] = &["environment.d", "init.d", "binary-deps.d", "udev.d"];
+/// Sub-directories copied verbatim into images: not style-checked.
+const VERBATIM_DIRS: &[&str] = &["static"];
+/// Indentation unit of shell scripts.
+const INDENT: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Check {
+    Readme,
+    Deps,
+    Phase,
+    Name,
+    Executable,
+    Shebang,
+    SetE,
+    SetU,
+    SetPipefail,
+    DebugTrace,
+    Whitespace,
+    Tabs,
+    Indent,
+    Defaults,
+    Yaml,
+}
+
+impl Check {
+    /// The name used in output and in `dib-lint: disable=` comments (DIB's
+    /// names where DIB has the check).
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Readme => "readme",
+            Check::Deps => "deps",
+            Check::Phase => "phase",
+            Check::Name => "name",
+            Check::Executable => "executable",
+            Check::Shebang => "shebang",
+            Check::SetE => "sete",
+            Check::SetU => "setu",
+            Check::SetPipefail => "setpipefail",
+            Check::DebugTrace => "dibdebugtrace",
+            Check::Whitespace => "whitespace",
+            Check::Tabs => "tabs",
+            Check::Indent => "indent",
+            Check::Defaults => "defaults",
+            Check::Yaml => "yaml",
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub check: Check,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(
+                f,
+                "{}:{l}: [{}] {}",
+                self.path.display(),
+                self.check.name(),
+                self.message
+            ),
+            None => write!(
+                f,
+                "{}: [{}] {}",
+                self.path.display(),
+                self.check.name(),
+                self.message
+            ),
+        }
+    }
+}
+
+/// Whether `dir` looks like one element (rather than a directory of elements).
+pub fn is_element_dir(dir: &Path) -> bool {
+    let has = |n: &str| dir.join(n).exists();
+    [
+        "element-deps",
+        "element-provides",
+        "package-installs.yaml",
+        "pkg-map",
+        "bin",
+        "static",
+    ]
+    .iter()
+    .chain(PHASE_DIRS)
+    .chain(OTHER_D_DIRS)
+    .any(|n| has(n))
+        || readme(dir).is_some()
+}
+
+fn readme(dir: &Path) -> Option<PathBuf> {
+    ["README.md", "README.rst", "README"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
+/// Lint one element directory.
+pub fn lint_element(dir: &Path) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    if readme(dir).is_none() {
+        out.push(finding(dir, None, Check::Readme, "element has no README.md (or README.rst): say what it does and which DIB_* variables it reads"));
+    }
+    for list in ["element-deps", "element-provides"] {
+        let path = dir.join(list);
+        if let Ok(text) = fs::read_to_string(&path) {
+            if let Err(e) = parse_name_list(&path, &text) {
+                out.push(finding(
+                    &path,
+                    Some(e.line),
+                    Check::Deps,
+                    &format!("{:?} is not a valid element name (one name a line)", e.text),
+                ));
+            }
+        }
+    }
+    for (name, path) in children(dir)? {
+        let meta = fs::metadata(&path).with_context(|| format!("reading {path:?}"))?;
+        if !meta.is_dir() {
+            continue;
+        }
+        if PHASE_DIRS.contains(&name.as_str()) {
+            lint_phase_dir(&path, name == "install.d", &mut out)?;
+        } else if name.ends_with(".d") && !OTHER_D_DIRS.contains(&name.as_str()) {
+            out.push(finding(
+                &path,
+                None,
+                Check::Phase,
+                &format!(
+                    "unknown directory '{name}': nothing runs it; phase directories are {}",
+                    PHASE_DIRS.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut files = Vec::new();
+    collect_files(dir, true, &mut files)?;
+    for file in files {
+        lint_text_file(dir, &file, &mut out)?;
+    }
+    let mut opt_outs: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    let mut filtered = Vec::with_capacity(out.len());
+    for f in out {
+        if !opt_outs.contains_key(&f.path) {
+            opt_outs.insert(f.path.clone(), disabled(&f.path)?);
+        }
+        if !opt_outs[&f.path].contains(f.check.name()) {
+            filtered.push(f);
+        }
+    }
+    filtered.sort();
+    filtered.dedup();
+    Ok(filtered)
+}
+
+fn finding(path: &Path, line: Option<usize>, check: Check, message: &str) -> Finding {
+    Finding {
+        path: path.to_path_buf(),
+        line,
+        check,
+        message: message.to_string(),
+    }
+}
+
+fn children(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for d in fs::read_dir(dir).with_context(|| format!("reading {dir:?}"))? {
+        let d = d.with_context(|| format!("reading {dir:?}"))?;
+        let name = d.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            out.push((name, d.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Checks names from `dib-lint: disable=a,b c` comments in a file.
+fn disabled(path: &Path) -> Result<BTreeSet<String>> {
+    let mut set = BTreeSet::new();
+    if !path.is_file() {
+        return Ok(set);
+    }
+    let text =
+        String::from_utf8_lossy(&fs::read(path).with_context(|| format!("reading {path:?}"))?)
+            .into_owned();
+    for line in text.lines() {
+        if let Some((_, rest)) = line.split_once("dib-lint: disable=") {
+            set.extend(
+                rest.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    Ok(set)
+}
+
+fn lint_phase_dir(dir: &Path, install_d: bool, out: &mut Vec<Finding>) -> Result<()> {
+    for (name, path) in children(dir)? {
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(_) => {
+                out.push(finding(
+                    &path,
+                    None,
+                    Check::Name,
+                    "dangling symlink: run-parts skips it",
+                ));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            if install_d && name.ends_with("-install") {
+                lint_phase_dir(&path, false, out)?;
+            } else {
+                out.push(finding(
+                    &path,
+                    None,
+                    Check::Name,
+                    "directory in a phase directory: run-parts ignores it",
+                ));
+            }
+            continue;
+        }
+        if !valid_script_name(&name) {
+            out.push(finding(
+                &path,
+                None,
+                Check::Name,
+                &format!("'{name}' never runs: run-parts only runs names made of 0-9 A-Z a-z _ -"),
+            ));
+        } else if !has_order_prefix(&name) {
+            out.push(finding(
+                &path,
+                None,
+                Check::Name,
+                &format!("'{name}' should start with a two-digit order prefix, like 50-{name}"),
+            ));
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            out.push(finding(
+                &path,
+                None,
+                Check::Executable,
+                "not executable: run-parts skips it (chmod +x)",
+            ));
+        }
+        lint_script(&path, out)?;
+    }
+    Ok(())
+}
+
+fn has_order_prefix(name: &str) -> bool {
+    let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+    digits >= 2 && name.as_bytes().get(digits) == Some(&b'-')
+}
+
+/// The interpreter of a `#!` line (`bash` for `#!/usr/bin/env bash`).
+fn interpreter(first_line: &str) -> Option<&str> {
+    let rest = first_line.strip_prefix("#!")?.trim();
+    let mut words = rest.split_whitespace();
+    let prog = words.next()?;
+    let base = prog.rsplit('/').next()?;
+    if base == "env" {
+        words.find(|w| !w.starts_with('-'))
+    } else {
+        Some(base)
+    }
+}
+
+fn is_shell(interp: &str) -> bool {
+    matches!(interp, "bash" | "sh" | "dash")
+}
+
+/// Flags a script turns on with `set`: (e, u, pipefail, x).
+fn set_flags(text: &str) -> (bool, bool, bool, bool) {
+    let (mut e, mut u, mut pipefail, mut x) = (false, false, false, false);
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("set ") else {
+            continue;
+        };
+        let mut words = rest.split_whitespace().take_while(|w| !w.starts_with('#'));
+        while let Some(w) = words.next() {
+            let Some(opts) = w.strip_prefix('-') else {
+                continue;
+            };
+            for c in opts.chars() {
+                match c {
+                    'e' => e = true,
+                    'u' => u = true,
+                    'x' => x = true,
+                    'o' => match words.next() {
+                        Some("pipefail") => pipefail = true,
+                        Some("errexit") => e = true,
+                        Some("nounset") => u = true,
+                        Some("xtrace") => x = true,
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+    (e, u, pipefail, x)
+}
+
+fn lint_script(path: &Path, out: &mut Vec<Finding>) -> Result<()> {
+    let bytes = fs::read(path).with_context(|| format!("reading {path:?}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let first = text.lines().next().unwrap_or("");
+    let Some(interp) = interpreter(first) else {
+        out.push(finding(
+            path,
+            Some(1),
+            Check::Shebang,
+            "no #! line: start the script with #!/bin/bash",
+        ));
+        return Ok(());
+    };
+    if !is_shell(interp) {
+        return Ok(());
+    }
+    let (e, u, pipefail, x) = set_flags(&text);
+    if !e {
+        out.push(finding(
+            path,
+            None,
+            Check::SetE,
+            "does not 'set -e': add 'set -eu -o pipefail'",
+        ));
+    }
+    if !u {
+        out.push(finding(
+            path,
+            None,
+            Check::SetU,
+            "does not 'set -u': add 'set -eu -o pipefail'",
+        ));
+    }
+    if interp == "bash" && !pipefail {
+        out.push(finding(
+            path,
+            None,
+            Check::SetPipefail,
+            "does not 'set -o pipefail': add 'set -eu -o pipefail'",
+        ));
+    }
+    if !text.contains("DIB_DEBUG_TRACE") {
+        let msg = if x {
+            "'set -x' without DIB_DEBUG_TRACE: trace only when DIB_DEBUG_TRACE > 0"
+        } else {
+            "no trace switch: add 'if [ ${DIB_DEBUG_TRACE:-0} -gt 0 ]; then set -x; fi'"
+        };
+        out.push(finding(path, None, Check::DebugTrace, msg));
+    }
+    Ok(())
+}
+
+/// Regular files under `dir`, skipping hidden entries, symlinks and verbatim dirs.
+fn collect_files(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> Result<()> {
+    for (name, path) in children(dir)? {
+        let meta = fs::symlink_metadata(&path).with_context(|| format!("reading {path:?}"))?;
+        if meta.is_dir() {
+            if !(top && VERBATIM_DIRS.contains(&name.as_str())) {
+                collect_files(&path, false, out)?;
+            }
+        } else if meta.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn lint_text_file(element: &Path, path: &Path, out: &mut Vec<Finding>) -> Result<()> {
+    let bytes = fs::read(path).with_context(|| format!("reading {path:?}"))?;
+    if bytes.contains(&0) {
+        return Ok(()); // binary
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    for (i, line) in text.split('\n').enumerate() {
+        let n = Some(i + 1);
+        if line.ends_with('\r') {
+            out.push(finding(
+                path,
+                n,
+                Check::Whitespace,
+                "carriage return: use Unix line endings",
+            ));
+        } else if line.ends_with([' ', '\t']) {
+            out.push(finding(path, n, Check::Whitespace, "trailing whitespace"));
+        }
+        if line.contains('\t') {
+            out.push(finding(
+                path,
+                n,
+                Check::Tabs,
+                "hard tab: indent with spaces",
+            ));
+        }
+    }
+    let rel = path.strip_prefix(element).unwrap_or(path);
+    let in_env_d = rel.starts_with("environment.d");
+    let shell = in_env_d || interpreter(text.lines().next().unwrap_or("")).is_some_and(is_shell);
+    if shell {
+        check_indent(path, &text, out);
+    }
+    if in_env_d {
+        check_defaults(path, &text, out);
+    }
+    let ext = path.extension().and_then(|e| e.to_str());
+    if matches!(ext, Some("yaml") | Some("yml")) {
+        if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+            let line = e.location().map(|l| l.line());
+            out.push(finding(
+                path,
+                line,
+                Check::Yaml,
+                &format!("invalid YAML: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Shell indentation is a multiple of four spaces. Heredoc bodies and
+/// continuation lines are free-form and skipped.
+fn check_indent(path: &Path, text: &str, out: &mut Vec<Finding>) {
+    let mut heredoc: Option<String> = None;
+    let mut continued = false;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(end) = &heredoc {
+            if line.trim_start_matches('\t').trim_end() == end {
+                heredoc = None;
+            }
+            continue;
+        }
+        let trimmed = line.trim_end();
+        let was_continued = continued;
+        continued = trimmed.ends_with('\\')
+            || trimmed.ends_with('|')
+            || trimmed.ends_with("&&")
+            || trimmed.ends_with("||")
+            || trimmed.ends_with('(');
+        heredoc = heredoc_delimiter(trimmed);
+        if was_continued || trimmed.is_empty() {
+            continue;
+        }
+        let spaces = line.len() - line.trim_start_matches(' ').len();
+        if spaces % INDENT != 0 {
+            out.push(finding(
+                path,
+                Some(i + 1),
+                Check::Indent,
+                &format!("indented by {spaces} spaces: use multiples of {INDENT}"),
+            ));
+        }
+    }
+}
+
+/// The end word of a heredoc started on this line (`<<EOF`, `<<-'EOF'`, `<< "EOF"`).
+fn heredoc_delimiter(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("<<")?;
+    if rest.starts_with('<') {
+        return None; // here-string
+    }
+    let rest = rest.strip_prefix('-').unwrap_or(rest).trim_start();
+    let word: String = rest
+        .trim_start_matches(['\'', '"'])
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!word.is_empty()).then_some(word)
+}
+
+/// `export FOO=${FOO:-default}` in environment.d: overridable defaults are
+/// `DIB_`-prefixed so users can tell them from the build's own variables.
+fn check_defaults(path: &Path, text: &str, out: &mut Vec<Finding>) {
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        let l = l.strip_prefix("export ").unwrap_or(l).trim_start();
+        let Some((name, value)) = l.split_once('=') else {
+            continue;
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue;
+        }
+        let value = value.trim_start_matches('"');
+        let defaulted = [":-", ":=", "-", "="]
+            .iter()
+            .any(|op| value.starts_with(&format!("${{{name}{op}")));
+        if defaulted && !name.starts_with("DIB_") {
+            out.push(finding(
+                path,
+                Some(i + 1),
+                Check::Defaults,
+                &format!("overridable default '{name}' should be DIB_-prefixed (DIB_{name})"),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_flag_spellings() {
+        assert_eq!(
+            set_flags("set -eu -o pipefail\n"),
+            (true, true, true, false)
+        );
+        assert_eq!(set_flags("set -euo pipefail\n"), (true, true, true, false));
+        assert_eq!(
+            set_flags("set -e\nset -u\nset -o pipefail\n"),
+            (true, true, true, false)
+        );
+        assert_eq!(
+            set_flags("set -o errexit -o nounset\n"),
+            (true, true, false, false)
+        );
+        assert_eq!(set_flags("  set -x\n"), (false, false, false, true));
+        assert_eq!(
+            set_flags("# set -eu\necho set -e\n"),
+            (false, false, false, false)
+        );
+    }
+
+    #[test]
+    fn interpreters() {
+        assert_eq!(interpreter("#!/bin/bash"), Some("bash"));
+        assert_eq!(interpreter("#!/usr/bin/env bash"), Some("bash"));
+        assert_eq!(interpreter("#! /bin/sh -e"), Some("sh"));
+        assert_eq!(interpreter("#!/usr/bin/env -S python3 -u"), Some("python3"));
+        assert_eq!(interpreter("echo hi"), None);
+    }
+
+    #[test]
+    fn heredocs() {
+        assert_eq!(heredoc_delimiter("cat <<EOF > x").as_deref(), Some("EOF"));
+        assert_eq!(heredoc_delimiter("cat <<-'END'").as_deref(), Some("END"));
+        assert_eq!(heredoc_delimiter("cat << \"X_1\"").as_deref(), Some("X_1"));
+        assert_eq!(heredoc_delimiter("grep x <<< \"$y\""), None);
+        assert_eq!(heredoc_delimiter("echo hi"), None);
+    }
+
+    #[test]
+    fn order_prefix() {
+        assert!(has_order_prefix("10-foo"));
+        assert!(has_order_prefix("100-foo"));
+        assert!(!has_order_prefix("1-foo"));
+        assert!(!has_order_prefix("foo"));
+        assert!(!has_order_prefix("10foo"));
+    }
+
+    #[test]
+    fn indentation() {
+        let text =
+            "#!/bin/bash\nif x; then\n    y\n  z\nfi\ncat <<EOF\n  free\nEOF\nfoo \\\n   --bar\n";
+        let mut out = Vec::new();
+        check_indent(Path::new("s"), text, &mut out);
+        let lines: Vec<_> = out.iter().map(|f| f.line.unwrap()).collect();
+        assert_eq!(lines, vec![4]);
+    }
+
+    #[test]
+    fn defaults() {
+        let text = "export DIB_RELEASE=${DIB_RELEASE:-bookworm}\nexport RELEASE=${RELEASE:-x}\nFOO=\"${FOO:=y}\"\nexport DISTRO_NAME=debian\n";
+        let mut out = Vec::new();
+        check_defaults(Path::new("e"), text, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|f| (f.line.unwrap(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    2,
+                    "overridable default 'RELEASE' should be DIB_-prefixed (DIB_RELEASE)"
+                ),
+                (
+                    3,
+                    "overridable default 'FOO' should be DIB_-prefixed (DIB_FOO)"
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The `dib` binary: parse, dispatch, report.
+//!
+//! Multi-call: invoked as `disk-image-create`, `ramdisk-image-create`,
+//! `element-info` or `disk-image-get-kernel` (symlinks the install step makes)
+//! it behaves as the matching subcommand, with DIB's command name in its help.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Args, Command as ClapCommand, FromArgMatches, Parser};
+
+use dib::cli::{Cli, Command, CreateArgs, ElementInfoArgs, GetKernelArgs};
+use dib::commands;
+use dib::config::Mode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DIB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let argv_strings: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    let command = match invoked_as.as_str() {
+        "disk-image-create" => Command::Create(parse_as::<CreateArgs>("disk-image-create", &argv)),
+        "ramdisk-image-create" => {
+            Command::Ramdisk(parse_as::<CreateArgs>("ramdisk-image-create", &argv))
+        }
+        "element-info" => Command::ElementInfo(parse_as::<ElementInfoArgs>("element-info", &argv)),
+        "disk-image-get-kernel" => {
+            Command::GetKernel(parse_as::<GetKernelArgs>("disk-image-get-kernel", &argv))
+        }
+        _ => Cli::parse_from(&argv).command,
+    };
+
+    let result = match &command {
+        Command::Create(a) => {
+            commands::create::run(Mode::Disk, a, argv_strings).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Ramdisk(a) => {
+            commands::create::run(Mode::Ramdisk, a, argv_strings).map(|()| ExitCode::SUCCESS)
+        }
+        Command::ElementInfo(a) => commands::element_info::run(a).map(|()| ExitCode::SUCCESS),
+        Command::GetKernel(a) => commands::get_kernel::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Lint(a) => commands::lint::run(a),
+        Command::RunParts(a) => commands::run_parts::run(a).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{invoked_as}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parse the whole command line as one subcommand's arguments, under DIB's name.
+fn parse_as<T: Args + FromArgMatches>(name: &'static str, argv: &[OsString]) -> T {
+    let cmd = T::augment_args(
+        ClapCommand::new(name)
+            .version(env!("CARGO_PKG_VERSION"))
+            .max_term_width(100),
+    );
+    let matches = cmd.get_matches_from(argv);
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}

@@ -1,0 +1,68 @@
+//! Fixture element trees for the integration tests, built in temp dirs.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+pub use tempfile::TempDir;
+
+/// A temp directory holding element trees.
+pub struct Fixture {
+    pub dir: TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Fixture {
+            dir: tempfile::Builder::new()
+                .prefix("dib-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// An element `name` under `entry` with these deps and provides.
+    pub fn element(&self, entry: &str, name: &str, deps: &[&str], provides: &[&str]) -> PathBuf {
+        let dir = self.path(entry).join(name);
+        fs::create_dir_all(&dir).unwrap();
+        if !deps.is_empty() {
+            fs::write(dir.join("element-deps"), lines(deps)).unwrap();
+        }
+        if !provides.is_empty() {
+            fs::write(dir.join("element-provides"), lines(provides)).unwrap();
+        }
+        dir
+    }
+
+    /// A file at `rel` with `content` and `mode`.
+    pub fn file(&self, rel: &str, content: &str, mode: u32) -> PathBuf {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+}
+
+fn lines(names: &[&str]) -> String {
+    names.iter().map(|n| format!("{n}\n")).collect()
+}
+
+/// An empty directory standing in for the shipped tree.
+pub fn empty_dir(f: &Fixture) -> PathBuf {
+    let p = f.path("shipped-empty");
+    fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn real(p: &Path) -> PathBuf {
+    fs::canonicalize(p).unwrap()
+}
+
+/// A well-formed phase script.
+pub const GOOD_SCRIPT: &str = "#!/bin/bash\n\nif [ ${DIB_DEBUG_TRACE:-0} -gt 0 ]; then\n    set -x\nfi\nset -eu\nset -o pipefail\n\necho hello\n";

@@ -1,0 +1,174 @@
+//! The merged hook tree and install types (SPEC §3), on real directories.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+
+use common::{real, Fixture, GOOD_SCRIPT};
+use dib::elements::ResolvedElement;
+use dib::hooks::{plan, InstallTypes};
+use dib::runparts::plan_dir;
+
+fn elements(f: &Fixture, names: &[&str]) -> Vec<ResolvedElement> {
+    names
+        .iter()
+        .map(|n| ResolvedElement {
+            name: n.to_string(),
+            path: real(&f.path("e").join(n)),
+        })
+        .collect()
+}
+
+fn source_default() -> InstallTypes {
+    InstallTypes::from_env("source", &BTreeMap::new())
+}
+
+#[test]
+fn phase_directories_merge_and_keep_modes() {
+    let f = Fixture::new();
+    f.file("e/a/install.d/10-a", GOOD_SCRIPT, 0o755);
+    f.file("e/a/environment.d/10-a.bash", "export DIB_A=1\n", 0o644);
+    f.file("e/a/README.md", "a\n", 0o644);
+    f.file("e/b/install.d/20-b", GOOD_SCRIPT, 0o755);
+    f.file("e/b/root.d/10-b", GOOD_SCRIPT, 0o700);
+    f.file("e/b/README.md", "b\n", 0o644);
+    f.file("e/b/tests/README", "element tests are not merged\n", 0o644);
+
+    let tree = plan(&elements(&f, &["a", "b"]), &source_default()).unwrap();
+    let rels: Vec<String> = tree
+        .entries
+        .keys()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(
+        rels,
+        [
+            "README.md",
+            "environment.d/10-a.bash",
+            "install.d/10-a",
+            "install.d/20-b",
+            "root.d/10-b"
+        ]
+    );
+    // Top-level files do not conflict: the last element wins.
+    assert_eq!(
+        tree.entries[std::path::Path::new("README.md")].element(),
+        "b"
+    );
+
+    let out = f.path("hooks");
+    tree.materialize(&out).unwrap();
+    let mode = |p: &str| fs::metadata(out.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("install.d/10-a"), 0o755);
+    assert_eq!(mode("root.d/10-b"), 0o700);
+    assert_eq!(mode("environment.d/10-a.bash"), 0o644);
+    assert_eq!(fs::read_to_string(out.join("README.md")).unwrap(), "b\n");
+    assert!(!out.join("tests").exists());
+}
+
+#[test]
+fn duplicate_hook_names_both_elements() {
+    let f = Fixture::new();
+    f.file("e/a/install.d/50-same", GOOD_SCRIPT, 0o755);
+    f.file("e/b/install.d/50-same", GOOD_SCRIPT, 0o755);
+    let err = plan(&elements(&f, &["a", "b"]), &source_default()).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "duplicate hook install.d/50-same: shipped by both element 'a' and element 'b'; rename one of them"
+    );
+}
+
+fn install_type_fixture() -> Fixture {
+    let f = Fixture::new();
+    f.file(
+        "e/svc/install.d/nova-api-source-install/10-from-git",
+        GOOD_SCRIPT,
+        0o755,
+    );
+    f.file(
+        "e/svc/install.d/nova-api-package-install/10-from-deb",
+        GOOD_SCRIPT,
+        0o755,
+    );
+    f.file("e/svc/install.d/50-common", GOOD_SCRIPT, 0o755);
+    f
+}
+
+#[test]
+fn install_types_link_the_chosen_scripts() {
+    // (environment, default type, scripts that run from install.d)
+    let cases: &[(&[(&str, &str)], &str, &[&str])] = &[
+        (&[], "source", &["10-from-git", "50-common"]),
+        (&[], "package", &["10-from-deb", "50-common"]),
+        (
+            &[("DIB_INSTALLTYPE_nova_api", "package")],
+            "source",
+            &["10-from-deb", "50-common"],
+        ),
+        (
+            &[("DIB_INSTALLTYPE_nova_api", "source")],
+            "package",
+            &["10-from-git", "50-common"],
+        ),
+        (
+            &[("DIB_INSTALLTYPE_other", "package")],
+            "source",
+            &["10-from-git", "50-common"],
+        ),
+    ];
+    for (env, default, want) in cases {
+        let f = install_type_fixture();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let tree = plan(
+            &elements(&f, &["svc"]),
+            &InstallTypes::from_env(default, &env),
+        )
+        .unwrap();
+        let out = f.path("hooks");
+        tree.materialize(&out).unwrap();
+        let (run, skipped) = plan_dir(&out.join("install.d")).unwrap();
+        let names: Vec<String> = run
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, *want, "{env:?} default {default}");
+        // The type directories themselves are skipped by run-parts.
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        let link = fs::read_link(out.join("install.d").join(want[0])).unwrap();
+        assert!(link.is_relative(), "{link:?}");
+    }
+}
+
+#[test]
+fn install_type_with_no_scripts_for_it() {
+    let f = install_type_fixture();
+    let env: BTreeMap<String, String> =
+        [("DIB_INSTALLTYPE_nova_api".to_string(), "pip".to_string())].into();
+    let err = plan(
+        &elements(&f, &["svc"]),
+        &InstallTypes::from_env("source", &env),
+    )
+    .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "DIB_INSTALLTYPE_nova_api=pip, but no element ships install.d/nova-api-pip-install \
+         (available install types for 'nova-api': package, source); set DIB_INSTALLTYPE_nova_api to one of them"
+    );
+}
+
+#[test]
+fn install_type_script_clashing_with_a_plain_hook() {
+    let f = install_type_fixture();
+    f.file("e/other/install.d/10-from-git", GOOD_SCRIPT, 0o755);
+    let err = plan(&elements(&f, &["other", "svc"]), &source_default()).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "linking install type 'source' of 'nova-api' into install.d: duplicate hook install.d/10-from-git: \
+         shipped by both element 'other' and element 'svc'; rename one of them"
+    );
+}

@@ -12,4 +12,5 @@ pub mod elements;
 pub mod features;
 pub mod hooks;
 pub mod lint;
+pub mod logging;
 pub mod runparts;

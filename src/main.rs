@@ -15,16 +15,6 @@ use dib::commands;
 use dib::config::Mode;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DIB_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-
     let argv: Vec<OsString> = std::env::args_os().collect();
     let argv_strings: Vec<String> = argv
         .iter()
@@ -35,6 +25,7 @@ fn main() -> ExitCode {
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    dib::logging::init(&invoked_as);
 
     let command = match invoked_as.as_str() {
         "disk-image-create" => Command::Create(parse_as::<CreateArgs>("disk-image-create", &argv)),

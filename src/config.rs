@@ -520,6 +520,7 @@ fn parse_kv_list(s: &str) -> Result<Vec<(String, String)>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // inline case tables read better than named types
 mod tests {
     use super::*;
 

@@ -125,16 +125,24 @@ pub fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Plan a real directory; the result holds full paths.
-pub fn plan_dir(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<(PathBuf, Skip)>)> {
+/// The plan of a real directory, as full paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirPlan {
+    pub run: Vec<PathBuf>,
+    pub skipped: Vec<(PathBuf, Skip)>,
+}
+
+/// Plan a real directory.
+pub fn plan_dir(dir: &Path) -> io::Result<DirPlan> {
     let p = plan(read_entries(dir)?);
-    Ok((
-        p.run.into_iter().map(|n| dir.join(n)).collect(),
-        p.skipped
+    Ok(DirPlan {
+        run: p.run.into_iter().map(|n| dir.join(n)).collect(),
+        skipped: p
+            .skipped
             .into_iter()
             .map(|(n, s)| (dir.join(n), s))
             .collect(),
-    ))
+    })
 }
 
 /// `LC_ALL=C sort -n` order for two lines: compare the leading numbers

@@ -1,4 +1,5 @@
 //! The merged hook tree and install types (SPEC §3), on real directories.
+#![allow(clippy::type_complexity)] // inline case tables read better than named types
 
 mod common;
 
@@ -131,7 +132,7 @@ fn install_types_link_the_chosen_scripts() {
         .unwrap();
         let out = f.path("hooks");
         tree.materialize(&out).unwrap();
-        let (run, skipped) = plan_dir(&out.join("install.d")).unwrap();
+        let dib::runparts::DirPlan { run, skipped } = plan_dir(&out.join("install.d")).unwrap();
         let names: Vec<String> = run
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())

@@ -20,7 +20,7 @@ fn real_directory_order_and_skips() {
     symlink(f.path("nowhere"), f.path("d/40-dangling")).unwrap();
     std::fs::create_dir(f.path("d/50-dir")).unwrap();
 
-    let (run, skipped) = plan_dir(&f.path("d")).unwrap();
+    let dib::runparts::DirPlan { run, skipped } = plan_dir(&f.path("d")).unwrap();
     let names = |v: Vec<std::path::PathBuf>| -> Vec<String> {
         v.iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())

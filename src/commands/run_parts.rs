@@ -7,13 +7,13 @@ use crate::runparts::plan_dir;
 
 pub fn run(args: &RunPartsArgs) -> Result<()> {
     ensure!(args.dir.is_dir(), "{:?} is not a directory", args.dir);
-    let (run, skipped) = plan_dir(&args.dir).with_context(|| format!("reading {:?}", args.dir))?;
+    let plan = plan_dir(&args.dir).with_context(|| format!("reading {:?}", args.dir))?;
     if args.verbose {
-        for (path, why) in &skipped {
+        for (path, why) in &plan.skipped {
             eprintln!("skipping {}: {why}", path.display());
         }
     }
-    for path in run {
+    for path in plan.run {
         println!("{}", path.display());
     }
     Ok(())

@@ -35,8 +35,10 @@ pub enum DiscoverError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElementDir {
     pub name: String,
-    /// The directory, under its search path entry (not yet canonicalised).
+    /// The directory, under its search path entry as given.
     pub path: PathBuf,
+    /// The same directory with every symlink resolved.
+    pub real_path: PathBuf,
 }
 
 /// An element hidden by an earlier search path entry with the same name.
@@ -102,6 +104,9 @@ impl ElementSet {
                 path: entry.clone(),
                 source,
             };
+            // Resolved once per entry: an element that is a plain directory
+            // is then real without a syscall of its own.
+            let entry_real = fs::canonicalize(&entry).map_err(read)?;
             let mut names = Vec::new();
             for dirent in fs::read_dir(&entry).map_err(read)? {
                 let dirent = dirent.map_err(read)?;
@@ -110,13 +115,19 @@ impl ElementSet {
                     _ => continue,
                 };
                 let path = dirent.path();
-                // `is_dir` follows symlinks: a symlinked element is an element.
-                if path.is_dir() {
-                    names.push((name, path));
-                }
+                let kind = dirent.file_type().map_err(read)?;
+                let real_path = if kind.is_dir() {
+                    entry_real.join(&name)
+                } else if kind.is_symlink() && path.is_dir() {
+                    // A symlinked element is an element, at its target.
+                    fs::canonicalize(&path).map_err(read)?
+                } else {
+                    continue;
+                };
+                names.push((name, path, real_path));
             }
             names.sort();
-            for (name, path) in names {
+            for (name, path, real_path) in names {
                 match set.elements.get(&name) {
                     Some(used) => set.shadowed.push(Shadowed {
                         name,
@@ -124,7 +135,14 @@ impl ElementSet {
                         ignored: path,
                     }),
                     None => {
-                        set.elements.insert(name.clone(), ElementDir { name, path });
+                        set.elements.insert(
+                            name.clone(),
+                            ElementDir {
+                                name,
+                                path,
+                                real_path,
+                            },
+                        );
                     }
                 }
             }

@@ -141,21 +141,19 @@ pub fn resolve(
 
     check(set, &walk, &wanted)?;
 
-    let mut elements = Vec::with_capacity(walk.included.len());
-    for name in walk.included.keys() {
-        let dir = set
-            .get(name)
-            .expect("included elements were found in the set");
-        let path = fs::canonicalize(&dir.path).map_err(|source| ResolveError::Read {
-            element: name.clone(),
-            path: dir.path.clone(),
-            source,
-        })?;
-        elements.push(ResolvedElement {
-            name: name.clone(),
-            path,
-        });
-    }
+    let elements = walk
+        .included
+        .keys()
+        .map(|name| {
+            let dir = set
+                .get(name)
+                .expect("included elements were found in the set");
+            ResolvedElement {
+                name: name.clone(),
+                path: dir.real_path.clone(),
+            }
+        })
+        .collect();
     let provided = walk
         .providers
         .into_iter()

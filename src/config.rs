@@ -127,7 +127,8 @@ impl FsType {
         }
     }
 
-    fn default_label(self) -> &'static str {
+    /// The root label used when none is given.
+    pub fn default_label(self) -> &'static str {
         match self {
             FsType::Xfs => "img-rootfs",
             _ => "cloudimg-rootfs",

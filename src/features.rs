@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::cli::BlockBackend;
-use crate::config::{BuildConfig, Mode};
+use crate::config::{Arch, BuildConfig, Mode, Tmpfs, DEFAULT_MIN_TMPFS_GB};
 
 /// A piece of dib that may not exist yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,94 +81,82 @@ pub fn missing(config: &BuildConfig) -> Vec<Missing> {
             uses.push((format!("output type '{t}'"), feature));
         }
     }
-    let flag = |set: bool, name: &str, feature: Feature, uses: &mut Vec<(String, Feature)>| {
-        if set {
-            uses.push((name.to_string(), feature));
-        }
-    };
-    flag(
-        !config.packages.is_empty(),
-        "-p",
-        Feature::Debian,
-        &mut uses,
-    );
-    flag(
-        config.offline,
-        "--offline / DIB_OFFLINE",
-        Feature::Debian,
-        &mut uses,
-    );
-    flag(
-        config.image_size_gb.is_some(),
-        "--image-size / DIB_IMAGE_SIZE",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.image_extra_size_mb.is_some(),
-        "--image-extra-size / DIB_IMAGE_EXTRA_SIZE",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.max_online_resize.is_some(),
-        "--max-online-resize",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.mkfs_options.is_some(),
-        "--mkfs-options",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.mkfs_journal_size_mb.is_some(),
-        "--mkfs-journal-size",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        !config.qemu_img_options.is_empty(),
-        "--qemu-img-options",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.checksum,
-        "--checksum / DIB_CHECKSUM",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.block_device_config.is_some(),
-        "DIB_BLOCK_DEVICE_CONFIG",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.block_backend == BlockBackend::Offline,
-        "--block-backend offline",
-        Feature::DiskImages,
-        &mut uses,
-    );
-    flag(
-        config.block_backend == BlockBackend::Helper,
-        "--block-backend helper",
-        Feature::Helper,
-        &mut uses,
-    );
-    flag(
-        config.logfile.is_some(),
-        "--logfile",
-        Feature::Phases,
-        &mut uses,
-    );
-    flag(
-        !config.breakpoints.is_empty(),
-        "break=",
-        Feature::Phases,
-        &mut uses,
+    let c = config;
+    let flags: [(bool, &str, Feature); 20] = [
+        (!c.packages.is_empty(), "-p", Feature::Debian),
+        (c.offline, "--offline / DIB_OFFLINE", Feature::Debian),
+        (
+            c.arch != Arch::host(),
+            "-a (foreign architecture)",
+            Feature::Debian,
+        ),
+        (
+            c.image_size_gb.is_some(),
+            "--image-size / DIB_IMAGE_SIZE",
+            Feature::DiskImages,
+        ),
+        (
+            c.image_extra_size_mb.is_some(),
+            "--image-extra-size / DIB_IMAGE_EXTRA_SIZE",
+            Feature::DiskImages,
+        ),
+        (
+            c.max_online_resize.is_some(),
+            "--max-online-resize",
+            Feature::DiskImages,
+        ),
+        (
+            c.mkfs_options.is_some(),
+            "--mkfs-options",
+            Feature::DiskImages,
+        ),
+        (
+            c.mkfs_journal_size_mb.is_some(),
+            "--mkfs-journal-size",
+            Feature::DiskImages,
+        ),
+        (
+            !c.qemu_img_options.is_empty(),
+            "--qemu-img-options",
+            Feature::DiskImages,
+        ),
+        (!c.compress, "-u", Feature::DiskImages),
+        (c.checksum, "--checksum / DIB_CHECKSUM", Feature::DiskImages),
+        (
+            c.root_label != c.fs_type.default_label(),
+            "--root-label / DIB_ROOT_LABEL",
+            Feature::DiskImages,
+        ),
+        (
+            c.block_device_config.is_some(),
+            "DIB_BLOCK_DEVICE_CONFIG",
+            Feature::DiskImages,
+        ),
+        (
+            c.block_backend == BlockBackend::Offline,
+            "--block-backend offline",
+            Feature::DiskImages,
+        ),
+        (
+            c.block_backend == BlockBackend::Helper,
+            "--block-backend helper",
+            Feature::Helper,
+        ),
+        (c.logfile.is_some(), "--logfile", Feature::Phases),
+        (!c.breakpoints.is_empty(), "break=", Feature::Phases),
+        (c.trace > 0, "-x / DIB_DEBUG_TRACE", Feature::Phases),
+        (c.clear_env, "-c", Feature::Phases),
+        (
+            c.tmpfs != Tmpfs::WhenMemoryAtLeastTwice(DEFAULT_MIN_TMPFS_GB),
+            "--min-tmpfs / --no-tmpfs",
+            Feature::Phases,
+        ),
+    ];
+    uses.extend(
+        flags
+            .into_iter()
+            .filter(|(set, _, _)| *set)
+            .map(|(_, what, f)| (what.to_string(), f)),
     );
     uses.into_iter()
         .filter(|(_, f)| !f.available())
@@ -215,6 +203,39 @@ mod tests {
              \x20 - output type 'tar' (Debian elements, packages and caches, issue #4)\n\
              \x20 - -p (Debian elements, packages and caches, issue #4)\n\
              \x20 - --block-backend helper (the dib-helper backend, issue #6)"
+        );
+    }
+
+    #[test]
+    fn defaults_need_only_phases_and_the_default_output() {
+        let env: Env = [("HOME".to_string(), "/h".to_string())].into();
+        let plain = CreateArgs {
+            elements: vec!["x".into()],
+            ..Default::default()
+        };
+        let config = BuildConfig::new(Mode::Disk, &plain, &env, vec![]).unwrap();
+        let what: Vec<String> = missing(&config).into_iter().map(|m| m.what).collect();
+        assert_eq!(what, ["running build phases", "output type 'qcow2'"]);
+
+        let tweaked = CreateArgs {
+            uncompressed: true,
+            trace: 2,
+            no_tmpfs: true,
+            root_label: Some("root".into()),
+            ..plain
+        };
+        let config = BuildConfig::new(Mode::Disk, &tweaked, &env, vec![]).unwrap();
+        let what: Vec<String> = missing(&config).into_iter().map(|m| m.what).collect();
+        assert_eq!(
+            what,
+            [
+                "running build phases",
+                "output type 'qcow2'",
+                "-u",
+                "--root-label / DIB_ROOT_LABEL",
+                "-x / DIB_DEBUG_TRACE",
+                "--min-tmpfs / --no-tmpfs"
+            ]
         );
     }
 }

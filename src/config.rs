@@ -64,6 +64,16 @@ impl Arch {
         })
     }
 
+    /// `ARCH` from the environment (as DIB reads it), else the host's.
+    pub fn from_env(env: &Env) -> Result<Arch> {
+        match env.get("ARCH").filter(|a| !a.is_empty()) {
+            Some(a) => Arch::parse(a).with_context(|| {
+                format!("ARCH={a:?} is not valid: use one of amd64, arm64, armhf, i386")
+            }),
+            None => Ok(Arch::host()),
+        }
+    }
+
     /// The architecture this binary was built for.
     pub fn host() -> Arch {
         Arch::parse(std::env::consts::ARCH).unwrap_or(Arch::Amd64)
@@ -292,12 +302,7 @@ impl BuildConfig {
             Some(a) => Arch::parse(a).with_context(|| {
                 format!("invalid value {a:?} for '-a <ARCH>': use one of amd64, arm64, armhf, i386")
             })?,
-            None => match env.get("ARCH").filter(|a| !a.is_empty()) {
-                Some(a) => Arch::parse(a).with_context(|| {
-                    format!("ARCH={a:?} is not valid: use one of amd64, arm64, armhf, i386")
-                })?,
-                None => Arch::host(),
-            },
+            None => Arch::from_env(env)?,
         };
 
         let output_types = if args.types.is_empty() {

@@ -10,12 +10,7 @@ use crate::elements::resolve;
 pub fn run(args: &ElementInfoArgs) -> Result<()> {
     let env = process_env();
     // Like DIB's element-info, the build's ARCH decides vm's default block device.
-    let arch = match env.get("ARCH").filter(|a| !a.is_empty()) {
-        Some(a) => Arch::parse(a).ok_or_else(|| {
-            anyhow::anyhow!("ARCH={a:?} is not valid: use one of amd64, arm64, armhf, i386")
-        })?,
-        None => Arch::host(),
-    };
+    let arch = Arch::from_env(&env)?;
     let set = super::load_elements(&env)?;
     let resolution = resolve(&set, &args.elements, arch.as_str())?;
     if args.env {

@@ -42,8 +42,6 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Amd64, Arch::Arm64, Arch::Armhf, Arch::I386];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",
@@ -513,6 +511,43 @@ impl BuildConfig {
     }
 }
 
+impl BuildConfig {
+    /// The checks that need the file system, kept apart from [`BuildConfig::new`]
+    /// so that stays pure: `TMP_DIR` exists, the log file's directory exists,
+    /// and a `DIB_BLOCK_DEVICE_CONFIG` is readable YAML.
+    pub fn check_paths(&self) -> Result<()> {
+        ensure!(
+            self.tmp_dir.is_dir(),
+            "TMP_DIR={:?} is not a directory: create it or point TMP_DIR elsewhere",
+            self.tmp_dir
+        );
+        if let Some(log) = &self.logfile {
+            let parent = match log.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            ensure!(
+                parent.is_dir(),
+                "invalid value {log:?} for '--logfile <FILE>': directory {parent:?} does not exist"
+            );
+        }
+        if let Some(cfg) = &self.block_device_config {
+            let (text, origin) = match cfg.strip_prefix("file://") {
+                Some(path) => (
+                    std::fs::read_to_string(path).with_context(|| {
+                        format!("DIB_BLOCK_DEVICE_CONFIG names {path:?}, which cannot be read")
+                    })?,
+                    format!("DIB_BLOCK_DEVICE_CONFIG file {path:?}"),
+                ),
+                None => (cfg.clone(), "DIB_BLOCK_DEVICE_CONFIG".to_string()),
+            };
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+                .with_context(|| format!("{origin} is not valid YAML"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Parse `k=v,k=v` (keys non-empty, no spaces around).
 fn parse_kv_list(s: &str) -> Result<Vec<(String, String)>> {
     s.split(',')
@@ -752,6 +787,63 @@ mod tests {
             tweak(&mut a);
             let err = format!("{:#}", build(&a, &env(e)).unwrap_err());
             assert!(err.contains(want), "{e:?}: got {err:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn path_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad_yaml = dir.path().join("bd.yaml");
+        std::fs::write(&bad_yaml, "- local_loop:\n    name: [\n").unwrap();
+        let d = dir.path().display().to_string();
+        // (environment, --logfile, expected error or None)
+        let cases: Vec<(Vec<(&str, String)>, Option<&str>, Option<String>)> = vec![
+            (vec![("TMP_DIR", d.clone())], None, None),
+            (
+                vec![("TMP_DIR", format!("{d}/nope"))],
+                None,
+                Some(format!("TMP_DIR=\"{d}/nope\" is not a directory: create it or point TMP_DIR elsewhere")),
+            ),
+            (
+                vec![("TMP_DIR", d.clone())],
+                Some("/nonexistent/dir/log"),
+                Some("invalid value \"/nonexistent/dir/log\" for '--logfile <FILE>': directory \"/nonexistent/dir\" does not exist".into()),
+            ),
+            (vec![("TMP_DIR", d.clone())], Some("build.log"), None),
+            (
+                vec![("TMP_DIR", d.clone()), ("DIB_BLOCK_DEVICE_CONFIG", "file:///nonexistent.yaml".into())],
+                None,
+                Some("DIB_BLOCK_DEVICE_CONFIG names \"/nonexistent.yaml\", which cannot be read: No such file or directory (os error 2)".into()),
+            ),
+            (
+                vec![("TMP_DIR", d.clone()), ("DIB_BLOCK_DEVICE_CONFIG", format!("file://{}", bad_yaml.display()))],
+                None,
+                Some(format!("DIB_BLOCK_DEVICE_CONFIG file {bad_yaml:?} is not valid YAML: ")),
+            ),
+            (
+                vec![("TMP_DIR", d.clone()), ("DIB_BLOCK_DEVICE_CONFIG", "- mkfs: {type: ext4".into())],
+                None,
+                Some("DIB_BLOCK_DEVICE_CONFIG is not valid YAML: ".into()),
+            ),
+            (vec![("TMP_DIR", d.clone()), ("DIB_BLOCK_DEVICE_CONFIG", "- mkfs: {type: ext4}".into())], None, None),
+        ];
+        for (vars, logfile, want) in cases {
+            let e: Env = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .chain([("HOME".to_string(), "/h".to_string())])
+                .collect();
+            let mut a = args(&["x"]);
+            a.logfile = logfile.map(PathBuf::from);
+            let got = build(&a, &e)
+                .unwrap()
+                .check_paths()
+                .map_err(|e| format!("{e:#}"));
+            match (&want, &got) {
+                (None, Ok(())) => {}
+                (Some(w), Err(g)) if g.starts_with(w.as_str()) => {}
+                _ => panic!("{vars:?} {logfile:?}: want {want:?}, got {got:?}"),
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use crate::hooks::{self, InstallTypes};
 pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
     let env = process_env();
     let config = BuildConfig::new(mode, args, &env, argv)?;
+    config.check_paths()?;
     let set = super::load_elements(&env)?;
     let resolution = resolve(&set, &config.elements, config.arch.as_str())?;
     let install = InstallTypes::from_env(config.install_type.as_str(), &config.env);

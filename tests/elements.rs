@@ -132,7 +132,37 @@ fn cases() -> Vec<Case<'static>> {
             elements: &[OS, ("a", &["x"], &[]), ("x", &["p"], &[]), ("p", &[], &["x"])],
             request: &["a", "os"],
             arch: "amd64",
-            want: Err("'x' (required by 'a') is a virtual name whose only provider is reached through 'x' itself; depend on the provider directly"),
+            want: Err("'x' is provided by an element that is only reached through 'x' itself, so whether it is virtual has no consistent answer; depend on its provider directly"),
+        },
+        Case {
+            // A provider reached only through a real element that a second
+            // provider replaces drops out, and its name with it.
+            name: "a provider that drops out takes its virtual name with it",
+            elements: &[
+                OS,
+                ("a", &["z", "q", "x"], &[]),
+                ("z", &["p"], &[]),
+                ("p", &[], &["x"]),
+                ("q", &[], &["z"]),
+                ("x", &[], &[]),
+            ],
+            request: &["a", "os"],
+            arch: "amd64",
+            want: Ok(&["a", "os", "q", "x"]),
+        },
+        Case {
+            name: "a requested element that provides its own name",
+            elements: &[OS, ("x", &[], &["x"])],
+            request: &["os", "x"],
+            arch: "amd64",
+            want: Err("Element 'x' was requested explicitly but is already provided by [x]; request only one of them"),
+        },
+        Case {
+            name: "a repeated line in element-provides is one name",
+            elements: &[("os", &[], &["operating-system", "operating-system"]), ("a", &["a", "a"], &[])],
+            request: &["os", "a"],
+            arch: "amd64",
+            want: Ok(&["a", "os"]),
         },
         Case {
             name: "vm gets block-device-mbr on amd64",

@@ -64,8 +64,8 @@ pub enum ResolveError {
     },
     #[error("Element '{name}' was requested explicitly but is already provided by [{provider}]; request only one of them")]
     ExplicitlyProvided { name: String, provider: String },
-    #[error("'{name}' ({requester}) is a virtual name whose only provider is reached through '{name}' itself; depend on the provider directly")]
-    ProvideCycle { name: String, requester: Requester },
+    #[error("'{name}' is provided by an element that is only reached through '{name}' itself, so whether it is virtual has no consistent answer; depend on its provider directly")]
+    ProvideCycle { name: String },
     #[error("Please include an operating system element (one whose element-provides lists '{OPERATING_SYSTEM}', such as debian-minimal)")]
     MissingOs,
     #[error(transparent)]
@@ -199,16 +199,6 @@ fn check(
             });
         }
     }
-    if let Some((name, requester)) = walk
-        .via_hint
-        .iter()
-        .find(|(name, _)| !walk.providers.contains_key(name))
-    {
-        return Err(ResolveError::ProvideCycle {
-            name: name.clone(),
-            requester: requester.clone(),
-        });
-    }
     if !walk.providers.contains_key(OPERATING_SYSTEM) {
         return Err(ResolveError::MissingOs);
     }
@@ -222,28 +212,39 @@ struct Walk {
     included: BTreeMap<String, Requester>,
     /// Virtual name -> providers, in walk order.
     providers: BTreeMap<String, Vec<String>>,
-    /// Names skipped because an earlier walk saw them provided.
-    via_hint: Vec<(String, Requester)>,
     /// Names neither provided nor found, first requester only.
     missing: Vec<(String, Requester)>,
 }
 
-/// Walk again and again, treating every name provided so far as satisfied,
-/// until no new provided name appears. The hint only grows and is bounded by
-/// the provided names of the whole set, so this terminates.
+/// Walk again and again, each time treating the names the previous walk saw
+/// provided as satisfied, until a walk provides exactly the names it assumed.
+/// The hint is not accumulated: a provider that drops out of the closure (it
+/// was only reached through a name that turned out virtual) takes its names
+/// with it. The iteration is a function on a finite set of hints, so it ends
+/// in a fixed point or a cycle; a cycle means no consistent answer exists.
 fn fixpoint(
     set: &ElementSet,
     meta: &mut MetaCache,
     wanted: &[(String, Requester)],
 ) -> Result<Walk, ResolveError> {
-    let mut hint = BTreeSet::new();
+    let mut hint: BTreeSet<String> = BTreeSet::new();
+    let mut seen: Vec<BTreeSet<String>> = Vec::new();
     loop {
         let walk = walk(set, meta, wanted, &hint)?;
-        let before = hint.len();
-        hint.extend(walk.providers.keys().cloned());
-        if hint.len() == before {
+        let provided: BTreeSet<String> = walk.providers.keys().cloned().collect();
+        if provided == hint {
             return Ok(walk);
         }
+        if seen.contains(&provided) {
+            let name = provided
+                .symmetric_difference(&hint)
+                .next()
+                .expect("the sets differ")
+                .clone();
+            return Err(ResolveError::ProvideCycle { name });
+        }
+        seen.push(hint);
+        hint = provided;
     }
 }
 
@@ -260,8 +261,11 @@ fn walk(
         if out.included.contains_key(&name) {
             continue;
         }
-        if hint.contains(&name) {
-            out.via_hint.push((name, requester));
+        // A name provided in the closure is not looked up, except that a
+        // requested element that exists is always taken at its word (the
+        // explicitly-provided check then reports the clash).
+        let explicit = requester == Requester::CommandLine && set.get(&name).is_some();
+        if hint.contains(&name) && !explicit {
             continue;
         }
         let Some(dir) = set.get(&name) else {
@@ -314,7 +318,13 @@ impl MetaCache {
 fn read_list(dir: &ElementDir, file: &str) -> Result<Vec<String>, ResolveError> {
     let path: PathBuf = Path::new(&dir.path).join(file);
     match fs::read_to_string(&path) {
-        Ok(text) => Ok(parse_name_list(&path, &text)?),
+        Ok(text) => {
+            // DIB reads these files as sets: a repeated line is one name.
+            let mut names = parse_name_list(&path, &text)?;
+            let mut seen = BTreeSet::new();
+            names.retain(|n| seen.insert(n.clone()));
+            Ok(names)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(ResolveError::Read {
             element: dir.name.clone(),

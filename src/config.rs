@@ -18,9 +18,19 @@ use crate::cli::{BlockBackend, CreateArgs, InstallType};
 /// An environment snapshot.
 pub type Env = BTreeMap<String, String>;
 
-/// The environment of the current process (non-UTF-8 entries are dropped).
+/// The environment of the current process. Entries that are not UTF-8 are
+/// dropped (with a debug line): dib reads none of them, and hooks still get
+/// the process environment.
 pub fn process_env() -> Env {
-    std::env::vars().collect()
+    std::env::vars_os()
+        .filter_map(|(k, v)| match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => Some((k, v)),
+            (k, _) => {
+                tracing::debug!("ignoring environment variable {k:?}: not UTF-8");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Which command is building.
@@ -323,17 +333,18 @@ impl BuildConfig {
         };
 
         let mut image_name = args.output.clone().unwrap_or_else(|| "image".to_string());
-        ensure!(
-            !image_name.is_empty() && !image_name.ends_with('/'),
-            "invalid value {image_name:?} for '-o <NAME>': give a file name (it may include a directory)"
-        );
         if let [only] = output_types.as_slice() {
             if let Some(stripped) = image_name.strip_suffix(&format!(".{only}")) {
-                if !stripped.is_empty() {
+                // `-o .qcow2` or `-o dir/.qcow2` would leave no file name.
+                if !stripped.is_empty() && !stripped.ends_with('/') {
                     image_name = stripped.to_string();
                 }
             }
         }
+        ensure!(
+            !image_name.is_empty() && !image_name.ends_with('/'),
+            "invalid value {image_name:?} for '-o <NAME>': give a file name (it may include a directory)"
+        );
 
         let trace = if args.trace > 0 {
             u32::from(args.trace)
@@ -609,6 +620,7 @@ mod tests {
             ("foo.qcow2", &["qcow2", "raw"], "foo.qcow2"),
             ("out/deb.tar", &["tar"], "out/deb"),
             (".qcow2", &[], ".qcow2"),
+            ("dir/.qcow2", &[], "dir/.qcow2"),
         ];
         for (o, t, want) in cases {
             let mut a = args(&["x"]);

@@ -24,8 +24,7 @@ pub fn env_script(res: &Resolution) -> String {
         let path = e.path.to_string_lossy();
         // Same shape as PyYAML's safe_dump of a flat mapping: `key: value\n`.
         let _ = writeln!(yaml, "{}: {}", yaml_scalar(&e.name), yaml_scalar(&path));
-        // Consumers run `eval declare -A a=($(get_image_element_array))`:
-        // the words are re-parsed by eval, so shell quoting survives.
+        // See shell_word for why these words hold no whitespace.
         let _ = write!(array, "[{}]={} ", shell_word(&e.name), shell_word(&path));
     }
     let mut out = String::new();
@@ -62,37 +61,65 @@ fn double_quote(s: &str) -> String {
     out
 }
 
-fn is_plain(s: &str, extra: &[char]) -> bool {
-    !s.is_empty()
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '/' | '.' | '_' | '-' | '+')
-                || extra.contains(&c)
-        })
+/// Characters that need no quoting in a shell word or a YAML plain scalar.
+fn is_plain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+')
 }
 
-/// One shell word: unquoted when it needs nothing, single-quoted otherwise.
+/// One shell word that survives being word-split and re-parsed: consumers run
+/// `eval declare -A a=($(get_image_element_array))`, where the unquoted
+/// `$(...)` is split on whitespace *before* eval sees any quotes. So a word
+/// that needs quoting becomes `$'...'` with every byte outside the plain set
+/// escaped, and holds no whitespace for the split to act on.
 pub fn shell_word(s: &str) -> String {
-    if is_plain(s, &[',', ':', '=', '@', '%']) {
-        s.to_string()
-    } else {
-        single_quote(s)
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| is_plain_char(c) || matches!(c, ',' | ':' | '=' | '@' | '%'))
+    {
+        return s.to_string();
     }
+    let mut out = String::from("$'");
+    for c in s.chars() {
+        if is_plain_char(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out.push('\'');
+    out
 }
 
-/// A YAML scalar: plain when unambiguous, else single-quoted (`'` doubled).
+/// A YAML scalar: plain when it cannot be read as anything but this string,
+/// else double-quoted with escapes (single quotes would fold newlines).
 fn yaml_scalar(s: &str) -> String {
-    let ambiguous = s.starts_with(['-', '.', '+'])
-        || matches!(
+    let plain = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/' || c == '_')
+        && s.chars().all(is_plain_char)
+        && !matches!(
             s.to_ascii_lowercase().as_str(),
-            "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "~"
-        )
-        || s.parse::<f64>().is_ok();
-    if is_plain(s, &[]) && !ambiguous {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "''"))
+            "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
+        );
+    if plain {
+        return s.to_string();
     }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -128,17 +155,30 @@ mod tests {
 
     #[test]
     fn yaml_scalars() {
-        assert_eq!(yaml_scalar("/a/b-c_d.e"), "/a/b-c_d.e");
-        assert_eq!(yaml_scalar("a b"), "'a b'");
-        assert_eq!(yaml_scalar("yes"), "'yes'");
-        assert_eq!(yaml_scalar("1.5"), "'1.5'");
-        assert_eq!(yaml_scalar("it's"), "'it''s'");
+        let cases = [
+            ("/a/b-c_d.e", "/a/b-c_d.e"),
+            ("base", "base"),
+            ("a b", r#""a b""#),
+            ("yes", r#""yes""#),
+            ("1.5", r#""1.5""#),
+            ("0x10", r#""0x10""#),
+            ("2020-01-01", r#""2020-01-01""#),
+            ("-x", r#""-x""#),
+            ("it's \"q\" \\", r#""it's \"q\" \\""#),
+            ("a\nb", r#""a\nb""#),
+        ];
+        for (input, want) in cases {
+            assert_eq!(yaml_scalar(input), want, "{input:?}");
+            let back: String = serde_yaml_ng::from_str(&yaml_scalar(input)).unwrap();
+            assert_eq!(back, input);
+        }
     }
 
     #[test]
     fn shell_words() {
         assert_eq!(shell_word("/a/b"), "/a/b");
-        assert_eq!(shell_word("a b"), "'a b'");
-        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("a b"), r"$'a\x20b'");
+        assert_eq!(shell_word("it's\n"), r"$'it\x27s\x0a'");
+        assert_eq!(shell_word("é"), r"$'\xc3\xa9'");
     }
 }

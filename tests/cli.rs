@@ -117,6 +117,21 @@ fn bad_values_name_the_flag() {
 }
 
 #[test]
+fn non_utf8_environment_is_ignored() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let f = Fixture::new();
+    let ep = tree(&f, "e").display().to_string();
+    let o = Command::new(DIB)
+        .args(["element-info", "app", "os"])
+        .env("ELEMENTS_PATH", &ep)
+        .env("NOT_UTF8", std::ffi::OsStr::from_bytes(b"\xff"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "app lib os\n");
+}
+
+#[test]
 fn bad_environment_values_name_the_variable() {
     let o = dib(&["create", "x"], &[("DIB_IMAGE_SIZE", "huge")]);
     assert_eq!(o.status.code(), Some(1));
@@ -180,8 +195,9 @@ fn classic_names_are_the_same_binary() {
 #[test]
 fn env_output_evaluates_in_bash() {
     let f = Fixture::new();
-    // A directory name with a space, a quote and a dollar sign, to prove the quoting.
-    let entry = "it's a $dir";
+    // A directory name with every kind of character that needs quoting:
+    // repeated spaces, a tab, a newline, quotes, a dollar sign, a backslash.
+    let entry = "it's  a \"$dir\"\twith\nnewline \\ and é";
     let path = tree(&f, entry);
     let ep = path.display().to_string();
     let script = format!(

@@ -2,10 +2,15 @@
 //!
 //! Every sub-directory of every element (except `tests/`) is merged into one
 //! tree: `install.d/10-foo` of element a and `install.d/20-bar` of element b
-//! end up side by side. Two elements shipping the same name in the same
-//! directory is an error naming both (DIB's message names neither). Top-level
-//! files (README, element-deps, ...) are copied too and do not conflict; the
-//! last element in sorted order wins, as DIB's `cp` would.
+//! end up side by side, and `static/etc/a` and `static/etc/b` share `etc/`.
+//! Directories merge; two elements shipping the same file (or a file where
+//! the other has a directory) is an error naming both (DIB's message names
+//! neither). Top-level files (README, element-deps, ...) are copied too and
+//! do not conflict; the last element in sorted order wins, as DIB's `cp`
+//! would. Symlinks inside element directories are recreated as they are, as
+//! DIB's `cp -a` does: following them would copy host files into the build
+//! (a `static/` link to `/etc/hostname`) or fail on links that only resolve
+//! inside the image.
 //!
 //! Install types: `install.d/<prefix>-<type>-install/` directories hold the
 //! scripts for one way of installing something (`source`, `package`). For each
@@ -17,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -29,25 +34,29 @@ const NOT_MERGED: &[&str] = &["tests"];
 const INSTALL_D: &str = "install.d";
 const INSTALL_SUFFIX: &str = "-install";
 
-/// Where one entry of the merged tree comes from.
+/// One entry of the merged tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A file (or, inside a phase directory, a whole sub-directory) copied
-    /// from an element.
-    Copy { element: String, path: PathBuf },
-    /// A relative symlink inside the tree (install types).
-    Link { element: String, target: PathBuf },
+    /// A directory (several elements may share it); the mode is the first
+    /// element's.
+    Dir { element: String, mode: u32 },
+    /// A regular file copied from an element, mode included.
+    File { element: String, path: PathBuf },
+    /// A symlink, recreated with this target.
+    Symlink { element: String, target: PathBuf },
 }
 
 impl Source {
     pub fn element(&self) -> &str {
         match self {
-            Source::Copy { element, .. } | Source::Link { element, .. } => element,
+            Source::Dir { element, .. }
+            | Source::File { element, .. }
+            | Source::Symlink { element, .. } => element,
         }
     }
 }
 
-/// The merged tree as data: relative path -> source.
+/// The merged tree as data: relative path -> entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookTree {
     pub entries: BTreeMap<PathBuf, Source>,
@@ -92,27 +101,20 @@ impl InstallTypes {
 pub fn plan(elements: &[ResolvedElement], install: &InstallTypes) -> Result<HookTree> {
     let mut tree = HookTree::default();
     for el in elements {
-        for (name, path, is_dir) in sorted_children(&el.path)? {
-            if !is_dir {
-                tree.entries.insert(
-                    PathBuf::from(&name),
-                    Source::Copy {
-                        element: el.name.clone(),
-                        path,
-                    },
-                );
-                continue;
-            }
-            if NOT_MERGED.contains(&name.as_str()) || name.starts_with('.') {
-                continue;
-            }
-            for (child, child_path, _) in sorted_children(&path)? {
-                let rel = Path::new(&name).join(&child);
-                let src = Source::Copy {
+        for (name, path) in sorted_children(&el.path)? {
+            // Top-level entries are followed (DIB's `find -follow`): an
+            // element may symlink a whole phase directory from elsewhere.
+            let meta = fs::metadata(&path).with_context(|| format!("reading {path:?}"))?;
+            if meta.is_dir() {
+                if !NOT_MERGED.contains(&name.as_str()) {
+                    merge_dir(&mut tree, &el.name, Path::new(&name), &path, &meta)?;
+                }
+            } else if meta.is_file() {
+                let src = Source::File {
                     element: el.name.clone(),
-                    path: child_path,
+                    path,
                 };
-                insert_unique(&mut tree, rel, src)?;
+                tree.entries.insert(PathBuf::from(&name), src);
             }
         }
     }
@@ -120,14 +122,61 @@ pub fn plan(elements: &[ResolvedElement], install: &InstallTypes) -> Result<Hook
     Ok(tree)
 }
 
+fn merge_dir(
+    tree: &mut HookTree,
+    element: &str,
+    rel: &Path,
+    path: &Path,
+    meta: &fs::Metadata,
+) -> Result<()> {
+    match tree.entries.get(rel) {
+        Some(Source::Dir { .. }) => {}
+        Some(other) => return Err(conflict(rel, other.element(), element)),
+        None => {
+            let src = Source::Dir {
+                element: element.to_string(),
+                mode: meta.permissions().mode() & 0o7777,
+            };
+            tree.entries.insert(rel.to_path_buf(), src);
+        }
+    }
+    for (name, child) in sorted_children(path)? {
+        let child_rel = rel.join(&name);
+        let meta = fs::symlink_metadata(&child).with_context(|| format!("reading {child:?}"))?;
+        let src = if meta.is_symlink() {
+            let target =
+                fs::read_link(&child).with_context(|| format!("reading link {child:?}"))?;
+            Source::Symlink {
+                element: element.to_string(),
+                target,
+            }
+        } else if meta.is_dir() {
+            merge_dir(tree, element, &child_rel, &child, &meta)?;
+            continue;
+        } else if meta.is_file() {
+            Source::File {
+                element: element.to_string(),
+                path: child,
+            }
+        } else {
+            tracing::debug!("hook tree: skipping {child:?}: not a file, directory or symlink");
+            continue;
+        };
+        insert_unique(tree, child_rel, src)?;
+    }
+    Ok(())
+}
+
+fn conflict(rel: &Path, first: &str, second: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "duplicate hook {}: shipped by both element '{first}' and element '{second}'; rename one of them",
+        rel.display()
+    )
+}
+
 fn insert_unique(tree: &mut HookTree, rel: PathBuf, src: Source) -> Result<()> {
     if let Some(prev) = tree.entries.get(&rel) {
-        bail!(
-            "duplicate hook {}: shipped by both element '{}' and element '{}'; rename one of them",
-            rel.display(),
-            prev.element(),
-            src.element()
-        );
+        return Err(conflict(&rel, prev.element(), src.element()));
     }
     tree.entries.insert(rel, src);
     Ok(())
@@ -141,28 +190,31 @@ fn split_install_dir(name: &str) -> Option<(&str, &str)> {
 }
 
 fn link_install_types(tree: &mut HookTree, install: &InstallTypes) -> Result<()> {
-    // prefix -> type -> (element, dir path)
-    let mut by_prefix: BTreeMap<String, BTreeMap<String, (String, PathBuf)>> = BTreeMap::new();
-    for (rel, src) in &tree.entries {
-        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+    // prefix -> type -> (element, scripts)
+    let mut by_prefix: BTreeMap<String, BTreeMap<String, (String, Vec<String>)>> = BTreeMap::new();
+    for (rel, src) in tree.dir(INSTALL_D) {
+        let Source::Dir { element, .. } = src else {
             continue;
         };
-        let Source::Copy { element, path } = src else {
-            continue;
-        };
-        if parent != Path::new(INSTALL_D) || !path.is_dir() {
-            continue;
-        }
-        if let Some((prefix, ty)) = name.to_str().and_then(split_install_dir) {
+        if let Some((prefix, ty)) = split_install_dir(rel) {
+            let dir = Path::new(INSTALL_D).join(rel);
+            let scripts = tree
+                .entries
+                .iter()
+                .filter(|(p, s)| {
+                    p.parent() == Some(dir.as_path()) && !matches!(s, Source::Dir { .. })
+                })
+                .filter_map(|(p, _)| Some(p.file_name()?.to_str()?.to_string()))
+                .collect();
             by_prefix
                 .entry(prefix.to_string())
                 .or_default()
-                .insert(ty.to_string(), (element.clone(), path.clone()));
+                .insert(ty.to_string(), (element.clone(), scripts));
         }
     }
     for (prefix, types) in by_prefix {
         let (chosen, var) = install.choose(&prefix);
-        let Some((element, dir)) = types.get(chosen) else {
+        let Some((element, scripts)) = types.get(chosen) else {
             if let Some(var) = var {
                 let have: Vec<&str> = types.keys().map(String::as_str).collect();
                 bail!(
@@ -176,13 +228,12 @@ fn link_install_types(tree: &mut HookTree, install: &InstallTypes) -> Result<()>
             continue;
         };
         let dirname = format!("{prefix}-{chosen}{INSTALL_SUFFIX}");
-        for (script, _, _) in sorted_children(dir)? {
-            let rel = Path::new(INSTALL_D).join(&script);
-            let src = Source::Link {
+        for script in scripts {
+            let src = Source::Symlink {
                 element: element.clone(),
-                target: Path::new(&dirname).join(&script),
+                target: Path::new(&dirname).join(script),
             };
-            insert_unique(tree, rel, src).with_context(|| {
+            insert_unique(tree, Path::new(INSTALL_D).join(script), src).with_context(|| {
                 format!("linking install type '{chosen}' of '{prefix}' into install.d")
             })?;
         }
@@ -190,25 +241,25 @@ fn link_install_types(tree: &mut HookTree, install: &InstallTypes) -> Result<()>
     Ok(())
 }
 
-/// Children of a directory, sorted by name: (name, path, is_dir following symlinks).
-fn sorted_children(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+/// Non-hidden children of a directory, sorted by name (as DIB's `ls`).
+fn sorted_children(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for dirent in fs::read_dir(dir).with_context(|| format!("reading {dir:?}"))? {
         let dirent = dirent.with_context(|| format!("reading {dir:?}"))?;
         let name = dirent
             .file_name()
             .into_string()
-            .map_err(|n| anyhow::anyhow!("{:?} in {dir:?} is not valid UTF-8; rename it", n))?;
-        let path = dirent.path();
-        let is_dir = path.is_dir();
-        out.push((name, path, is_dir));
+            .map_err(|n| anyhow::anyhow!("{n:?} in {dir:?} is not valid UTF-8; rename it"))?;
+        if !name.starts_with('.') {
+            out.push((name, dirent.path()));
+        }
     }
     out.sort();
     Ok(out)
 }
 
 impl HookTree {
-    /// Entries under one top-level directory (e.g. `install.d`), by name.
+    /// Entries directly under one top-level directory (e.g. `install.d`), by name.
     pub fn dir(&self, top: &str) -> impl Iterator<Item = (&str, &Source)> {
         let top = PathBuf::from(top);
         self.entries.iter().filter_map(move |(rel, src)| {
@@ -219,44 +270,33 @@ impl HookTree {
         })
     }
 
-    /// Write the tree into `dest` (created if missing, must be empty).
-    /// Files are copied with their permission bits; symlinks inside elements
-    /// are followed, so the tree does not point back into element sources.
+    /// Write the tree into `dest` (created if missing; should be empty).
+    /// Directory modes are applied last, so a read-only directory of an
+    /// element can still be filled.
     pub fn materialize(&self, dest: &Path) -> Result<()> {
         fs::create_dir_all(dest).with_context(|| format!("creating {dest:?}"))?;
         for (rel, src) in &self.entries {
             let to = dest.join(rel);
-            if let Some(parent) = to.parent() {
-                fs::create_dir_all(parent).with_context(|| format!("creating {parent:?}"))?;
-            }
             match src {
-                Source::Copy { path, .. } => copy_tree(path, &to)?,
-                Source::Link { target, .. } => {
+                Source::Dir { .. } => {
+                    fs::create_dir(&to).with_context(|| format!("creating {to:?}"))?
+                }
+                Source::File { path, .. } => {
+                    fs::copy(path, &to).with_context(|| format!("copying {path:?} to {to:?}"))?;
+                }
+                Source::Symlink { target, .. } => {
                     symlink(target, &to).with_context(|| format!("linking {to:?} -> {target:?}"))?
                 }
             }
         }
-        Ok(())
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let meta = fs::metadata(from).with_context(|| format!("reading {from:?}"))?;
-    if meta.is_dir() {
-        fs::create_dir(to).with_context(|| format!("creating {to:?}"))?;
-        for (_, child, _) in sorted_children(from)? {
-            copy_tree(
-                &child,
-                &to.join(child.file_name().expect("read_dir entries have names")),
-            )?;
+        for (rel, src) in self.entries.iter().rev() {
+            if let Source::Dir { mode, .. } = src {
+                let to = dest.join(rel);
+                fs::set_permissions(&to, fs::Permissions::from_mode(*mode))
+                    .with_context(|| format!("setting the mode of {to:?}"))?;
+            }
         }
-        fs::set_permissions(to, meta.permissions())
-            .with_context(|| format!("setting mode of {to:?}"))?;
         Ok(())
-    } else {
-        fs::copy(from, to)
-            .map(drop)
-            .with_context(|| format!("copying {from:?} to {to:?}"))
     }
 }
 

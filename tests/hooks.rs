@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{symlink, PermissionsExt as _};
 
 use common::{real, Fixture, GOOD_SCRIPT};
 use dib::elements::ResolvedElement;
@@ -47,9 +47,12 @@ fn phase_directories_merge_and_keep_modes() {
         rels,
         [
             "README.md",
+            "environment.d",
             "environment.d/10-a.bash",
+            "install.d",
             "install.d/10-a",
             "install.d/20-b",
+            "root.d",
             "root.d/10-b"
         ]
     );
@@ -79,6 +82,69 @@ fn duplicate_hook_names_both_elements() {
         format!("{err:#}"),
         "duplicate hook install.d/50-same: shipped by both element 'a' and element 'b'; rename one of them"
     );
+}
+
+#[test]
+fn directories_merge_and_only_files_clash() {
+    let f = Fixture::new();
+    f.file("e/a/static/etc/a.conf", "a\n", 0o644);
+    f.file("e/b/static/etc/b.conf", "b\n", 0o644);
+    let tree = plan(&elements(&f, &["a", "b"]), &source_default()).unwrap();
+    let out = f.path("hooks");
+    tree.materialize(&out).unwrap();
+    assert_eq!(
+        fs::read_to_string(out.join("static/etc/a.conf")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("static/etc/b.conf")).unwrap(),
+        "b\n"
+    );
+
+    // The same file deep down clashes, naming both elements.
+    f.file("e/c/static/etc/a.conf", "c\n", 0o644);
+    let err = plan(&elements(&f, &["a", "c"]), &source_default()).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "duplicate hook static/etc/a.conf: shipped by both element 'a' and element 'c'; rename one of them"
+    );
+    // So does a file where another element has a directory.
+    f.file("e/d/static/etc", "not a directory\n", 0o644);
+    let err = plan(&elements(&f, &["a", "d"]), &source_default()).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "duplicate hook static/etc: shipped by both element 'a' and element 'd'; rename one of them"
+    );
+}
+
+#[test]
+fn symlinks_are_recreated_not_followed() {
+    let f = Fixture::new();
+    f.file("e/a/README.md", "a\n", 0o644);
+    fs::create_dir_all(f.path("e/a/static/etc/systemd/system")).unwrap();
+    // A link to a host file must not copy the host's file into the build,
+    // and a link that only resolves inside the image must not fail.
+    symlink("/etc/hostname", f.path("e/a/static/etc/hostname-link")).unwrap();
+    symlink(
+        "/lib/systemd/system/foo.service",
+        f.path("e/a/static/etc/systemd/system/foo.service"),
+    )
+    .unwrap();
+    // A link pointing up its own tree must not recurse.
+    symlink("..", f.path("e/a/static/etc/loop")).unwrap();
+    let tree = plan(&elements(&f, &["a"]), &source_default()).unwrap();
+    let out = f.path("hooks");
+    tree.materialize(&out).unwrap();
+    let link = |p: &str| fs::read_link(out.join(p)).unwrap();
+    assert_eq!(
+        link("static/etc/hostname-link"),
+        std::path::Path::new("/etc/hostname")
+    );
+    assert_eq!(
+        link("static/etc/systemd/system/foo.service"),
+        std::path::Path::new("/lib/systemd/system/foo.service")
+    );
+    assert_eq!(link("static/etc/loop"), std::path::Path::new(".."));
 }
 
 fn install_type_fixture() -> Fixture {

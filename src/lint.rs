@@ -113,9 +113,20 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Whether `dir` looks like one element (rather than a directory of elements).
+/// Whether `dir` looks like one element rather than a directory of elements:
+/// it has an element's files or directories, or it has a README and none of
+/// its sub-directories looks like an element (a repository of elements often
+/// has a README of its own).
 pub fn is_element_dir(dir: &Path) -> bool {
-    let has = |n: &str| dir.join(n).exists();
+    has_element_markers(dir)
+        || (readme(dir).is_some()
+            && !fs::read_dir(dir).into_iter().flatten().flatten().any(|d| {
+                let p = d.path();
+                p.is_dir() && (has_element_markers(&p) || readme(&p).is_some())
+            }))
+}
+
+fn has_element_markers(dir: &Path) -> bool {
     [
         "element-deps",
         "element-provides",
@@ -127,8 +138,7 @@ pub fn is_element_dir(dir: &Path) -> bool {
     .iter()
     .chain(PHASE_DIRS)
     .chain(OTHER_D_DIRS)
-    .any(|n| has(n))
-        || readme(dir).is_some()
+    .any(|n| dir.join(n).exists())
 }
 
 fn readme(dir: &Path) -> Option<PathBuf> {
@@ -467,16 +477,16 @@ fn lint_text_file(element: &Path, path: &Path, out: &mut Vec<Finding>) -> Result
     Ok(())
 }
 
-/// Shell indentation is a multiple of four spaces. Heredoc bodies and
-/// continuation lines are free-form and skipped.
+/// Shell indentation is a multiple of four spaces. Only lines that start
+/// as code are checked: heredoc bodies, the inside of quoted strings spanning
+/// lines (an `awk '...'` program) and continuation lines are free-form.
 fn check_indent(path: &Path, text: &str, out: &mut Vec<Finding>) {
-    let mut heredoc: Option<String> = None;
+    let mut scan = ShellScan::default();
     let mut continued = false;
     for (i, line) in text.lines().enumerate() {
-        if let Some(end) = &heredoc {
-            if line.trim_start_matches('\t').trim_end() == end {
-                heredoc = None;
-            }
+        let code_line = scan.heredocs.is_empty() && !scan.in_single && !scan.in_double;
+        scan.line(line);
+        if !code_line {
             continue;
         }
         let trimmed = line.trim_end();
@@ -486,7 +496,6 @@ fn check_indent(path: &Path, text: &str, out: &mut Vec<Finding>) {
             || trimmed.ends_with("&&")
             || trimmed.ends_with("||")
             || trimmed.ends_with('(');
-        heredoc = heredoc_delimiter(trimmed);
         if was_continued || trimmed.is_empty() {
             continue;
         }
@@ -502,19 +511,106 @@ fn check_indent(path: &Path, text: &str, out: &mut Vec<Finding>) {
     }
 }
 
-/// The end word of a heredoc started on this line (`<<EOF`, `<<-'EOF'`, `<< "EOF"`).
-fn heredoc_delimiter(line: &str) -> Option<String> {
-    let (_, rest) = line.split_once("<<")?;
-    if rest.starts_with('<') {
-        return None; // here-string
+/// Just enough of a shell lexer to tell code lines from content lines:
+/// quotes that stay open across lines, comments, and heredocs.
+#[derive(Debug, Default)]
+struct ShellScan {
+    in_single: bool,
+    in_double: bool,
+    /// Delimiters of heredocs whose bodies are still to come, in order.
+    heredocs: std::collections::VecDeque<String>,
+}
+
+impl ShellScan {
+    fn line(&mut self, line: &str) {
+        if let Some(end) = self.heredocs.front() {
+            // `<<-` bodies may indent the delimiter with tabs.
+            if line.trim_start_matches('\t') == end {
+                self.heredocs.pop_front();
+            }
+            return;
+        }
+        let chars: Vec<char> = line.chars().collect();
+        let mut arithmetic = 0usize;
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            let next = chars.get(i + 1).copied();
+            if self.in_single {
+                if c == '\'' {
+                    self.in_single = false;
+                }
+            } else if self.in_double {
+                match c {
+                    '\\' => i += 1,
+                    '"' => self.in_double = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    '\\' => i += 1,
+                    '\'' => self.in_single = true,
+                    '"' => self.in_double = true,
+                    '#' if i == 0 || chars[i - 1].is_whitespace() || chars[i - 1] == ';' => break,
+                    '(' if next == Some('(') => {
+                        arithmetic += 1;
+                        i += 1;
+                    }
+                    ')' if next == Some(')') && arithmetic > 0 => {
+                        arithmetic -= 1;
+                        i += 1;
+                    }
+                    '<' if next == Some('<') && arithmetic == 0 => {
+                        if chars.get(i + 2) == Some(&'<') {
+                            i += 3; // here-string
+                            continue;
+                        }
+                        let (word, len) = heredoc_word(&chars[i + 2..]);
+                        if let Some(word) = word {
+                            self.heredocs.push_back(word);
+                        }
+                        i += 2 + len;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
     }
-    let rest = rest.strip_prefix('-').unwrap_or(rest).trim_start();
-    let word: String = rest
-        .trim_start_matches(['\'', '"'])
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    (!word.is_empty()).then_some(word)
+}
+
+/// The delimiter after `<<` (quotes and backslashes removed, as the shell
+/// compares it) and how many characters it took.
+fn heredoc_word(rest: &[char]) -> (Option<String>, usize) {
+    let mut i = 0;
+    if rest.first() == Some(&'-') {
+        i += 1;
+    }
+    while rest.get(i).is_some_and(|c| *c == ' ' || *c == '\t') {
+        i += 1;
+    }
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    while let Some(&c) = rest.get(i) {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => word.push(c),
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '\\' => {}
+            None if c.is_whitespace() || ";&|<>()".contains(c) => break,
+            None => word.push(c),
+        }
+        i += 1;
+    }
+    ((!word.is_empty()).then_some(word), i)
+}
+
+#[cfg(test)]
+fn heredoc_delimiter(line: &str) -> Option<String> {
+    let mut scan = ShellScan::default();
+    scan.line(line);
+    scan.heredocs.pop_front()
 }
 
 /// `export FOO=${FOO:-default}` in environment.d: overridable defaults are
@@ -586,6 +682,14 @@ mod tests {
         assert_eq!(heredoc_delimiter("cat << \"X_1\"").as_deref(), Some("X_1"));
         assert_eq!(heredoc_delimiter("grep x <<< \"$y\""), None);
         assert_eq!(heredoc_delimiter("echo hi"), None);
+        assert_eq!(
+            heredoc_delimiter("cat <<END-OF-TEXT").as_deref(),
+            Some("END-OF-TEXT")
+        );
+        assert_eq!(heredoc_delimiter("cat <<\\EOF").as_deref(), Some("EOF"));
+        assert_eq!(heredoc_delimiter("x=$(( 1 << 2 ))"), None);
+        assert_eq!(heredoc_delimiter("echo hi # x << 2"), None);
+        assert_eq!(heredoc_delimiter("echo '<<EOF'"), None);
     }
 
     #[test]
@@ -595,6 +699,15 @@ mod tests {
         assert!(!has_order_prefix("1-foo"));
         assert!(!has_order_prefix("foo"));
         assert!(!has_order_prefix("10foo"));
+    }
+
+    #[test]
+    fn indentation_skips_content_lines() {
+        let text = "#!/bin/bash\nx=$(( 1 << 2 ))\n   odd\nawk '\n  { print }\n'\ncat <<\\EOF\n  body\nEOF\ncat <<END-X\n  body\nEND-X\n  odd\n";
+        let mut out = Vec::new();
+        check_indent(Path::new("s"), text, &mut out);
+        let lines: Vec<_> = out.iter().map(|f| f.line.unwrap()).collect();
+        assert_eq!(lines, vec![3, 13]);
     }
 
     #[test]

@@ -92,9 +92,19 @@ pub fn plan(mut entries: Vec<Entry>) -> Plan {
     out
 }
 
-/// Which `environment.d` files are sourced, in order: every regular file.
+/// Whether an `environment.d` file is sourced: `^[0-9A-Za-z_.-]+$`, as DIB
+/// filters them (so editor backups like `10-foo~` are not).
+pub fn valid_environment_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Which `environment.d` files are sourced, in order: regular files with
+/// valid names.
 pub fn plan_environment(mut entries: Vec<Entry>) -> Vec<String> {
-    entries.retain(|e| e.kind == EntryKind::File);
+    entries.retain(|e| e.kind == EntryKind::File && valid_environment_name(&e.name));
     entries.sort_by(|a, b| sort_n(&a.name, &b.name));
     entries.into_iter().map(|e| e.name).collect()
 }
@@ -282,6 +292,8 @@ mod tests {
             file("10-b.bash", false),
             file("5-a.bash", false),
             file("README", false),
+            file("10-b.bash~", false),
+            file("#10-b.bash#", false),
             Entry {
                 name: "sub".into(),
                 kind: EntryKind::Directory,

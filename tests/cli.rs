@@ -512,6 +512,31 @@ fn lint_reports_file_and_line_and_fails() {
 }
 
 #[test]
+fn lint_finds_elements_in_a_repository_with_its_own_readme() {
+    let f = Fixture::new();
+    f.file("repo/README.md", "# my elements\n", 0o644);
+    f.file("repo/el/README.md", "# el\n", 0o644);
+    f.file("repo/el/install.d/foo.sh", "echo hi\n", 0o644);
+    let repo = f.path("repo");
+    let o = dib(&["lint", &repo.display().to_string()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let script = repo.join("el/install.d/foo.sh").display().to_string();
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{script}: [name] 'foo.sh' never runs: run-parts only runs names made of 0-9 A-Z a-z _ -\n\
+             {script}: [executable] not executable: run-parts skips it (chmod +x)\n\
+             {script}:1: [shebang] no #! line: start the script with #!/bin/bash\n"
+        )
+    );
+    assert_eq!(stderr(&o), "dib lint: 3 finding(s) in 1 element(s)\n");
+    // With no arguments, every ELEMENTS_PATH entry is a directory of elements.
+    let o = dib(&["lint"], &[("ELEMENTS_PATH", &repo.display().to_string())]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(stderr(&o), "dib lint: 3 finding(s) in 2 element(s)\n");
+}
+
+#[test]
 fn shipped_elements_pass_lint() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("elements");
     let o = dib(&["lint", &shipped.display().to_string()], &[]);

@@ -324,6 +324,16 @@ fn shipped_tree_listed_explicitly_is_not_searched_twice() {
 }
 
 #[test]
+fn the_same_directory_twice_is_searched_once() {
+    let f = Fixture::new();
+    f.element("e", "x", &[], &[]);
+    let path = format!("{0}:{0}/:{0}/../e", f.path("e").display());
+    let set = ElementSet::discover(Some(&path), &empty_dir(&f)).unwrap();
+    assert!(set.shadowed().is_empty(), "{:?}", set.shadowed());
+    assert_eq!(set.search_path(), [f.path("e"), empty_dir(&f)]);
+}
+
+#[test]
 fn path_entry_that_is_not_a_directory() {
     let f = Fixture::new();
     let file = f.file("not-a-dir", "", 0o644);

@@ -83,13 +83,14 @@ impl ElementSet {
             .filter(|e| !e.is_empty())
             .map(PathBuf::from)
             .collect();
-        let shipped_real = fs::canonicalize(shipped).ok();
-        let already_listed = entries
-            .iter()
-            .any(|e| shipped_real.is_some() && fs::canonicalize(e).ok() == shipped_real);
-        if !already_listed {
-            entries.push(shipped.to_path_buf());
-        }
+        entries.push(shipped.to_path_buf());
+        // The same directory twice (`/x:/x/`, or the shipped tree listed by
+        // hand) would only shadow itself: keep its first occurrence.
+        let mut seen = std::collections::BTreeSet::new();
+        entries.retain(|e| match fs::canonicalize(e) {
+            Ok(real) => seen.insert(real),
+            Err(_) => true, // reported by scan
+        });
         Self::scan(entries)
     }
 

@@ -6,7 +6,15 @@
 //! namespaces, id maps, chroot, pid 1), `proto` and `client` (the helper's
 //! typed socket protocol), and the `dib-helper` binary's server.
 //!
-//! Today it holds the skeleton of the helper's command line.
+//! Today: `subid` (subordinate id ranges), `ns` (entering the namespaces
+//! from the host side), `init` (pid 1 and the supervisor inside), `mounts`
+//! (the chroot's /proc, /sys, /dev and friends), and the skeleton of the
+//! helper's command line.
+
+pub mod init;
+pub mod mounts;
+pub mod ns;
+pub mod subid;
 
 /// Version of the helper protocol spoken by this build; the `Hello` handshake
 /// compares it.

@@ -1,0 +1,179 @@
+//! Inside the namespaces: the supervisor and pid 1.
+//!
+//! The supervisor is the process [`crate::ns::spawn`] started: it is in the
+//! new user and mount namespaces, but the pid namespace it created applies to
+//! its children, so its first child is pid 1 there. It forwards SIGINT,
+//! SIGTERM and SIGHUP to pid 1 and exits with its status.
+//!
+//! pid 1 runs the build. As init it must reap orphans (a hook's daemon is
+//! re-parented to it), and since the kernel only delivers signals to an init
+//! that handles them, it handles SIGINT/SIGTERM/SIGHUP by killing everything
+//! else in the namespace. When pid 1 exits, the kernel kills whatever is
+//! left (pid_namespaces(7)).
+#![allow(unsafe_code)] // pre_exec; each use says why it is sound
+
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::ns::{wait_for_maps, SandboxError};
+
+/// Signals forwarded to, and handled by, the build.
+const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+fn nix_err(what: &str) -> impl FnOnce(Errno) -> SandboxError + '_ {
+    move |e| SandboxError::Io {
+        what: what.to_string(),
+        source: e.into(),
+    }
+}
+
+/// Ask for SIGKILL when the parent dies, so no part of a build outlives dib.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and the closure captures nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Run in the supervisor: wait for the id maps, then run `cmd` as pid 1 of
+/// the build's pid namespace and return its exit code (128 + signal if it
+/// was killed).
+pub fn supervise(mut cmd: Command) -> Result<i32, SandboxError> {
+    wait_for_maps()?;
+    // Supplementary groups of the host user are unmapped here; drop them.
+    nix::unistd::setgroups(&[]).map_err(nix_err("dropping supplementary groups in the build"))?;
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Io {
+        what: "starting the build's pid 1".into(),
+        source,
+    })?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut signals =
+        signal_hook::iterator::Signals::new(STOP_SIGNALS).map_err(|source| SandboxError::Io {
+            what: "installing signal handlers".into(),
+            source,
+        })?;
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if let Ok(sig) = Signal::try_from(sig) {
+                // The build may already be gone; nothing to do then.
+                let _ = kill(pid, sig);
+            }
+        }
+    });
+    let status = child.wait().map_err(|source| SandboxError::Io {
+        what: "waiting for the build".into(),
+        source,
+    })?;
+    handle.close();
+    let _ = forwarder.join();
+    Ok(exit_code(status))
+}
+
+/// The shell convention: the exit code, or 128 + the signal that killed it.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Run in pid 1, first thing: keep mounts private to the build, give it its
+/// own /proc, die with the supervisor, and watch for stop signals. The
+/// returned value becomes non-zero (the signal number) once a stop signal
+/// arrived; by then every other process of the build has been killed.
+pub fn become_init() -> Result<Arc<AtomicI32>, SandboxError> {
+    if std::process::id() != 1 {
+        return Err(SandboxError::Io {
+            what: "this command runs only as pid 1 of a build".into(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        });
+    }
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(SandboxError::Io {
+            what: "setting the parent-death signal".into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(nix_err("making the build's mounts private"))?;
+    mount_proc(Path::new("/proc"), false)?;
+    let stopped = Arc::new(AtomicI32::new(0));
+    let flag = stopped.clone();
+    let mut signals =
+        signal_hook::iterator::Signals::new(STOP_SIGNALS).map_err(|source| SandboxError::Io {
+            what: "installing signal handlers".into(),
+            source,
+        })?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            flag.store(sig, Ordering::SeqCst);
+            kill_all();
+        }
+    });
+    Ok(stopped)
+}
+
+/// Mount a proc instance for this pid namespace at `at`.
+pub fn mount_proc(at: &Path, read_only: bool) -> Result<(), SandboxError> {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(Some("proc"), at, Some("proc"), flags, None::<&str>).map_err(|e| SandboxError::Io {
+        what: format!("mounting proc on {}", at.display()),
+        source: e.into(),
+    })
+}
+
+/// From pid 1: SIGKILL every other process in the namespace.
+pub fn kill_all() {
+    // kill(-1) from init reaches every process in its pid namespace but
+    // itself. ESRCH just means there was nobody left.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+}
+
+/// From pid 1: kill every other process and reap them all.
+pub fn kill_all_and_reap() {
+    kill_all();
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break, // ECHILD: all gone
+        }
+    }
+}
+
+/// From pid 1, when no child it waits for is running: reap exited orphans.
+pub fn reap_zombies() {
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}

@@ -32,6 +32,12 @@ pub enum Command {
     Lint(LintArgs),
     /// Show which scripts of a phase directory run, in order (dib-run-parts).
     RunParts(RunPartsArgs),
+    /// Internal: the supervisor inside a build's namespaces.
+    #[command(name = "__sandbox-supervise", hide = true)]
+    SandboxSupervise,
+    /// Internal: pid 1 of a build.
+    #[command(name = "__sandbox-init", hide = true)]
+    SandboxInit,
 }
 
 /// Where block devices are made: `offline` writes partitions and filesystems

@@ -15,9 +15,10 @@ pub fn names_line(res: &Resolution) -> String {
     res.names().collect::<Vec<_>>().join(" ")
 }
 
-/// `export IMAGE_ELEMENT=...`, `export IMAGE_ELEMENT_YAML=...` and the exported
-/// function `get_image_element_array`.
-pub fn env_script(res: &Resolution) -> String {
+/// The three values of `--env`: `IMAGE_ELEMENT`, `IMAGE_ELEMENT_YAML`, and
+/// the double-quoted argument of `get_image_element_array`'s echo. Builds
+/// export the same values to hooks.
+pub fn env_script_parts(res: &Resolution) -> (String, String, String) {
     let mut yaml = String::new();
     let mut array = String::new();
     for e in &res.elements {
@@ -27,17 +28,19 @@ pub fn env_script(res: &Resolution) -> String {
         // See shell_word for why these words hold no whitespace.
         let _ = write!(array, "[{}]={} ", shell_word(&e.name), shell_word(&path));
     }
+    (names_line(res), yaml, double_quote(&array))
+}
+
+/// `export IMAGE_ELEMENT=...`, `export IMAGE_ELEMENT_YAML=...` and the exported
+/// function `get_image_element_array`.
+pub fn env_script(res: &Resolution) -> String {
+    let (names, yaml, array) = env_script_parts(res);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "export IMAGE_ELEMENT={}",
-        single_quote(&names_line(res))
-    );
+    let _ = writeln!(out, "export IMAGE_ELEMENT={}", single_quote(&names));
     let _ = writeln!(out, "export IMAGE_ELEMENT_YAML={}", single_quote(&yaml));
     let _ = writeln!(
         out,
-        "function get_image_element_array {{\n  echo {}\n}};\nexport -f get_image_element_array;",
-        double_quote(&array)
+        "function get_image_element_array {{\n  echo {array}\n}};\nexport -f get_image_element_array;"
     );
     out
 }

@@ -32,8 +32,8 @@ impl Feature {
     /// Whether the feature works in this build of dib.
     pub fn available(self) -> bool {
         match self {
-            Feature::Phases
-            | Feature::Debian
+            Feature::Phases => true,
+            Feature::Debian
             | Feature::DiskImages
             | Feature::Helper
             | Feature::Ramdisks
@@ -67,11 +67,13 @@ impl fmt::Display for Missing {
 }
 
 /// Everything `config` uses that this version cannot do, in a stable order.
-pub fn missing(config: &BuildConfig) -> Vec<Missing> {
+/// `final_image` is false when the element set has `no-final-image`: then
+/// no output is written and the output types need nothing.
+pub fn missing(config: &BuildConfig, final_image: bool) -> Vec<Missing> {
     let mut uses: Vec<(String, Feature)> = vec![("running build phases".into(), Feature::Phases)];
     if config.mode == Mode::Ramdisk {
         uses.push(("building ramdisks".into(), Feature::Ramdisks));
-    } else {
+    } else if final_image {
         for t in &config.output_types {
             let feature = match t.as_str() {
                 "tar" | "tgz" => Feature::Debian,
@@ -165,8 +167,8 @@ pub fn missing(config: &BuildConfig) -> Vec<Missing> {
 }
 
 /// Fail with every missing feature listed, or succeed when none is missing.
-pub fn require(config: &BuildConfig) -> anyhow::Result<()> {
-    let missing = missing(config);
+pub fn require(config: &BuildConfig, final_image: bool) -> anyhow::Result<()> {
+    let missing = missing(config, final_image);
     if missing.is_empty() {
         return Ok(());
     }
@@ -194,11 +196,10 @@ mod tests {
         };
         let env: Env = [("HOME".to_string(), "/h".to_string())].into();
         let config = BuildConfig::new(Mode::Disk, &args, &env, vec![]).unwrap();
-        let msg = require(&config).unwrap_err().to_string();
+        let msg = require(&config, true).unwrap_err().to_string();
         assert_eq!(
             msg,
             "not yet supported in this version of dib:\n\
-             \x20 - running build phases (the rootless phase runner, issue #3)\n\
              \x20 - output type 'qcow2' (bootable disk images, issue #5)\n\
              \x20 - output type 'tar' (Debian elements, packages and caches, issue #4)\n\
              \x20 - -p (Debian elements, packages and caches, issue #4)\n\
@@ -207,15 +208,15 @@ mod tests {
     }
 
     #[test]
-    fn defaults_need_only_phases_and_the_default_output() {
+    fn defaults_need_only_the_default_output() {
         let env: Env = [("HOME".to_string(), "/h".to_string())].into();
         let plain = CreateArgs {
             elements: vec!["x".into()],
             ..Default::default()
         };
         let config = BuildConfig::new(Mode::Disk, &plain, &env, vec![]).unwrap();
-        let what: Vec<String> = missing(&config).into_iter().map(|m| m.what).collect();
-        assert_eq!(what, ["running build phases", "output type 'qcow2'"]);
+        let what: Vec<String> = missing(&config, true).into_iter().map(|m| m.what).collect();
+        assert_eq!(what, ["output type 'qcow2'"]);
 
         let tweaked = CreateArgs {
             uncompressed: true,
@@ -225,17 +226,10 @@ mod tests {
             ..plain
         };
         let config = BuildConfig::new(Mode::Disk, &tweaked, &env, vec![]).unwrap();
-        let what: Vec<String> = missing(&config).into_iter().map(|m| m.what).collect();
+        let what: Vec<String> = missing(&config, true).into_iter().map(|m| m.what).collect();
         assert_eq!(
             what,
-            [
-                "running build phases",
-                "output type 'qcow2'",
-                "-u",
-                "--root-label / DIB_ROOT_LABEL",
-                "-x / DIB_DEBUG_TRACE",
-                "--min-tmpfs / --no-tmpfs"
-            ]
+            ["output type 'qcow2'", "-u", "--root-label / DIB_ROOT_LABEL"]
         );
     }
 }

@@ -35,7 +35,7 @@ const INSTALL_D: &str = "install.d";
 const INSTALL_SUFFIX: &str = "-install";
 
 /// One entry of the merged tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     /// A directory (several elements may share it); the mode is the first
     /// element's.
@@ -57,7 +57,7 @@ impl Source {
 }
 
 /// The merged tree as data: relative path -> entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HookTree {
     pub entries: BTreeMap<PathBuf, Source>,
 }

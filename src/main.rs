@@ -50,13 +50,27 @@ fn main() -> ExitCode {
         Command::GetKernel(a) => commands::get_kernel::run(a).map(|()| ExitCode::SUCCESS),
         Command::Lint(a) => commands::lint::run(a),
         Command::RunParts(a) => commands::run_parts::run(a).map(|()| ExitCode::SUCCESS),
+        Command::SandboxSupervise => return code(dib::build::supervise_main()),
+        Command::SandboxInit => return code(dib::build::init_main()),
     };
     match result {
         Ok(code) => code,
+        // pid 1 already said what went wrong, in full.
+        Err(e) if e.downcast_ref::<dib::build::Reported>().is_some() => {
+            code(e.downcast_ref::<dib::build::Reported>().map_or(1, |r| r.0))
+        }
         Err(e) => {
             eprintln!("{invoked_as}: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An exit code from a process status (clamped into 1..=255 for failures).
+fn code(c: i32) -> ExitCode {
+    match c {
+        0 => ExitCode::SUCCESS,
+        c => ExitCode::from(u8::try_from(c).unwrap_or(1).max(1)),
     }
 }
 

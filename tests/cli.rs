@@ -324,7 +324,6 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
     assert!(
         stderr(&o).ends_with(
             "dib: error: not yet supported in this version of dib:\n\
-             \x20 - running build phases (the rootless phase runner, issue #3)\n\
              \x20 - output type 'qcow2' (bootable disk images, issue #5)\n"
         ),
         "{}",
@@ -533,7 +532,7 @@ fn lint_finds_elements_in_a_repository_with_its_own_readme() {
     // With no arguments, every ELEMENTS_PATH entry is a directory of elements.
     let o = dib(&["lint"], &[("ELEMENTS_PATH", &repo.display().to_string())]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert_eq!(stderr(&o), "dib lint: 3 finding(s) in 2 element(s)\n");
+    assert_eq!(stderr(&o), "dib lint: 3 finding(s) in 3 element(s)\n");
 }
 
 #[test]

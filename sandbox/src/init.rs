@@ -24,7 +24,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 use crate::ns::{wait_for_maps, SandboxError};
 
@@ -51,40 +51,107 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Make `cmd` run chrooted into `root` (with `/` as its working directory).
+/// Used for the in-chroot phases and break shells; the mounts the chroot
+/// needs come from [`crate::mounts::ChrootMounts`].
+pub fn chrooted(cmd: &mut Command, root: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let root =
+        std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|_| SandboxError::Io {
+            what: format!("chroot path {} contains a NUL byte", root.display()),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+    // SAFETY: the closure runs between fork and exec and only calls chroot and
+    // chdir (async-signal-safe) on a CString allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// Run in the supervisor: wait for the id maps, then run `cmd` as pid 1 of
 /// the build's pid namespace and return its exit code (128 + signal if it
 /// was killed).
 pub fn supervise(mut cmd: Command) -> Result<i32, SandboxError> {
+    // This process exec'd before its ids were mapped, so it holds no
+    // capabilities in the namespace; pid 1 is exec'd as uid 0 and gets them.
     wait_for_maps()?;
-    // Supplementary groups of the host user are unmapped here; drop them.
-    nix::unistd::setgroups(&[]).map_err(nix_err("dropping supplementary groups in the build"))?;
     die_with_parent(&mut cmd);
+    // Having unshared a pid namespace, this process cannot start threads
+    // (clone(2): EINVAL), so signals are handled in this thread: stop
+    // signals are forwarded, SIGCHLD means pid 1 may have exited. They are
+    // registered before the spawn so no SIGCHLD is missed.
+    let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS.iter().chain([&SIGCHLD]))
+        .map_err(|source| SandboxError::Io {
+            what: "installing signal handlers".into(),
+            source,
+        })?;
     let mut child = cmd.spawn().map_err(|source| SandboxError::Io {
         what: "starting the build's pid 1".into(),
         source,
     })?;
     let pid = Pid::from_raw(child.id() as i32);
+    let waiting = |e| SandboxError::Io {
+        what: "waiting for the build".into(),
+        source: e,
+    };
+    loop {
+        if let Some(status) = child.try_wait().map_err(waiting)? {
+            return Ok(exit_code(status));
+        }
+        for sig in signals.wait() {
+            if sig != SIGCHLD {
+                if let Ok(sig) = Signal::try_from(sig) {
+                    let _ = kill(pid, sig);
+                }
+            }
+        }
+    }
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to one process until closed.
+#[derive(Debug)]
+pub struct Forwarder {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    pub fn close(mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Forward the stop signals this process receives to `pid` (dib to its
+/// supervisor, the supervisor to pid 1), until [`Forwarder::close`].
+pub fn forward_stop_signals(pid: u32) -> Result<Forwarder, SandboxError> {
+    let pid = Pid::from_raw(pid as i32);
     let mut signals =
         signal_hook::iterator::Signals::new(STOP_SIGNALS).map_err(|source| SandboxError::Io {
             what: "installing signal handlers".into(),
             source,
         })?;
     let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         for sig in signals.forever() {
             if let Ok(sig) = Signal::try_from(sig) {
-                // The build may already be gone; nothing to do then.
+                // The process may already be gone; nothing to do then.
                 let _ = kill(pid, sig);
             }
         }
     });
-    let status = child.wait().map_err(|source| SandboxError::Io {
-        what: "waiting for the build".into(),
-        source,
-    })?;
-    handle.close();
-    let _ = forwarder.join();
-    Ok(exit_code(status))
+    Ok(Forwarder {
+        handle,
+        thread: Some(thread),
+    })
 }
 
 /// The shell convention: the exit code, or 128 + the signal that killed it.

@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, Result};
 
+use crate::build;
 use crate::cli::CreateArgs;
 use crate::config::{process_env, BuildConfig, Mode};
 use crate::elements::resolve;
@@ -22,7 +23,9 @@ pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
         resolution.names().collect::<Vec<_>>().join(" "),
         tree.entries.len()
     );
-    // Everything above is checked for every build; the build itself needs
+    // Everything above is checked for every build; some requests need
     // features that land in later issues (see features.rs).
-    features::require(&config)
+    let final_image = !resolution.contains(build::NO_FINAL_IMAGE);
+    features::require(&config, final_image)?;
+    build::run(&config, &resolution, tree)
 }

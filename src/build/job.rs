@@ -1,0 +1,56 @@
+//! What the host side hands to pid 1: everything the phases need, as data.
+//!
+//! The job crosses into the sandbox as JSON in one environment variable of
+//! the re-executed dib, so pid 1 never re-reads arguments, elements or the
+//! host environment: what was validated outside is exactly what runs inside.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Breakpoint;
+use crate::hooks::HookTree;
+
+/// The environment variable carrying the job into the sandbox.
+pub const JOB_ENV: &str = "DIB_SANDBOX_JOB";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildJob {
+    /// `TMP_BUILD_DIR`: an empty host directory; inside, a tmpfs when
+    /// `tmpfs` is set.
+    pub build_dir: PathBuf,
+    pub tmpfs: bool,
+    /// The merged hook tree, materialised inside at `build_dir/hooks`.
+    pub hooks: HookTree,
+    /// The environment every hook starts from (phase variables are added).
+    pub env: BTreeMap<String, String>,
+    /// `get_image_element_array`'s body, exported to hooks as a bash function.
+    pub element_array: String,
+    /// `break=` points.
+    pub breakpoints: Vec<BreakAt>,
+    /// `DIB_DEBUG_TRACE`: list skipped files when > 0.
+    pub trace: u32,
+    /// `--logfile`.
+    pub logfile: Option<PathBuf>,
+    /// False when `no-final-image` is in the element set.
+    pub final_image: bool,
+}
+
+/// A `break=` point, in a form that crosses the JSON boundary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BreakAt {
+    Before(String),
+    After(String),
+    AfterError,
+}
+
+impl From<&Breakpoint> for BreakAt {
+    fn from(b: &Breakpoint) -> Self {
+        match b {
+            Breakpoint::Before(p) => BreakAt::Before(p.to_string()),
+            Breakpoint::After(p) => BreakAt::After(p.to_string()),
+            Breakpoint::AfterError => BreakAt::AfterError,
+        }
+    }
+}

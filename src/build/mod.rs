@@ -1,0 +1,227 @@
+//! Running a build.
+//!
+//! The host side ([`run`]) checks the host, makes an empty build directory,
+//! and re-executes dib inside new user, mount and pid namespaces
+//! (`dib-sandbox`), handing it the [`job::BuildJob`]. Inside, the supervisor
+//! ([`supervise_main`]) starts pid 1 ([`init_main`]), which runs the phases
+//! ([`runner`]). Everything a build mounts or starts lives in those
+//! namespaces, so it all ends when pid 1 does: success, failure, Ctrl-C,
+//! SIGTERM, or `kill -9` of dib itself (the parent-death signal).
+
+pub mod job;
+pub mod log;
+pub mod runner;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use dib_sandbox::init::{exit_code, kill_all_and_reap};
+use dib_sandbox::ns;
+
+use crate::config::{BuildConfig, Tmpfs};
+use crate::element_info::env_script_parts;
+use crate::elements::Resolution;
+use crate::hooks::HookTree;
+use job::{BreakAt, BuildJob, JOB_ENV};
+
+/// The marker element that ends a build after cleanup.d, without an image.
+pub const NO_FINAL_IMAGE: &str = "no-final-image";
+/// Hidden subcommand names of the re-executed dib.
+pub const SUPERVISE_CMD: &str = "__sandbox-supervise";
+pub const INIT_CMD: &str = "__sandbox-init";
+/// Process environment kept for the sandbox's own processes (hooks get the
+/// job's environment instead).
+const SANDBOX_ENV: &[&str] = &["PATH", "HOME", "TERM", "DIB_LOG"];
+
+/// A failure already reported in full (by pid 1): main prints nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("the build failed (see above)")]
+pub struct Reported(pub i32);
+
+/// Whether the build's directory goes in a tmpfs: MemTotal (from
+/// /proc/meminfo's text) at least twice the threshold.
+pub fn use_tmpfs(policy: Tmpfs, meminfo: &str) -> bool {
+    let Tmpfs::WhenMemoryAtLeastTwice(gb) = policy else {
+        return false;
+    };
+    let kib: Option<f64> = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    kib.is_some_and(|kib| kib * 1024.0 >= 2.0 * gb * 1024.0 * 1024.0 * 1024.0)
+}
+
+/// Host side: run the phases of a validated build.
+pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Result<()> {
+    let mapping = ns::preflight()?;
+    std::fs::create_dir_all(&config.tmp_dir)
+        .with_context(|| format!("creating TMP_DIR {:?}", config.tmp_dir))?;
+    let build_dir = tempfile::Builder::new()
+        .prefix("dib_build.")
+        .tempdir_in(&config.tmp_dir)
+        .with_context(|| format!("creating a build directory in {:?}", config.tmp_dir))?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let (image_element, image_element_yaml, element_array) = env_script_parts(resolution);
+
+    let mut env = config.env.clone();
+    env.retain(|k, _| k != JOB_ENV && !k.starts_with("BASH_FUNC_"));
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_string(), v);
+    };
+    set("ARCH", config.arch.to_string());
+    set("IMAGE_NAME", config.image_name.clone());
+    set("IMAGE_ELEMENT", image_element);
+    set("IMAGE_ELEMENT_YAML", image_element_yaml);
+    set("DIB_OFFLINE", if config.offline { "1" } else { "0" }.into());
+    set("DIB_IMAGE_CACHE", config.image_cache.display().to_string());
+    set("DIB_DEBUG_TRACE", config.trace.to_string());
+    set("DIB_ROOT_LABEL", config.root_label.clone());
+    set(
+        "DIB_DEFAULT_INSTALLTYPE",
+        config.install_type.as_str().to_string(),
+    );
+    set(
+        "DIB_ARGS",
+        config
+            .args
+            .iter()
+            .skip(1)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    set("FS_TYPE", config.fs_type.as_str().to_string());
+
+    let job = BuildJob {
+        build_dir: build_dir.path().to_path_buf(),
+        tmpfs: use_tmpfs(config.tmpfs, &meminfo),
+        hooks,
+        env,
+        element_array,
+        breakpoints: config.breakpoints.iter().map(BreakAt::from).collect(),
+        trace: config.trace,
+        logfile: config
+            .logfile
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        final_image: !resolution.contains(NO_FINAL_IMAGE),
+    };
+    let exe = std::env::current_exe().context("finding the dib binary")?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg(SUPERVISE_CMD).env_clear();
+    for k in SANDBOX_ENV {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env(
+        JOB_ENV,
+        serde_json::to_string(&job).context("encoding the build job")?,
+    );
+
+    let mut child = ns::spawn(cmd, &mapping)?;
+    let forwarder = dib_sandbox::init::forward_stop_signals(child.id())?;
+    let status = child.wait().context("waiting for the build")?;
+    forwarder.close();
+    // pid 1 removed what the build wrote; the directory itself is ours.
+    if let Err(e) = build_dir.close() {
+        tracing::warn!("removing the build directory: {e}");
+    }
+    match exit_code(status) {
+        0 => Ok(()),
+        code => Err(Reported(code).into()),
+    }
+}
+
+/// `dib __sandbox-supervise`: the supervisor inside the new namespaces.
+pub fn supervise_main() -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("dib: error: finding the dib binary: {e}");
+            return 1;
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg(INIT_CMD);
+    match dib_sandbox::init::supervise(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dib: error: {e}");
+            1
+        }
+    }
+}
+
+/// `dib __sandbox-init`: pid 1 of the build.
+pub fn init_main() -> i32 {
+    let stopped = match dib_sandbox::init::become_init() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dib: error: {e}");
+            return 1;
+        }
+    };
+    let job: BuildJob = match std::env::var(JOB_ENV)
+        .context("the build job is missing")
+        .and_then(|j| serde_json::from_str(&j).context("decoding the build job"))
+    {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("dib: error: {e:#}");
+            return 1;
+        }
+    };
+    std::env::remove_var(JOB_ENV);
+    let log = match log::Log::new(job.logfile.as_deref()) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            eprintln!("dib: error: {e:#}");
+            return 1;
+        }
+    };
+    let result = runner::run(&job, &stopped, &log);
+    kill_all_and_reap();
+    if !job.tmpfs {
+        clear_dir(&job.build_dir, &log);
+    }
+    match result {
+        Ok(()) => {
+            log.line("build finished");
+            0
+        }
+        Err(runner::Stop::Interrupted(sig)) => {
+            log.line(&format!(
+                "build interrupted by signal {sig}; everything it started is stopped"
+            ));
+            128 + sig
+        }
+        Err(runner::Stop::Failed(e)) => {
+            log.to_file(&format!("error: {e:#}"));
+            eprintln!("dib: error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Remove everything in `dir` (not `dir` itself). Inside the namespace we
+/// own every id the build used, so this succeeds where the host user could
+/// not remove files the build chowned.
+fn clear_dir(dir: &Path, log: &log::Log) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let p = entry.path();
+        let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if let Err(e) = r {
+            log.line(&format!("warning: removing {}: {e}", p.display()));
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! pid 1 of a build: the phases of SPEC §3, run inside the sandbox.
+//!
+//! Layout of the build directory (as DIB's): `built/` holds the image tree
+//! (`TARGET_ROOT` of root.d and cleanup.d), `mnt/` is the same tree through a
+//! bind mount (`TMP_MOUNT_PATH`, where chroot phases run), `hooks/` is the
+//! merged hook tree (`TMP_HOOKS_PATH`), and `bin/` holds the `sudo` shim for
+//! outside phases.
+//!
+//! Every script runs through a tiny wrapper that sources `environment.d` in
+//! run-parts order and then execs the script, so its exports reach every
+//! script of the phase. Output is read line by line, logged with a timestamp
+//! and the last lines kept for the failure message. At the end of each phase
+//! every process left over (a daemon a hook started) is killed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use dib_sandbox::init::{chrooted, exit_code, kill_all_and_reap, reap_zombies};
+use dib_sandbox::mounts::{bind, mount_tmpfs, ChrootMounts, IN_TARGET};
+
+use super::job::{BreakAt, BuildJob};
+use super::log::Log;
+use crate::runparts::{plan_dir, plan_environment, read_entries};
+
+/// One phase: its name, whether it runs chrooted into the tree, and whether
+/// hooks get `TARGET_ROOT`.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    pub name: &'static str,
+    pub chroot: bool,
+    pub target_root: bool,
+}
+
+const fn phase(name: &'static str, chroot: bool, target_root: bool) -> Phase {
+    Phase {
+        name,
+        chroot,
+        target_root,
+    }
+}
+
+/// The phases, in order (SPEC §3).
+pub const PHASES: [Phase; 10] = [
+    phase("root", false, true),
+    phase("extra-data", false, false),
+    phase("pre-install", true, false),
+    phase("install", true, false),
+    phase("post-install", true, false),
+    phase("post-root", false, false),
+    phase("block-device", false, false),
+    phase("pre-finalise", false, false),
+    phase("finalise", true, false),
+    phase("cleanup", false, true),
+];
+
+/// `PATH` inside the chroot (SPEC §3).
+const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Lines of a failed script's output repeated in the error.
+const TAIL_LINES: usize = 20;
+/// How long to keep reading a finished script's output: a daemon it left
+/// behind may hold the pipe open until the phase ends.
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
+
+/// Sources environment.d files (`$2...`) then execs the script (`$1`).
+const WRAPPER: &str = "set -eu\nscript=$1\nshift\nfor __dib_env in \"$@\"; do\n    . \"$__dib_env\"\ndone\nexec \"$script\"\n";
+
+/// `sudo` for outside phases: the build is already uid 0 in its namespace,
+/// so DIB-style `sudo cmd` just runs cmd (options are dropped).
+const SUDO_SHIM: &str = "#!/bin/sh\n\
+# dib: already uid 0 in the build's user namespace; run the command as is.\n\
+while [ $# -gt 0 ]; do\n\
+    case \"$1\" in\n\
+        --) shift; break ;;\n\
+        -u|-g|-C|-D|-h|-p|-r|-t|-U) shift 2 ;;\n\
+        -*) shift ;;\n\
+        *) break ;;\n\
+    esac\n\
+done\n\
+exec \"$@\"\n";
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    #[error("interrupted by signal {0}")]
+    Interrupted(i32),
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// Run every phase of `job`. The caller is pid 1 and cleans up afterwards.
+pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), Stop> {
+    let b = &job.build_dir;
+    if job.tmpfs {
+        mount_tmpfs(b, 0o755).context("putting the build directory in memory")?;
+    }
+    let built = b.join("built");
+    let mnt = b.join("mnt");
+    let hooks = b.join("hooks");
+    let bin = b.join("bin");
+    for d in [&built, &mnt, &bin] {
+        fs::create_dir(d).with_context(|| format!("creating {d:?}"))?;
+    }
+    bind(&built, &mnt, false).context("mounting the tree at TMP_MOUNT_PATH")?;
+    job.hooks
+        .materialize(&hooks)
+        .context("writing the hook tree")?;
+    let sudo = bin.join("sudo");
+    fs::write(&sudo, SUDO_SHIM).with_context(|| format!("writing {sudo:?}"))?;
+    fs::set_permissions(&sudo, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {sudo:?}"))?;
+
+    let ctx = Ctx {
+        job,
+        log,
+        stopped,
+        built,
+        mnt,
+        hooks,
+        bin,
+    };
+    let mut chroot: Option<InTarget> = None;
+    for phase in PHASES {
+        ctx.check_stopped()?;
+        if phase.chroot && chroot.is_none() {
+            chroot = Some(InTarget::enter(&ctx)?);
+        } else if !phase.chroot {
+            if let Some(t) = chroot.take() {
+                t.leave()?;
+            }
+        }
+        ctx.break_at(&BreakAt::Before(phase.name.to_string()), phase)?;
+        if let Err(e) = ctx.run_phase(phase) {
+            if matches!(e, Stop::Failed(_)) && job.breakpoints.contains(&BreakAt::AfterError) {
+                ctx.shell(phase, "after-error")?;
+            }
+            return Err(e);
+        }
+        ctx.break_at(&BreakAt::After(phase.name.to_string()), phase)?;
+        if phase.name == "root" && dir_is_empty(&ctx.built)? {
+            return Err(Stop::Failed(anyhow::anyhow!(
+                "Failed to deploy the root element: root.d left TARGET_ROOT empty; \
+                 an operating-system element's root.d must create the tree there"
+            )));
+        }
+    }
+    if let Some(t) = chroot.take() {
+        t.leave()?;
+    }
+    if !job.final_image {
+        log.line("no-final-image: the build ends here, without an image");
+    }
+    Ok(())
+}
+
+fn dir_is_empty(d: &Path) -> Result<bool> {
+    Ok(fs::read_dir(d)
+        .with_context(|| format!("reading {d:?}"))?
+        .next()
+        .is_none())
+}
+
+struct Ctx<'a> {
+    job: &'a BuildJob,
+    log: &'a Arc<Log>,
+    stopped: &'a AtomicI32,
+    built: PathBuf,
+    mnt: PathBuf,
+    hooks: PathBuf,
+    bin: PathBuf,
+}
+
+/// The chroot's mounts plus the resolv.conf swap, for a run of chroot phases.
+struct InTarget {
+    mounts: ChrootMounts,
+    resolv: ResolvConf,
+}
+
+impl InTarget {
+    fn enter(ctx: &Ctx<'_>) -> Result<InTarget> {
+        let mounts = ChrootMounts::setup(&ctx.mnt, &ctx.hooks).context("preparing the chroot")?;
+        let resolv = ResolvConf::install(&ctx.mnt)?;
+        Ok(InTarget { mounts, resolv })
+    }
+
+    fn leave(self) -> Result<()> {
+        self.resolv.restore()?;
+        self.mounts.close().context("undoing the chroot's mounts")?;
+        Ok(())
+    }
+}
+
+/// The host's resolv.conf in the tree for the build, the image's own put
+/// back afterwards (SPEC §3).
+struct ResolvConf {
+    path: PathBuf,
+    saved: Option<PathBuf>,
+    active: bool,
+}
+
+impl ResolvConf {
+    fn install(root: &Path) -> Result<ResolvConf> {
+        let etc = root.join("etc");
+        let path = etc.join("resolv.conf");
+        if !etc.is_dir() {
+            return Ok(ResolvConf {
+                path,
+                saved: None,
+                active: false,
+            });
+        }
+        let saved = etc.join(".resolv.conf.dib-saved");
+        let had = fs::symlink_metadata(&path).is_ok();
+        if had {
+            fs::rename(&path, &saved).with_context(|| format!("saving {path:?}"))?;
+        }
+        let host = fs::read("/etc/resolv.conf").unwrap_or_default();
+        fs::write(&path, host).with_context(|| format!("writing {path:?}"))?;
+        Ok(ResolvConf {
+            path,
+            saved: had.then_some(saved),
+            active: true,
+        })
+    }
+
+    fn restore(mut self) -> Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        self.active = false;
+        fs::remove_file(&self.path)
+            .with_context(|| format!("removing the build's {:?}", self.path))?;
+        if let Some(saved) = &self.saved {
+            fs::rename(saved, &self.path).with_context(|| format!("restoring {:?}", self.path))?;
+        }
+        Ok(())
+    }
+}
+
+impl Ctx<'_> {
+    fn check_stopped(&self) -> Result<(), Stop> {
+        match self.stopped.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            sig => Err(Stop::Interrupted(sig)),
+        }
+    }
+
+    /// The environment of a phase's hooks (SPEC §3).
+    fn env(&self, phase: Phase) -> BTreeMap<String, String> {
+        let mut env = self.job.env.clone();
+        let b = &self.job.build_dir;
+        let set = |env: &mut BTreeMap<String, String>, k: &str, v: String| {
+            env.insert(k.to_string(), v);
+        };
+        set(&mut env, "TMP_BUILD_DIR", b.display().to_string());
+        set(&mut env, "TMP_MOUNT_PATH", self.mnt.display().to_string());
+        set(&mut env, "LC_ALL", "C".into());
+        set(
+            &mut env,
+            "BASH_FUNC_get_image_element_array%%",
+            format!("() {{  echo {}\n}}", self.job.element_array),
+        );
+        if phase.chroot {
+            set(&mut env, "TMP_HOOKS_PATH", format!("/{IN_TARGET}"));
+            set(&mut env, "HOME", "/root".into());
+            set(&mut env, "PATH", CHROOT_PATH.into());
+            env.remove("TMPDIR");
+        } else {
+            set(&mut env, "TMP_HOOKS_PATH", self.hooks.display().to_string());
+            let host_path = env
+                .get("PATH")
+                .cloned()
+                .unwrap_or_else(|| CHROOT_PATH.to_string());
+            set(
+                &mut env,
+                "PATH",
+                format!("{}:{host_path}", self.bin.display()),
+            );
+        }
+        if phase.target_root {
+            set(&mut env, "TARGET_ROOT", self.built.display().to_string());
+        } else {
+            env.remove("TARGET_ROOT");
+        }
+        env
+    }
+
+    /// The shell that runs hooks: the tree's bash (or sh) in chroot phases,
+    /// the host's bash outside.
+    fn interpreter(&self, phase: Phase) -> &'static str {
+        if !phase.chroot || self.mnt.join("bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        }
+    }
+
+    /// Paths of `environment.d` files, as the phase's scripts see them.
+    fn env_files(&self, phase: Phase) -> Result<Vec<String>> {
+        let dir = self.hooks.join("environment.d");
+        let names =
+            plan_environment(read_entries(&dir).with_context(|| format!("reading {dir:?}"))?);
+        let base = if phase.chroot {
+            PathBuf::from("/").join(IN_TARGET).join("environment.d")
+        } else {
+            dir
+        };
+        Ok(names
+            .iter()
+            .map(|n| base.join(n).display().to_string())
+            .collect())
+    }
+
+    fn run_phase(&self, phase: Phase) -> Result<(), Stop> {
+        let dir = self.hooks.join(format!("{}.d", phase.name));
+        let plan = plan_dir(&dir).with_context(|| format!("reading {dir:?}"))?;
+        if self.job.trace > 0 {
+            for (path, why) in &plan.skipped {
+                self.log.line(&format!(
+                    "{}.d: skipping {}: {why}",
+                    phase.name,
+                    file_name(path)
+                ));
+            }
+        }
+        if plan.run.is_empty() {
+            return Ok(());
+        }
+        self.log.line(&format!(
+            "running {}.d ({} scripts)",
+            phase.name,
+            plan.run.len()
+        ));
+        let env = self.env(phase);
+        let env_files = self.env_files(phase)?;
+        let mut timings = Vec::new();
+        for script in &plan.run {
+            let name = file_name(script);
+            let rel = format!("{}.d/{name}", phase.name);
+            let element = self
+                .job
+                .hooks
+                .entries
+                .get(Path::new(&rel))
+                .map(|s| s.element().to_string())
+                .unwrap_or_default();
+            let path = if phase.chroot {
+                format!("/{IN_TARGET}/{rel}")
+            } else {
+                script.display().to_string()
+            };
+            let mut cmd = Command::new(self.interpreter(phase));
+            cmd.args(["-c", WRAPPER, "dib-run-parts", &path])
+                .args(&env_files)
+                .env_clear()
+                .envs(&env)
+                .stdin(Stdio::null());
+            if phase.chroot {
+                chrooted(&mut cmd, &self.mnt).map_err(anyhow::Error::from)?;
+            } else {
+                cmd.current_dir(&self.job.build_dir);
+            }
+            let started = Instant::now();
+            let (status, tail) = self.run_logged(cmd, &rel)?;
+            timings.push((name.to_string(), element.clone(), started.elapsed()));
+            reap_zombies();
+            self.check_stopped()?;
+            if !status.success() {
+                kill_all_and_reap();
+                let mut msg = format!(
+                    "{rel} of element '{element}' failed with exit status {}",
+                    exit_code(status)
+                );
+                if !tail.is_empty() {
+                    msg.push_str("; its last lines:");
+                    for l in tail {
+                        msg.push_str("\n    ");
+                        msg.push_str(&l);
+                    }
+                }
+                return Err(Stop::Failed(anyhow::anyhow!(msg)));
+            }
+        }
+        // Whatever a hook left running (a daemon) ends with its phase.
+        kill_all_and_reap();
+        self.log_timings(phase, &timings);
+        Ok(())
+    }
+
+    /// Spawn `cmd` with stdout and stderr into one pipe, log each line, and
+    /// return its status and the last lines it printed.
+    fn run_logged(
+        &self,
+        mut cmd: Command,
+        what: &str,
+    ) -> Result<(std::process::ExitStatus, Vec<String>)> {
+        let (reader, writer) = std::io::pipe().context("creating an output pipe")?;
+        let writer2 = writer.try_clone().context("creating an output pipe")?;
+        cmd.stdout(writer).stderr(writer2);
+        let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        drop(cmd); // closes our copies of the write end
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let (log, tail2) = (self.log.clone(), tail.clone());
+        let thread = std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                log.line(&line);
+                if let Ok(mut t) = tail2.lock() {
+                    if t.len() == TAIL_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        });
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {what}"))?;
+        let deadline = Instant::now() + OUTPUT_GRACE;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let tail = tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        Ok((status, tail))
+    }
+
+    fn log_timings(&self, phase: Phase, timings: &[(String, String, Duration)]) {
+        let total: Duration = timings.iter().map(|t| t.2).sum();
+        self.log.line(&format!(
+            "{}.d done in {:.3}s:",
+            phase.name,
+            total.as_secs_f64()
+        ));
+        for (name, element, d) in timings {
+            self.log
+                .line(&format!("  {:>9.3}s  {name} ({element})", d.as_secs_f64()));
+        }
+    }
+
+    fn break_at(&self, at: &BreakAt, phase: Phase) -> Result<(), Stop> {
+        if self.job.breakpoints.contains(at) {
+            let label = match at {
+                BreakAt::Before(p) => format!("before-{p}"),
+                BreakAt::After(p) => format!("after-{p}"),
+                BreakAt::AfterError => "after-error".to_string(),
+            };
+            self.shell(phase, &label)?;
+        }
+        Ok(())
+    }
+
+    /// An interactive shell at a break point, in the chroot for chroot phases.
+    fn shell(&self, phase: Phase, label: &str) -> Result<(), Stop> {
+        self.log.line(&format!(
+            "break={label}: starting a shell{}; exit it to go on",
+            if phase.chroot {
+                " in the chroot"
+            } else {
+                " in the build directory"
+            }
+        ));
+        let mut env = self.env(phase);
+        env.insert("PS1".into(), format!("dib ({label}) # "));
+        let mut cmd = Command::new(self.interpreter(phase));
+        cmd.arg("-i").env_clear().envs(&env);
+        if phase.chroot {
+            chrooted(&mut cmd, &self.mnt).map_err(anyhow::Error::from)?;
+        } else {
+            cmd.current_dir(&self.job.build_dir);
+        }
+        let status = cmd.status().context("starting the break shell")?;
+        reap_zombies();
+        self.check_stopped()?;
+        if !status.success() {
+            return Err(Stop::Failed(anyhow::anyhow!(
+                "the break shell exited with status {}: stopping the build",
+                exit_code(status)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn file_name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+}

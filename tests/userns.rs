@@ -1,0 +1,511 @@
+//! Tier 2: the rootless sandbox, driven through `dib create` as a plain user
+//! with a subordinate id range (CI runs this as the `dibtest` user).
+//!
+//! Each build uses the `tiny-os` fixture (a busybox tree, no mirror needed)
+//! and `no-final-image`; hooks write what they observe into `DIB_TEST_OUT`,
+//! a host directory, from cleanup.d.
+//!
+//! When this tier cannot run here (root, or no subuid range), every trial is
+//! reported as ignored with the reason; with CI=true it fails instead.
+
+mod common;
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Fixture;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// The dib binary (scripts/test points this at a copy the test user can read).
+fn dib_bin() -> PathBuf {
+    std::env::var_os("DIB_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dib")))
+}
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("DIB_TEST_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/elements"))
+}
+
+/// Why this tier cannot run here, if it cannot.
+fn skip_reason() -> Option<String> {
+    if std::env::var("DIB_SKIP_TIER2").as_deref() == Ok("1") {
+        return Some("scripts/test runs this tier on its own, after tier 1".into());
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Some(
+            "runs as a non-root user with a subuid range (scripts/test runs it as the test user)"
+                .into(),
+        );
+    }
+    match dib_sandbox::ns::preflight() {
+        Ok(_) => None,
+        Err(e) => Some(format!("this user cannot build rootless here: {e}")),
+    }
+}
+
+/// One build's scratch space.
+struct Build {
+    f: Fixture,
+    tmp: PathBuf,
+    out: PathBuf,
+}
+
+impl Build {
+    fn new() -> Build {
+        let f = Fixture::new();
+        let tmp = f.path("tmp");
+        let out = f.path("out");
+        fs::create_dir_all(&tmp).unwrap();
+        fs::create_dir_all(&out).unwrap();
+        Build { f, tmp, out }
+    }
+
+    fn command(&self, elements: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(dib_bin());
+        cmd.arg("create")
+            .arg("-n")
+            .args(elements)
+            .arg("no-final-image");
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.f.path("home"))
+            .env(
+                "ELEMENTS_PATH",
+                format!("{}:{}", fixtures().display(), self.f.path("e").display()),
+            )
+            .env("TMP_DIR", &self.tmp)
+            .env("DIB_TEST_OUT", &self.out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn run(&self, elements: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(elements, env).output().expect("running dib")
+    }
+
+    fn out(&self, name: &str) -> String {
+        fs::read_to_string(self.out.join(name))
+            .unwrap_or_else(|e| panic!("reading {name} from the build's output: {e}"))
+            .trim_end()
+            .to_string()
+    }
+
+    /// Nothing of the build is left in TMP_DIR.
+    fn assert_clean(&self) -> Result<(), Failed> {
+        let left: Vec<_> = fs::read_dir(&self.tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        check(left.is_empty(), format!("left behind in TMP_DIR: {left:?}"))?;
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        check(
+            !mounts.contains(&self.tmp.display().to_string()),
+            format!("a mount under {:?} is visible on the host", self.tmp),
+        )
+    }
+}
+
+fn check(ok: bool, msg: impl Into<String>) -> Result<(), Failed> {
+    if ok {
+        Ok(())
+    } else {
+        Err(msg.into().into())
+    }
+}
+
+fn eq(got: &str, want: &str, what: &str) -> Result<(), Failed> {
+    check(got == want, format!("{what}: got {got:?}, want {want:?}"))
+}
+
+fn succeeded(o: &Output) -> Result<(), Failed> {
+    check(
+        o.status.success(),
+        format!(
+            "dib failed ({}):\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// Host processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(e.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) && !cmdline.contains("userns") {
+                found.push(format!("{}: {cmdline}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+const PROBE: &str = r#"#!/bin/sh
+set -eu
+id -u > /root/uid
+touch /root/owned
+chown 1234:1234 /root/owned
+if touch /tmp/in_target.d/x 2>/dev/null; then echo writable; else echo read-only; fi > /root/in_target
+ls /proc | grep -c '^[0-9]' > /root/nprocs
+tr '\0' ' ' < /proc/1/cmdline > /root/pid1
+echo "$TMP_HOOKS_PATH $HOME $PATH" > /root/env
+echo "${DIB_FROM_ENV_D:-unset}" > /root/envd
+cat /etc/resolv.conf > /root/resolv_during
+"#;
+
+const REPORT: &str = r#"#!/bin/bash
+set -eu -o pipefail
+cd "$TARGET_ROOT/root"
+cp uid in_target nprocs pid1 env envd resolv_during "$DIB_TEST_OUT/"
+stat -c %u:%g owned > "$DIB_TEST_OUT/owned"
+sudo id -u > "$DIB_TEST_OUT/sudo"
+get_image_element_array > "$DIB_TEST_OUT/array"
+echo "$IMAGE_ELEMENT" > "$DIB_TEST_OUT/image_element"
+cat "$TARGET_ROOT/etc/resolv.conf" > "$DIB_TEST_OUT/resolv_after"
+"#;
+
+fn chroot_phases_run_as_root_in_an_isolated_tree() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file("e/probe/install.d/10-probe", PROBE, 0o755);
+    b.f.file(
+        "e/probe/environment.d/10-probe.bash",
+        "export DIB_FROM_ENV_D=sourced\n",
+        0o644,
+    );
+    b.f.file("e/probe/cleanup.d/90-report", REPORT, 0o755);
+    let o = b.run(&["tiny-os", "probe"], &[]);
+    succeeded(&o)?;
+    eq(&b.out("uid"), "0", "id -u in the chroot")?;
+    eq(
+        &b.out("owned"),
+        "1234:1234",
+        "owner of a chowned file, seen from cleanup.d",
+    )?;
+    eq(&b.out("in_target"), "read-only", "/tmp/in_target.d")?;
+    let nprocs: usize = b.out("nprocs").parse()?;
+    check(
+        nprocs < 10,
+        format!("/proc in the chroot shows {nprocs} processes"),
+    )?;
+    check(
+        b.out("pid1").contains("__sandbox-init"),
+        format!("pid 1 is {:?}", b.out("pid1")),
+    )?;
+    eq(
+        &b.out("env"),
+        "/tmp/in_target.d /root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "TMP_HOOKS_PATH HOME PATH in the chroot",
+    )?;
+    eq(
+        &b.out("envd"),
+        "sourced",
+        "a variable exported by environment.d",
+    )?;
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    eq(
+        &b.out("resolv_during"),
+        host_resolv.trim_end(),
+        "resolv.conf during the build",
+    )?;
+    eq(
+        &b.out("resolv_after"),
+        "nameserver 192.0.2.1",
+        "the image's resolv.conf afterwards",
+    )?;
+    eq(&b.out("sudo"), "0", "sudo id -u in an outside phase")?;
+    eq(
+        &b.out("image_element"),
+        "no-final-image probe tiny-os",
+        "IMAGE_ELEMENT",
+    )?;
+    check(
+        b.out("array").contains("[probe]="),
+        format!("get_image_element_array: {}", b.out("array")),
+    )?;
+    b.assert_clean()
+}
+
+fn a_failing_script_fails_the_build_naming_it() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file(
+        "e/probe/install.d/20-fail",
+        "#!/bin/sh\necho about to fail\nexit 3\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/post-install.d/10-never",
+        "#!/bin/sh\ntouch /never\n",
+        0o755,
+    );
+    let o = b.run(&["tiny-os", "probe"], &[]);
+    eq(&format!("{:?}", o.status.code()), "Some(1)", "exit code")?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        err.ends_with(
+            "dib: error: install.d/20-fail of element 'probe' failed with exit status 3; its last lines:\n    about to fail\n",
+        ),
+        format!("stderr:\n{err}"),
+    )?;
+    check(
+        !err.contains("post-install.d"),
+        "a phase ran after the failure",
+    )?;
+    b.assert_clean()
+}
+
+fn an_empty_root_is_a_failed_deploy() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file("e/nothing-os/element-provides", "operating-system\n", 0o644);
+    b.f.file("e/nothing-os/root.d/10-nothing", "#!/bin/sh\ntrue\n", 0o755);
+    let o = b.run(&["nothing-os"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        err.contains(
+            "dib: error: Failed to deploy the root element: root.d left TARGET_ROOT empty",
+        ),
+        format!("stderr:\n{err}"),
+    )?;
+    b.assert_clean()
+}
+
+fn a_daemon_started_by_a_hook_dies_with_its_phase() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file(
+        "e/probe/install.d/10-daemon",
+        "#!/bin/sh\nsleep 876541 >/dev/null 2>&1 &\necho started\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/post-install.d/10-check",
+        "#!/bin/sh\nif ps | grep -v grep | grep -q 'sleep 876541'; then echo alive; else echo gone; fi > /root/daemon\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/cleanup.d/90-report",
+        "#!/bin/bash\nset -eu\ncp \"$TARGET_ROOT/root/daemon\" \"$DIB_TEST_OUT/\"\n",
+        0o755,
+    );
+    let o = b.run(&["tiny-os", "probe"], &[]);
+    succeeded(&o)?;
+    eq(&b.out("daemon"), "gone", "the daemon in the next phase")?;
+    let left = processes_with("876541");
+    check(
+        left.is_empty(),
+        format!("left running on the host: {left:?}"),
+    )?;
+    b.assert_clean()
+}
+
+/// Start a build whose extra-data.d waits forever; return once it started.
+fn start_waiting_build(b: &Build, marker: &str) -> Result<Child, Failed> {
+    b.f.file(
+        "e/probe/extra-data.d/10-wait",
+        &format!("#!/bin/bash\ntouch \"$DIB_TEST_OUT/started\"\nsleep {marker}\n"),
+        0o755,
+    );
+    b.f.file("e/probe/install.d/10-daemon", "#!/bin/sh\nsleep 1\n", 0o755);
+    let child = b
+        .command(&["tiny-os", "probe"], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !b.out.join("started").exists() {
+        check(
+            Instant::now() < deadline,
+            "the build did not reach extra-data.d in 60 s",
+        )?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+fn wait_until_gone(marker: &str) -> Result<(), Failed> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return Ok(());
+        }
+        check(
+            Instant::now() < deadline,
+            format!("still running 10 s later: {left:?}"),
+        )?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm_leaves_no_process_or_mount() -> Result<(), Failed> {
+    use nix::sys::signal::{kill, Signal};
+    let b = Build::new();
+    let mut child = start_waiting_build(&b, "876542")?;
+    kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )?;
+    let status = child.wait()?;
+    eq(
+        &format!("{:?}", status.code()),
+        "Some(143)",
+        "exit code after SIGTERM",
+    )?;
+    wait_until_gone("876542")?;
+    b.assert_clean()
+}
+
+fn kill_9_of_dib_takes_the_build_down() -> Result<(), Failed> {
+    let b = Build::new();
+    let mut child = start_waiting_build(&b, "876543")?;
+    child.kill()?;
+    child.wait()?;
+    wait_until_gone("876543")?;
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    check(
+        !mounts.contains(&b.tmp.display().to_string()),
+        "a build mount is visible on the host",
+    )
+}
+
+fn skipped_hooks_are_listed_with_x() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file("e/probe/install.d/10-foo.sh", "#!/bin/sh\ntrue\n", 0o755);
+    b.f.file("e/probe/install.d/20-notexec", "#!/bin/sh\ntrue\n", 0o644);
+    let mut cmd = b.command(&["tiny-os", "probe"], &[]);
+    cmd.arg("-x");
+    let o = cmd.output()?;
+    succeeded(&o)?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "| install.d: skipping 10-foo.sh: name has characters other than 0-9 A-Z a-z _ -\n",
+        "| install.d: skipping 20-notexec: not executable\n",
+    ] {
+        check(
+            err.contains(want),
+            format!("{want:?} not in stderr:\n{err}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn break_shell_answers_on_a_terminal() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file("e/probe/install.d/10-nop", "#!/bin/sh\ntrue\n", 0o755);
+    let pty = nix::pty::openpty(None, None)?;
+    let slave = fs::File::from(pty.slave);
+    let mut cmd = b.command(&["tiny-os", "probe"], &[("break", "after-install")]);
+    cmd.stdin(slave.try_clone()?)
+        .stdout(slave.try_clone()?)
+        .stderr(slave);
+    let mut child = cmd.spawn()?;
+    drop(cmd);
+    let mut master = fs::File::from(pty.master);
+    let mut reader = master.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |what: &str| -> Result<(), Failed> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !seen.contains(what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(s) => seen.push_str(&s),
+                Err(_) => {
+                    return Err(
+                        format!("{what:?} did not appear; the terminal showed:\n{seen}").into(),
+                    )
+                }
+            }
+        }
+        Ok(())
+    };
+    wait_for("break=after-install: starting a shell in the chroot")?;
+    master.write_all(b"echo marker-$((6*7)) $(id -u); exit\n")?;
+    wait_for("marker-42 0")?;
+    wait_for("build finished")?;
+    let status = child.wait()?;
+    check(status.success(), format!("dib exited with {status}"))?;
+    b.assert_clean()
+}
+
+type Test = fn() -> Result<(), Failed>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests: Vec<(&str, Test)> = vec![
+        (
+            "chroot_phases_run_as_root_in_an_isolated_tree",
+            chroot_phases_run_as_root_in_an_isolated_tree,
+        ),
+        (
+            "a_failing_script_fails_the_build_naming_it",
+            a_failing_script_fails_the_build_naming_it,
+        ),
+        (
+            "an_empty_root_is_a_failed_deploy",
+            an_empty_root_is_a_failed_deploy,
+        ),
+        (
+            "a_daemon_started_by_a_hook_dies_with_its_phase",
+            a_daemon_started_by_a_hook_dies_with_its_phase,
+        ),
+        (
+            "sigterm_leaves_no_process_or_mount",
+            sigterm_leaves_no_process_or_mount,
+        ),
+        (
+            "kill_9_of_dib_takes_the_build_down",
+            kill_9_of_dib_takes_the_build_down,
+        ),
+        (
+            "skipped_hooks_are_listed_with_x",
+            skipped_hooks_are_listed_with_x,
+        ),
+        (
+            "break_shell_answers_on_a_terminal",
+            break_shell_answers_on_a_terminal,
+        ),
+    ];
+    let skip = skip_reason();
+    let in_ci = std::env::var("CI").as_deref() == Ok("true")
+        && std::env::var("DIB_TIER2").as_deref() == Ok("1");
+    if let Some(reason) = &skip {
+        eprintln!("tier 2 (user namespaces) skipped: {reason}");
+    }
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| match (&skip, in_ci) {
+            (None, _) => Trial::test(name, f),
+            // In CI, scripts/test runs this tier as the test user: it must run.
+            (Some(reason), true) => {
+                let reason = reason.clone();
+                Trial::test(name, move || {
+                    Err(format!("CI=true, but this tier cannot run: {reason}").into())
+                })
+            }
+            (Some(_), false) => Trial::test(name, f).with_ignored_flag(true),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

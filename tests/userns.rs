@@ -236,6 +236,36 @@ fn chroot_phases_run_as_root_in_an_isolated_tree() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+fn on_disk_builds_clean_up_chowned_files_and_log_to_a_file() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file(
+        "e/probe/install.d/10-own",
+        "#!/bin/sh\nset -eu\nmkdir -p /srv/deep\ntouch /srv/deep/f\nchown -R 4321:4321 /srv\nchmod 0500 /srv/deep\necho owned\n",
+        0o755,
+    );
+    let log = b.f.path("build.log");
+    let mut cmd = b.command(&["tiny-os", "probe"], &[]);
+    cmd.arg("--no-tmpfs").arg("--logfile").arg(&log);
+    let o = cmd.output()?;
+    succeeded(&o)?;
+    let text = fs::read_to_string(&log)?;
+    for want in [
+        "| running install.d (1 scripts)\n",
+        "| owned\n",
+        "|   ",
+        "10-own (probe)\n",
+        "| build finished\n",
+    ] {
+        check(
+            text.contains(want),
+            format!("{want:?} not in the log file:\n{text}"),
+        )?;
+    }
+    // Files the host user could not delete (owned by subordinate ids) are
+    // removed from inside the namespace.
+    b.assert_clean()
+}
+
 fn a_failing_script_fails_the_build_naming_it() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file(
@@ -401,7 +431,13 @@ fn skipped_hooks_are_listed_with_x() -> Result<(), Failed> {
 fn break_shell_answers_on_a_terminal() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file("e/probe/install.d/10-nop", "#!/bin/sh\ntrue\n", 0o755);
-    let pty = nix::pty::openpty(None, None)?;
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None)?;
     let slave = fs::File::from(pty.slave);
     let mut cmd = b.command(&["tiny-os", "probe"], &[("break", "after-install")]);
     cmd.stdin(slave.try_clone()?)
@@ -461,6 +497,10 @@ fn main() {
         (
             "a_failing_script_fails_the_build_naming_it",
             a_failing_script_fails_the_build_naming_it,
+        ),
+        (
+            "on_disk_builds_clean_up_chowned_files_and_log_to_a_file",
+            on_disk_builds_clean_up_chowned_files_and_log_to_a_file,
         ),
         (
             "an_empty_root_is_a_failed_deploy",

@@ -35,6 +35,8 @@ pub struct BuildJob {
     pub logfile: Option<PathBuf>,
     /// False when `no-final-image` is in the element set.
     pub final_image: bool,
+    /// `DIB_QUIET`: no status line on a terminal.
+    pub quiet: bool,
 }
 
 /// A `break=` point, in a form that crosses the JSON boundary.

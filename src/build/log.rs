@@ -1,5 +1,7 @@
-//! Build output: plain timestamped lines on stderr (and in `--logfile`),
-//! shared by pid 1 and the threads that read hook output.
+//! Build output, shared by pid 1 and the threads that read hook output:
+//! timestamped lines on stderr (and in `--logfile`), and on a terminal a
+//! status line below them naming the phase and script running and for how
+//! long. Interactive break shells suspend the status line.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -14,10 +16,16 @@ const SECONDS_PER_DAY: u64 = 86_400;
 #[derive(Debug, Default)]
 pub struct Log {
     file: Option<Mutex<File>>,
+    status: Option<indicatif::ProgressBar>,
 }
 
+/// How often the status line's clock ticks.
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Log {
-    pub fn new(logfile: Option<&Path>) -> Result<Log> {
+    /// `status_line`: draw the status line (stderr is a terminal and the
+    /// user did not ask for quiet output).
+    pub fn new(logfile: Option<&Path>, status_line: bool) -> Result<Log> {
         let file = match logfile {
             Some(p) => Some(Mutex::new(
                 File::options()
@@ -28,7 +36,38 @@ impl Log {
             )),
             None => None,
         };
-        Ok(Log { file })
+        let status = status_line.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(TICK);
+            bar
+        });
+        Ok(Log { file, status })
+    }
+
+    /// What the status line shows (the phase and script running).
+    pub fn status(&self, msg: String) {
+        if let Some(bar) = &self.status {
+            bar.set_message(msg);
+        }
+    }
+
+    /// Run `f` (an interactive shell) with the status line out of the way.
+    pub fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.status {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// Remove the status line for good.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.status {
+            bar.finish_and_clear();
+        }
     }
 
     /// One line, prefixed with the UTC time of day.
@@ -36,7 +75,11 @@ impl Log {
         let line = format!("{} | {text}\n", timestamp(SystemTime::now()));
         // Losing a log line must not stop a build; stderr going away (a closed
         // terminal) is reported by the build's own failure, if any.
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        // The line is written by us, with the status line cleared around it,
+        // so it is never lost to how a terminal reports its size.
+        self.suspend(|| {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        });
         if let Some(f) = &self.file {
             if let Ok(mut f) = f.lock() {
                 let _ = f.write_all(line.as_bytes());

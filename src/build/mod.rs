@@ -107,6 +107,7 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         final_image: !resolution.contains(NO_FINAL_IMAGE),
+        quiet: config.quiet,
     };
     let exe = std::env::current_exe().context("finding the dib binary")?;
     let mut cmd = Command::new(&exe);
@@ -175,7 +176,9 @@ pub fn init_main() -> i32 {
         }
     };
     std::env::remove_var(JOB_ENV);
-    let log = match log::Log::new(job.logfile.as_deref()) {
+    use std::io::IsTerminal as _;
+    let status_line = std::io::stderr().is_terminal() && !job.quiet;
+    let log = match log::Log::new(job.logfile.as_deref(), status_line) {
         Ok(l) => Arc::new(l),
         Err(e) => {
             eprintln!("dib: error: {e:#}");
@@ -183,6 +186,7 @@ pub fn init_main() -> i32 {
         }
     };
     let result = runner::run(&job, &stopped, &log);
+    log.finish();
     kill_all_and_reap();
     if !job.tmpfs {
         clear_dir(&job.build_dir, &log);
@@ -223,5 +227,32 @@ fn clear_dir(dir: &Path, log: &log::Log) {
         if let Err(e) = r {
             log.line(&format!("warning: removing {}: {e}", p.display()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_when_memory_allows() {
+        let meminfo =
+            |gib: u64| format!("MemTotal:       {} kB\nMemFree: 1 kB\n", gib * 1024 * 1024);
+        // (policy, MemTotal in GiB, expected)
+        let cases = [
+            (Tmpfs::WhenMemoryAtLeastTwice(2.0), 4, true),
+            (Tmpfs::WhenMemoryAtLeastTwice(2.0), 3, false),
+            (Tmpfs::WhenMemoryAtLeastTwice(1.5), 3, true),
+            (Tmpfs::WhenMemoryAtLeastTwice(8.0), 24, true),
+            (Tmpfs::Never, 24, false),
+        ];
+        for (policy, gib, want) in cases {
+            assert_eq!(
+                use_tmpfs(policy, &meminfo(gib)),
+                want,
+                "{policy:?} with {gib} GiB"
+            );
+        }
+        assert!(!use_tmpfs(Tmpfs::WhenMemoryAtLeastTwice(2.0), "garbage"));
     }
 }

@@ -373,6 +373,8 @@ impl Ctx<'_> {
             } else {
                 cmd.current_dir(&self.job.build_dir);
             }
+            self.log
+                .status(format!("{}.d: {name} ({element})", phase.name));
             let started = Instant::now();
             let (status, tail) = self.run_logged(cmd, &rel)?;
             timings.push((name.to_string(), element.clone(), started.elapsed()));
@@ -484,7 +486,10 @@ impl Ctx<'_> {
         } else {
             cmd.current_dir(&self.job.build_dir);
         }
-        let status = cmd.status().context("starting the break shell")?;
+        let status = self
+            .log
+            .suspend(|| cmd.status())
+            .context("starting the break shell")?;
         reap_zombies();
         self.check_stopped()?;
         if !status.success() {

@@ -6,7 +6,9 @@
 //! a host directory, from cleanup.d.
 //!
 //! When this tier cannot run here (root, or no subuid range), every trial is
-//! reported as ignored with the reason; with CI=true it fails instead.
+//! reported as ignored with the reason; with CI=true it fails instead. One
+//! trial is the other way round: dib run as root maps ids to themselves, and
+//! that runs only as root (tier 1 in CI).
 
 mod common;
 
@@ -485,6 +487,29 @@ fn break_shell_answers_on_a_terminal() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+fn as_root_ids_map_to_themselves() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file(
+        "e/probe/install.d/10-own",
+        "#!/bin/sh\nset -eu\nid -u > /root/uid\ntouch /root/owned\nchown 1234:1234 /root/owned\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/cleanup.d/90-report",
+        "#!/bin/bash\nset -eu\ncp \"$TARGET_ROOT/root/uid\" \"$DIB_TEST_OUT/\"\nstat -c %u:%g \"$TARGET_ROOT/root/owned\" > \"$DIB_TEST_OUT/owned\"\ngrep -E '^ *0 +0 +65536$' /proc/self/uid_map > \"$DIB_TEST_OUT/uid_map\"\n",
+        0o755,
+    );
+    let o = b.run(&["tiny-os", "probe"], &[]);
+    succeeded(&o)?;
+    eq(&b.out("uid"), "0", "id -u in the chroot")?;
+    eq(&b.out("owned"), "1234:1234", "owner of a chowned file")?;
+    check(
+        !b.out("uid_map").is_empty(),
+        "the uid map is not the identity 0 0 65536",
+    )?;
+    b.assert_clean()
+}
+
 type Test = fn() -> Result<(), Failed>;
 
 fn main() {
@@ -533,9 +558,21 @@ fn main() {
     if let Some(reason) = &skip {
         eprintln!("tier 2 (user namespaces) skipped: {reason}");
     }
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| match (&skip, in_ci) {
+    let root = nix::unistd::geteuid().is_root();
+    let as_root = if root {
+        Trial::test(
+            "as_root_ids_map_to_themselves",
+            as_root_ids_map_to_themselves,
+        )
+    } else {
+        Trial::test(
+            "as_root_ids_map_to_themselves",
+            as_root_ids_map_to_themselves,
+        )
+        .with_ignored_flag(true)
+    };
+    let trials = std::iter::once(as_root)
+        .chain(tests.into_iter().map(|(name, f)| match (&skip, in_ci) {
             (None, _) => Trial::test(name, f),
             // In CI, scripts/test runs this tier as the test user: it must run.
             (Some(reason), true) => {
@@ -545,7 +582,7 @@ fn main() {
                 })
             }
             (Some(_), false) => Trial::test(name, f).with_ignored_flag(true),
-        })
+        }))
         .collect();
     libtest_mimic::run(&args, trials).exit();
 }

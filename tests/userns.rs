@@ -378,21 +378,56 @@ fn wait_until_gone(marker: &str) -> Result<(), Failed> {
     }
 }
 
-fn sigterm_leaves_no_process_or_mount() -> Result<(), Failed> {
+fn stop_signals_leave_no_process_or_mount() -> Result<(), Failed> {
     use nix::sys::signal::{kill, Signal};
+    // (signal, marker, exit code): SIGINT is what Ctrl-C sends.
+    for (sig, marker, code) in [
+        (Signal::SIGTERM, "876542", 143),
+        (Signal::SIGINT, "876544", 130),
+    ] {
+        let b = Build::new();
+        let mut child = start_waiting_build(&b, marker)?;
+        kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)?;
+        let status = child.wait()?;
+        eq(
+            &format!("{:?}", status.code()),
+            &format!("Some({code})"),
+            &format!("exit code after {sig}"),
+        )?;
+        wait_until_gone(marker)?;
+        b.assert_clean()?;
+    }
+    Ok(())
+}
+
+fn after_error_opens_a_shell_then_fails() -> Result<(), Failed> {
     let b = Build::new();
-    let mut child = start_waiting_build(&b, "876542")?;
-    kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGTERM,
+    b.f.file("e/probe/install.d/20-fail", "#!/bin/sh\nexit 4\n", 0o755);
+    let mut cmd = b.command(&["tiny-os", "probe"], &[("break", "after-error")]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(b"echo in-shell-$((40+2)) $(id -u)\nexit 0\n")?;
+    let o = child.wait_with_output()?;
+    eq(&format!("{:?}", o.status.code()), "Some(1)", "exit code")?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    check(
+        out.contains("in-shell-42 0"),
+        format!("the shell did not answer; stdout:\n{out}"),
     )?;
-    let status = child.wait()?;
-    eq(
-        &format!("{:?}", status.code()),
-        "Some(143)",
-        "exit code after SIGTERM",
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        err.contains("break=after-error: starting a shell in the chroot")
+            && err.ends_with(
+                "dib: error: install.d/20-fail of element 'probe' failed with exit status 4\n",
+            ),
+        format!("stderr:\n{err}"),
     )?;
-    wait_until_gone("876542")?;
     b.assert_clean()
 }
 
@@ -536,8 +571,12 @@ fn main() {
             a_daemon_started_by_a_hook_dies_with_its_phase,
         ),
         (
-            "sigterm_leaves_no_process_or_mount",
-            sigterm_leaves_no_process_or_mount,
+            "stop_signals_leave_no_process_or_mount",
+            stop_signals_leave_no_process_or_mount,
+        ),
+        (
+            "after_error_opens_a_shell_then_fails",
+            after_error_opens_a_shell_then_fails,
         ),
         (
             "kill_9_of_dib_takes_the_build_down",

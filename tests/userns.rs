@@ -311,6 +311,44 @@ fn an_empty_root_is_a_failed_deploy() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+fn symlinks_in_the_image_cannot_point_the_build_at_the_host() -> Result<(), Failed> {
+    // (directory replaced by a symlink to a host directory, expected message)
+    for dir in ["tmp", "etc"] {
+        let b = Build::new();
+        let victim = b.out.join("victim");
+        fs::create_dir(&victim)?;
+        fs::write(victim.join("keep"), "mine\n")?;
+        b.f.file(
+            "e/probe/root.d/20-hostile",
+            &format!(
+                "#!/bin/bash\nset -eu\nrm -rf \"$TARGET_ROOT/{dir}\"\nln -s {} \"$TARGET_ROOT/{dir}\"\n",
+                victim.display()
+            ),
+            0o755,
+        );
+        b.f.file("e/probe/install.d/10-nop", "#!/bin/sh\ntrue\n", 0o755);
+        let o = b.run(&["tiny-os", "probe"], &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        check(
+            !o.status.success()
+                && err.contains(&format!(
+                    "the image's /{dir} is not a directory (a symlink?); refusing to use it"
+                )),
+            format!("/{dir} as a symlink: {}\n{err}", o.status),
+        )?;
+        let names: Vec<_> = fs::read_dir(&victim)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        check(
+            names == ["keep"],
+            format!("the host directory was touched: {names:?}"),
+        )?;
+        b.assert_clean()?;
+    }
+    Ok(())
+}
+
 fn a_daemon_started_by_a_hook_dies_with_its_phase() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file(
@@ -577,6 +615,10 @@ fn main() {
         (
             "after_error_opens_a_shell_then_fails",
             after_error_opens_a_shell_then_fails,
+        ),
+        (
+            "symlinks_in_the_image_cannot_point_the_build_at_the_host",
+            symlinks_in_the_image_cannot_point_the_build_at_the_host,
         ),
         (
             "kill_9_of_dib_takes_the_build_down",

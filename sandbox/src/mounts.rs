@@ -80,6 +80,31 @@ pub fn remount_read_only(at: &Path) -> Result<(), SandboxError> {
         .map_err(err(format!("making {} read-only", at.display())))
 }
 
+/// `root/rel`, refusing any existing component that is not a real directory
+/// (a symlink could lead outside `root`). Missing components are fine: the
+/// caller creates them.
+pub fn inside(root: &Path, rel: &str) -> Result<PathBuf, SandboxError> {
+    let mut p = root.to_path_buf();
+    for part in Path::new(rel).components() {
+        p.push(part);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SandboxError::Io {
+                    what: format!(
+                        "the image's /{} is not a directory (a symlink?); refusing to use it from outside the chroot",
+                        p.strip_prefix(root).unwrap_or(&p).display()
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("reading {}", p.display()))(e)),
+        }
+    }
+    Ok(p)
+}
+
 /// The chroot's mounts, undone in reverse order.
 #[derive(Debug)]
 pub struct ChrootMounts {
@@ -102,8 +127,12 @@ impl ChrootMounts {
         Ok(m)
     }
 
+    /// `target/rel` as a directory, created if missing. Every component must
+    /// be a real directory: mounts and writes follow symlinks, and this runs
+    /// outside the chroot, so an image's `tmp -> /home/user` would otherwise
+    /// point them at the host.
     fn dir(&self, rel: &str) -> Result<PathBuf, SandboxError> {
-        let p = self.target.join(rel);
+        let p = inside(&self.target, rel)?;
         fs::create_dir_all(&p).map_err(io(format!("creating {}", p.display())))?;
         Ok(p)
     }
@@ -203,6 +232,32 @@ impl Drop for ChrootMounts {
             if let Err(e) = self.undo() {
                 eprintln!("dib: warning: cleaning up the chroot's mounts: {e}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_refuses_symlinks_and_files() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("real/sub")).unwrap();
+        symlink("/etc", r.join("etc")).unwrap();
+        fs::write(r.join("file"), "").unwrap();
+        assert_eq!(inside(r, "real/sub").unwrap(), r.join("real/sub"));
+        assert_eq!(
+            inside(r, "real/missing/deeper").unwrap(),
+            r.join("real/missing/deeper")
+        );
+        for bad in ["etc", "etc/x", "file/x"] {
+            let err = inside(r, bad).unwrap_err().to_string();
+            assert!(
+                err.contains("is not a directory (a symlink?); refusing"),
+                "{bad}: {err}"
+            );
         }
     }
 }

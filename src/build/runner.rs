@@ -213,7 +213,9 @@ struct ResolvConf {
 
 impl ResolvConf {
     fn install(root: &Path) -> Result<ResolvConf> {
-        let etc = root.join("etc");
+        // A symlinked /etc would send these writes outside the tree.
+        let etc = dib_sandbox::mounts::inside(root, "etc")
+            .context("installing the host's resolv.conf")?;
         let path = etc.join("resolv.conf");
         if !etc.is_dir() {
             return Ok(ResolvConf {

@@ -268,6 +268,123 @@ fn on_disk_builds_clean_up_chowned_files_and_log_to_a_file() -> Result<(), Faile
     b.assert_clean()
 }
 
+fn odd_output_and_large_hook_trees_are_fine() -> Result<(), Failed> {
+    let b = Build::new();
+    // Not UTF-8, then more output: the hook must not die of SIGPIPE.
+    b.f.file(
+        "e/probe/install.d/10-latin1",
+        "#!/bin/sh\nprintf 'caf\\351\\n'\nsleep 0.1\necho after\n",
+        0o755,
+    );
+    // More hook files than fit in one environment string (128 KiB).
+    for i in 0..1500 {
+        b.f.file(
+            &format!("e/probe/static/many/file-with-a-long-name-{i:05}"),
+            "x\n",
+            0o644,
+        );
+    }
+    let o = b.run(&["tiny-os", "probe"], &[]);
+    succeeded(&o)?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        err.contains("| caf\u{fffd}\n") && err.contains("| after\n"),
+        format!("stderr:\n{err}"),
+    )?;
+    b.assert_clean()
+}
+
+fn cleanup_never_reaches_through_a_hooks_bind_mount() -> Result<(), Failed> {
+    let b = Build::new();
+    let victim = b.out.join("victim");
+    fs::create_dir(&victim)?;
+    fs::write(victim.join("data"), "precious\n")?;
+    b.f.file(
+        "e/probe/root.d/20-bind",
+        &format!(
+            "#!/bin/bash\nset -eu\nmkdir -p \"$TARGET_ROOT/var/cache/x\"\nmount --bind {} \"$TARGET_ROOT/var/cache/x\"\n",
+            victim.display()
+        ),
+        0o755,
+    );
+    b.f.file("e/probe/install.d/20-fail", "#!/bin/sh\nexit 5\n", 0o755);
+    let mut cmd = b.command(&["tiny-os", "probe"], &[]);
+    cmd.arg("--no-tmpfs");
+    let o = cmd.output()?;
+    check(!o.status.success(), "the build should fail")?;
+    eq(
+        &fs::read_to_string(victim.join("data")).unwrap_or_default(),
+        "precious\n",
+        "the bind-mounted host file",
+    )?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(!err.contains("warning"), format!("cleanup warned:\n{err}"))?;
+    b.assert_clean()
+}
+
+fn resolv_conf_follows_what_the_hooks_did() -> Result<(), Failed> {
+    // (install.d hook, what /etc/resolv.conf is after the build)
+    let cases = [
+        (
+            "ln -sf ../run/resolve/stub-resolv.conf /etc/resolv.conf",
+            "link:../run/resolve/stub-resolv.conf",
+        ),
+        ("rm -f /etc/resolv.conf", "file:nameserver 192.0.2.1"),
+        (
+            "echo 'nameserver 198.51.100.1' > /etc/resolv.conf",
+            "file:nameserver 192.0.2.1",
+        ),
+    ];
+    for (hook, want) in cases {
+        let b = Build::new();
+        b.f.file(
+            "e/probe/install.d/10-resolv",
+            &format!("#!/bin/sh\nset -eu\n{hook}\n"),
+            0o755,
+        );
+        b.f.file(
+            "e/probe/cleanup.d/90-report",
+            "#!/bin/bash\nset -eu\nf=\"$TARGET_ROOT/etc/resolv.conf\"\n\
+             if [ -L \"$f\" ]; then echo \"link:$(readlink \"$f\")\"; else echo \"file:$(cat \"$f\")\"; fi > \"$DIB_TEST_OUT/resolv\"\n\
+             ls -A \"$TARGET_ROOT/etc\" > \"$DIB_TEST_OUT/etc\"\n",
+            0o755,
+        );
+        let o = b.run(&["tiny-os", "probe"], &[]);
+        succeeded(&o)?;
+        eq(&b.out("resolv"), want, hook)?;
+        check(
+            !b.out("etc").contains("dib-saved"),
+            format!("{hook}: /etc holds {}", b.out("etc")),
+        )?;
+    }
+    Ok(())
+}
+
+fn early_stop_signals_never_let_a_build_succeed() -> Result<(), Failed> {
+    use nix::sys::signal::{kill, Signal};
+    for i in 0..20u64 {
+        let b = Build::new();
+        b.f.file("e/probe/install.d/10-nop", "#!/bin/sh\ntrue\n", 0o755);
+        let mut child = b
+            .command(&["tiny-os", "probe"], &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(i * 3 / 2));
+        kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGTERM,
+        )?;
+        let status = child.wait()?;
+        check(
+            !status.success(),
+            format!("SIGTERM after {} ms: the build succeeded", i * 3 / 2),
+        )?;
+        b.assert_clean()?;
+    }
+    Ok(())
+}
+
 fn a_failing_script_fails_the_build_naming_it() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file(
@@ -615,6 +732,22 @@ fn main() {
         (
             "after_error_opens_a_shell_then_fails",
             after_error_opens_a_shell_then_fails,
+        ),
+        (
+            "odd_output_and_large_hook_trees_are_fine",
+            odd_output_and_large_hook_trees_are_fine,
+        ),
+        (
+            "cleanup_never_reaches_through_a_hooks_bind_mount",
+            cleanup_never_reaches_through_a_hooks_bind_mount,
+        ),
+        (
+            "resolv_conf_follows_what_the_hooks_did",
+            resolv_conf_follows_what_the_hooks_did,
+        ),
+        (
+            "early_stop_signals_never_let_a_build_succeed",
+            early_stop_signals_never_let_a_build_succeed,
         ),
         (
             "symlinks_in_the_image_cannot_point_the_build_at_the_host",

@@ -38,17 +38,41 @@ fn nix_err(what: &str) -> impl FnOnce(Errno) -> SandboxError + '_ {
     }
 }
 
-/// Ask for SIGKILL when the parent dies, so no part of a build outlives dib.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and the closure captures nothing.
+/// Ask for SIGKILL when the parent dies, so no part of a build outlives dib,
+/// and start pid 1 with the stop signals blocked: init ignores signals it has
+/// no handler for, so one arriving before [`become_init`] installs its
+/// handlers would be lost. Blocked, it stays pending until then.
+fn start_as_init(cmd: &mut Command) {
+    // SAFETY: prctl, sigemptyset, sigaddset and sigprocmask are
+    // async-signal-safe; the closure captures nothing and allocates nothing.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in STOP_SIGNALS {
+                libc::sigaddset(&mut set, sig);
+            }
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
+}
+
+/// Unblock the stop signals (after their handlers exist).
+fn unblock_stop_signals() -> Result<(), SandboxError> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in STOP_SIGNALS {
+        if let Ok(sig) = Signal::try_from(sig) {
+            set.add(sig);
+        }
+    }
+    set.thread_unblock()
+        .map_err(nix_err("unblocking stop signals"))
 }
 
 /// Make `cmd` run chrooted into `root` (with `/` as its working directory).
@@ -80,17 +104,18 @@ pub fn chrooted(cmd: &mut Command, root: &Path) -> Result<(), SandboxError> {
 pub fn supervise(mut cmd: Command) -> Result<i32, SandboxError> {
     // This process exec'd before its ids were mapped, so it holds no
     // capabilities in the namespace; pid 1 is exec'd as uid 0 and gets them.
-    wait_for_maps()?;
-    die_with_parent(&mut cmd);
     // Having unshared a pid namespace, this process cannot start threads
     // (clone(2): EINVAL), so signals are handled in this thread: stop
     // signals are forwarded, SIGCHLD means pid 1 may have exited. They are
-    // registered before the spawn so no SIGCHLD is missed.
+    // registered first, so neither a stop signal from dib nor a SIGCHLD is
+    // missed.
     let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS.iter().chain([&SIGCHLD]))
         .map_err(|source| SandboxError::Io {
             what: "installing signal handlers".into(),
             source,
         })?;
+    wait_for_maps()?;
+    start_as_init(&mut cmd);
     let mut child = cmd.spawn().map_err(|source| SandboxError::Io {
         what: "starting the build's pid 1".into(),
         source,
@@ -130,28 +155,40 @@ impl Forwarder {
     }
 }
 
-/// Forward the stop signals this process receives to `pid` (dib to its
-/// supervisor, the supervisor to pid 1), until [`Forwarder::close`].
-pub fn forward_stop_signals(pid: u32) -> Result<Forwarder, SandboxError> {
-    let pid = Pid::from_raw(pid as i32);
-    let mut signals =
-        signal_hook::iterator::Signals::new(STOP_SIGNALS).map_err(|source| SandboxError::Io {
+/// Stop signals caught from now on, to be forwarded once there is a process
+/// to forward them to (a signal that arrives in between is kept).
+#[derive(Debug)]
+pub struct Caught(signal_hook::iterator::Signals);
+
+/// Start catching SIGINT, SIGTERM and SIGHUP.
+pub fn catch_stop_signals() -> Result<Caught, SandboxError> {
+    signal_hook::iterator::Signals::new(STOP_SIGNALS)
+        .map(Caught)
+        .map_err(|source| SandboxError::Io {
             what: "installing signal handlers".into(),
             source,
-        })?;
-    let handle = signals.handle();
-    let thread = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if let Ok(sig) = Signal::try_from(sig) {
-                // The process may already be gone; nothing to do then.
-                let _ = kill(pid, sig);
+        })
+}
+
+impl Caught {
+    /// Forward what was caught, and what comes, to `pid` until closed.
+    pub fn forward_to(self, pid: u32) -> Forwarder {
+        let mut signals = self.0;
+        let pid = Pid::from_raw(pid as i32);
+        let handle = signals.handle();
+        let thread = std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if let Ok(sig) = Signal::try_from(sig) {
+                    // The process may already be gone; nothing to do then.
+                    let _ = kill(pid, sig);
+                }
             }
+        });
+        Forwarder {
+            handle,
+            thread: Some(thread),
         }
-    });
-    Ok(Forwarder {
-        handle,
-        thread: Some(thread),
-    })
+    }
 }
 
 /// The shell convention: the exit code, or 128 + the signal that killed it.
@@ -180,6 +217,9 @@ pub fn become_init() -> Result<Arc<AtomicI32>, SandboxError> {
             source: io::Error::last_os_error(),
         });
     }
+    close_inherited_fds();
+    // Supplementary groups of the host user are unmapped here; drop them.
+    nix::unistd::setgroups(&[]).map_err(nix_err("dropping supplementary groups in the build"))?;
     mount(
         None::<&str>,
         "/",
@@ -202,7 +242,27 @@ pub fn become_init() -> Result<Arc<AtomicI32>, SandboxError> {
             kill_all();
         }
     });
+    // Handlers exist: a signal that arrived since exec is delivered now.
+    unblock_stop_signals()?;
     Ok(stopped)
+}
+
+/// Mark every descriptor above stderr close-on-exec, so descriptors that
+/// whoever started dib left open never reach the hooks. On kernels without
+/// close_range(2) (before 5.11) they stay open, which is harmless to dib.
+fn close_inherited_fds() {
+    /// `CLOSE_RANGE_CLOEXEC` (linux/close_range.h).
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on this
+    // process's descriptors; none is closed under anyone's feet.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
 }
 
 /// Mount a proc instance for this pid namespace at `at`.

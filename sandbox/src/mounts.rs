@@ -5,6 +5,7 @@
 //!
 //! [`ChrootMounts`] undoes what it did in reverse order on `close()` (or, as a
 //! fallback, on drop), so the tree is plain files again for the outputs.
+#![allow(unsafe_code)] // mount_setattr(2) has no wrapper yet; the block says why it is sound
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -105,6 +106,114 @@ pub fn inside(root: &Path, rel: &str) -> Result<PathBuf, SandboxError> {
     Ok(p)
 }
 
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+/// `MOUNT_ATTR_RDONLY` (linux/mount.h).
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+
+/// Make the mount at `at` and every mount below it read-only. A plain
+/// remount only reaches the top of a recursive bind (/sys/fs/cgroup would
+/// stay writable), so this uses mount_setattr(2) with AT_RECURSIVE (Linux
+/// 5.12), falling back to the top-level remount on older kernels.
+pub fn read_only_recursive(at: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(|_| SandboxError::Io {
+        what: format!("{} contains a NUL byte", at.display()),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `attr` a properly
+    // laid out `struct mount_attr` whose size is passed; both outlive the
+    // call, and the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOSYS) {
+        return remount_read_only(at);
+    }
+    Err(SandboxError::Io {
+        what: format!("making {} and the mounts below it read-only", at.display()),
+        source: e,
+    })
+}
+
+/// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
+pub fn mounts_under(dir: &Path, mountinfo: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmount everything mounted below `dir` (not `dir` itself), deepest first:
+/// what the build's hooks mounted and never unmounted, and the build's own
+/// bind of the tree. Done before the build directory is deleted, so the
+/// deletion cannot reach through a bind mount into a host directory.
+pub fn unmount_all_under(dir: &Path) -> Result<(), SandboxError> {
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("reading /proc/self/mountinfo".into()))?;
+    let mut first_error = None;
+    for at in mounts_under(dir, &info) {
+        if at == dir {
+            continue;
+        }
+        if let Err(e) = umount2(&at, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+            first_error.get_or_insert(SandboxError::Io {
+                what: format!("unmounting {}", at.display()),
+                source: e.into(),
+            });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// The chroot's mounts, undone in reverse order.
 #[derive(Debug)]
 pub struct ChrootMounts {
@@ -145,7 +254,7 @@ impl ChrootMounts {
         let sys = self.dir("sys")?;
         bind(Path::new("/sys"), &sys, true)?;
         self.mounted.push(sys.clone());
-        remount_read_only(&sys)?;
+        read_only_recursive(&sys)?;
 
         let dev = self.dir("dev")?;
         mount(
@@ -199,7 +308,7 @@ impl ChrootMounts {
         let in_target = self.dir(IN_TARGET)?;
         bind(hooks, &in_target, true)?;
         self.mounted.push(in_target.clone());
-        remount_read_only(&in_target)?;
+        read_only_recursive(&in_target)?;
         Ok(())
     }
 
@@ -211,7 +320,10 @@ impl ChrootMounts {
     fn undo(&mut self) -> Result<(), SandboxError> {
         let mut first_error = None;
         while let Some(at) = self.mounted.pop() {
-            if let Err(e) = umount2(&at, MntFlags::MNT_DETACH) {
+            // NOFOLLOW: a hook may have replaced a mount point's parent with
+            // a symlink; the mount stays in our namespace rather than
+            // unmounting something else.
+            if let Err(e) = umount2(&at, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
                 first_error.get_or_insert(SandboxError::Io {
                     what: format!("unmounting {}", at.display()),
                     source: e.into(),
@@ -220,7 +332,10 @@ impl ChrootMounts {
         }
         if self.made_in_target {
             self.made_in_target = false;
-            let _ = fs::remove_dir(self.target.join(IN_TARGET));
+            // Only if the path still leads to a real directory in the tree.
+            if let Ok(p) = inside(&self.target, IN_TARGET) {
+                let _ = fs::remove_dir(p);
+            }
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -230,7 +345,14 @@ impl Drop for ChrootMounts {
     fn drop(&mut self) {
         if !self.mounted.is_empty() {
             if let Err(e) = self.undo() {
-                eprintln!("dib: warning: cleaning up the chroot's mounts: {e}");
+                let e: &dyn std::error::Error = &e;
+                let causes: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect();
+                eprintln!(
+                    "dib: warning: cleaning up the chroot's mounts: {}",
+                    causes.join(": ")
+                );
             }
         }
     }
@@ -239,6 +361,23 @@ impl Drop for ChrootMounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_paths_deepest_first() {
+        let info = "22 1 0:21 / /proc rw - proc proc rw\n\
+                    30 25 0:40 / /b/built rw - tmpfs t rw\n\
+                    31 30 0:40 / /b/mnt rw - tmpfs t rw\n\
+                    32 31 0:41 / /b/mnt/var/cache/x\\040y rw - ext4 d rw\n\
+                    33 25 0:42 / /bb rw - tmpfs t rw\n";
+        assert_eq!(
+            mounts_under(Path::new("/b"), info),
+            [
+                PathBuf::from("/b/mnt/var/cache/x y"),
+                PathBuf::from("/b/built"),
+                PathBuf::from("/b/mnt")
+            ]
+        );
+    }
 
     #[test]
     fn inside_refuses_symlinks_and_files() {

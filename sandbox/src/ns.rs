@@ -49,7 +49,7 @@ pub enum SandboxError {
         status: std::process::ExitStatus,
         stderr: String,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

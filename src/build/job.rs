@@ -1,8 +1,11 @@
 //! What the host side hands to pid 1: everything the phases need, as data.
 //!
-//! The job crosses into the sandbox as JSON in one environment variable of
-//! the re-executed dib, so pid 1 never re-reads arguments, elements or the
-//! host environment: what was validated outside is exactly what runs inside.
+//! The job crosses into the sandbox as a JSON file in the (still empty) build
+//! directory, named by an environment variable of the re-executed dib (an
+//! environment string is limited to 128 KiB, too small for a large hook
+//! tree). pid 1 reads it before anything is mounted there, so it never
+//! re-reads arguments, elements or the host environment: what was validated
+//! outside is exactly what runs inside.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::Breakpoint;
 use crate::hooks::HookTree;
 
-/// The environment variable carrying the job into the sandbox.
+/// The environment variable naming the job file.
 pub const JOB_ENV: &str = "DIB_SANDBOX_JOB";
+/// The job file's name in the build directory.
+pub const JOB_FILE: &str = ".dib-job.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildJob {

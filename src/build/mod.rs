@@ -24,7 +24,7 @@ use crate::config::{BuildConfig, Tmpfs};
 use crate::element_info::env_script_parts;
 use crate::elements::Resolution;
 use crate::hooks::HookTree;
-use job::{BreakAt, BuildJob, JOB_ENV};
+use job::{BreakAt, BuildJob, JOB_ENV, JOB_FILE};
 
 /// The marker element that ends a build after cleanup.d, without an image.
 pub const NO_FINAL_IMAGE: &str = "no-final-image";
@@ -56,6 +56,9 @@ pub fn use_tmpfs(policy: Tmpfs, meminfo: &str) -> bool {
 /// Host side: run the phases of a validated build.
 pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Result<()> {
     let mapping = ns::preflight()?;
+    // Caught from before anything exists on disk, so a SIGTERM at any point
+    // stops the build through pid 1 and still lets this function clean up.
+    let caught = dib_sandbox::init::catch_stop_signals()?;
     std::fs::create_dir_all(&config.tmp_dir)
         .with_context(|| format!("creating TMP_DIR {:?}", config.tmp_dir))?;
     let build_dir = tempfile::Builder::new()
@@ -117,18 +120,25 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             cmd.env(k, v);
         }
     }
-    cmd.env(
-        JOB_ENV,
-        serde_json::to_string(&job).context("encoding the build job")?,
-    );
+    let job_file = build_dir.path().join(JOB_FILE);
+    std::fs::write(
+        &job_file,
+        serde_json::to_vec(&job).context("encoding the build job")?,
+    )
+    .with_context(|| format!("writing {job_file:?}"))?;
+    cmd.env(JOB_ENV, &job_file);
 
     let mut child = ns::spawn(cmd, &mapping)?;
-    let forwarder = dib_sandbox::init::forward_stop_signals(child.id())?;
+    let forwarder = caught.forward_to(child.id());
     let status = child.wait().context("waiting for the build")?;
     forwarder.close();
     // pid 1 removed what the build wrote; the directory itself is ours.
     if let Err(e) = build_dir.close() {
         tracing::warn!("removing the build directory: {e}");
+    }
+    use std::os::unix::process::ExitStatusExt as _;
+    if let Some(sig) = status.signal() {
+        anyhow::bail!("the build was killed by signal {sig} before it could report");
     }
     match exit_code(status) {
         0 => Ok(()),
@@ -150,7 +160,7 @@ pub fn supervise_main() -> i32 {
     match dib_sandbox::init::supervise(cmd) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dib: error: {e}");
+            eprintln!("dib: error: {:#}", anyhow::Error::from(e));
             1
         }
     }
@@ -161,13 +171,14 @@ pub fn init_main() -> i32 {
     let stopped = match dib_sandbox::init::become_init() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("dib: error: {e}");
+            eprintln!("dib: error: {:#}", anyhow::Error::from(e));
             return 1;
         }
     };
     let job: BuildJob = match std::env::var(JOB_ENV)
         .context("the build job is missing")
-        .and_then(|j| serde_json::from_str(&j).context("decoding the build job"))
+        .and_then(|f| std::fs::read(&f).with_context(|| format!("reading the build job {f:?}")))
+        .and_then(|j| serde_json::from_slice(&j).context("decoding the build job"))
     {
         Ok(j) => j,
         Err(e) => {
@@ -188,6 +199,11 @@ pub fn init_main() -> i32 {
     let result = runner::run(&job, &stopped, &log);
     log.finish();
     kill_all_and_reap();
+    // Whatever is still mounted in the build directory (hooks' bind mounts,
+    // the tree's own bind) goes first, so deleting cannot reach through it.
+    if let Err(e) = dib_sandbox::mounts::unmount_all_under(&job.build_dir) {
+        log.line(&format!("warning: {:#}", anyhow::Error::from(e)));
+    }
     if !job.tmpfs {
         clear_dir(&job.build_dir, &log);
     }
@@ -210,24 +226,50 @@ pub fn init_main() -> i32 {
     }
 }
 
-/// Remove everything in `dir` (not `dir` itself). Inside the namespace we
-/// own every id the build used, so this succeeds where the host user could
-/// not remove files the build chowned.
+/// Remove everything in `dir` (not `dir` itself), staying on its file system
+/// (like `rm --one-file-system`): a mount that could not be undone is left
+/// alone rather than emptied. Inside the namespace we own every id the build
+/// used, so this succeeds where the host user could not remove files the
+/// build chowned.
 fn clear_dir(dir: &Path, log: &log::Log) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in rd.flatten() {
-        let p = entry.path();
-        let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        if let Err(e) = r {
-            log.line(&format!("warning: removing {}: {e}", p.display()));
+        if let Err(e) = remove_same_fs(&entry.path(), meta.dev()) {
+            log.line(&format!(
+                "warning: removing {}: {e}",
+                entry.path().display()
+            ));
         }
     }
+}
+
+fn remove_same_fs(p: &Path, dev: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(p)?;
+    if !meta.is_dir() {
+        return std::fs::remove_file(p);
+    }
+    if meta.dev() != dev {
+        return Err(std::io::Error::other(
+            "another file system is mounted here; left alone",
+        ));
+    }
+    // A directory the build made unwritable (chmod 0500) must be opened up
+    // to empty it.
+    if meta.mode() & 0o700 != 0o700 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for entry in std::fs::read_dir(p)? {
+        remove_same_fs(&entry?.path(), dev)?;
+    }
+    std::fs::remove_dir(p)
 }
 
 #[cfg(test)]

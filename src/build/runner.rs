@@ -238,13 +238,39 @@ impl ResolvConf {
         })
     }
 
+    /// Put the image's own resolv.conf back. If a hook replaced the
+    /// build's copy with a symlink (a systemd-resolved stub, say), that is
+    /// the image's intent and is kept, as DIB does; if a hook removed it,
+    /// the original comes back; a regular file is the build's and goes.
     fn restore(mut self) -> Result<()> {
         if !self.active {
             return Ok(());
         }
         self.active = false;
-        fs::remove_file(&self.path)
-            .with_context(|| format!("removing the build's {:?}", self.path))?;
+        // The tree may have changed since install: never follow a new
+        // symlinked /etc out of it.
+        let root = self
+            .path
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        dib_sandbox::mounts::inside(&root, "etc").context("restoring the image's resolv.conf")?;
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Some(saved) = &self.saved {
+                    fs::remove_file(saved).with_context(|| format!("removing {saved:?}"))?;
+                }
+                return Ok(());
+            }
+            Ok(_) => {
+                if self.saved.is_none() {
+                    fs::remove_file(&self.path)
+                        .with_context(|| format!("removing the build's {:?}", self.path))?;
+                }
+            }
+            Err(_) => {}
+        }
         if let Some(saved) = &self.saved {
             fs::rename(saved, &self.path).with_context(|| format!("restoring {:?}", self.path))?;
         }
@@ -415,12 +441,29 @@ impl Ctx<'_> {
         let writer2 = writer.try_clone().context("creating an output pipe")?;
         cmd.stdout(writer).stderr(writer2);
         let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        // A stop signal between the last check and this spawn found nothing
+        // to kill; the new script must not run on.
+        if self.stopped.load(Ordering::SeqCst) != 0 {
+            let _ = child.kill();
+        }
         drop(cmd); // closes our copies of the write end
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let (log, tail2) = (self.log.clone(), tail.clone());
         let thread = std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines() {
-                let Ok(line) = line else { break };
+            // Bytes, not UTF-8 lines: hooks print whatever their tools do,
+            // and a reader that stopped early would kill them with SIGPIPE.
+            let mut reader = BufReader::new(reader);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+                let text = String::from_utf8_lossy(&buf);
+                let line = text.trim_end_matches(['\n', '\r']).to_string();
                 log.line(&line);
                 if let Ok(mut t) = tail2.lock() {
                     if t.len() == TAIL_LINES {

@@ -13,6 +13,7 @@
 #![allow(unsafe_code)] // pre_exec; each use says why it is sound
 
 use std::io;
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +29,9 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 use crate::ns::{wait_for_maps, SandboxError};
 
+/// The environment variable naming pid 1's end of the lifeline pipe.
+const LIFELINE_ENV: &str = "DIB_SANDBOX_LIFELINE_FD";
+
 /// Signals forwarded to, and handled by, the build.
 const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
 
@@ -42,11 +46,15 @@ fn nix_err(what: &str) -> impl FnOnce(Errno) -> SandboxError + '_ {
 /// and start pid 1 with the stop signals blocked: init ignores signals it has
 /// no handler for, so one arriving before [`become_init`] installs its
 /// handlers would be lost. Blocked, it stays pending until then.
-fn start_as_init(cmd: &mut Command) {
-    // SAFETY: prctl, sigemptyset, sigaddset and sigprocmask are
-    // async-signal-safe; the closure captures nothing and allocates nothing.
+fn start_as_init(cmd: &mut Command, lifeline: RawFd) {
+    // SAFETY: prctl, sigemptyset, sigaddset, sigprocmask and fcntl are
+    // async-signal-safe; the closure captures one integer and allocates
+    // nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if libc::fcntl(lifeline, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -115,11 +123,20 @@ pub fn supervise(mut cmd: Command) -> Result<i32, SandboxError> {
             source,
         })?;
     wait_for_maps()?;
-    start_as_init(&mut cmd);
+    // The lifeline: pid 1 holds the read end, this process the write end
+    // (never written). If this process dies before pid 1 has re-armed its
+    // parent-death signal (exec cleared it when pid 1 gained capabilities),
+    // pid 1 sees the hang-up and exits.
+    let (life_r, life_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(nix_err("creating the lifeline pipe"))?;
+    start_as_init(&mut cmd, life_r.as_raw_fd());
+    cmd.env(LIFELINE_ENV, life_r.as_raw_fd().to_string());
     let mut child = cmd.spawn().map_err(|source| SandboxError::Io {
         what: "starting the build's pid 1".into(),
         source,
     })?;
+    drop(life_r);
+    let _lifeline = life_w;
     let pid = Pid::from_raw(child.id() as i32);
     let waiting = |e| SandboxError::Io {
         what: "waiting for the build".into(),
@@ -217,6 +234,7 @@ pub fn become_init() -> Result<Arc<AtomicI32>, SandboxError> {
             source: io::Error::last_os_error(),
         });
     }
+    check_lifeline()?;
     close_inherited_fds();
     // Supplementary groups of the host user are unmapped here; drop them.
     nix::unistd::setgroups(&[]).map_err(nix_err("dropping supplementary groups in the build"))?;
@@ -245,6 +263,38 @@ pub fn become_init() -> Result<Arc<AtomicI32>, SandboxError> {
     // Handlers exist: a signal that arrived since exec is delivered now.
     unblock_stop_signals()?;
     Ok(stopped)
+}
+
+/// In pid 1, right after re-arming the parent-death signal: if the
+/// supervisor already died (closing its end of the lifeline), stop now.
+fn check_lifeline() -> Result<(), SandboxError> {
+    let Some(fd) = std::env::var(LIFELINE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        return Ok(());
+    };
+    std::env::remove_var(LIFELINE_ENV);
+    // SAFETY: the supervisor left exactly this descriptor open across exec
+    // and named it in the environment; nothing else here owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .map_err(nix_err("checking the lifeline"))?;
+    let hung_up = ready > 0
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+    if hung_up {
+        return Err(SandboxError::Io {
+            what: "the build's supervisor is gone".into(),
+            source: io::Error::from(io::ErrorKind::BrokenPipe),
+        });
+    }
+    Ok(())
 }
 
 /// Mark every descriptor above stderr close-on-exec, so descriptors that

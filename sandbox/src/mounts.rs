@@ -33,16 +33,20 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> SandboxError {
     move |source| SandboxError::Io { what, source }
 }
 
+/// Mount a new instance of `fstype` at `at`.
+fn mount_new(fstype: &str, at: &Path, flags: MsFlags, data: &str) -> Result<(), SandboxError> {
+    mount(Some(fstype), at, Some(fstype), flags, Some(data))
+        .map_err(err(format!("mounting a {fstype} on {}", at.display())))
+}
+
 /// Mount a tmpfs at `at` (for the build directory).
 pub fn mount_tmpfs(at: &Path, mode: u32) -> Result<(), SandboxError> {
-    mount(
-        Some("tmpfs"),
+    mount_new(
+        "tmpfs",
         at,
-        Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("mode={mode:o}").as_str()),
+        &format!("mode={mode:o}"),
     )
-    .map_err(err(format!("mounting a tmpfs on {}", at.display())))
 }
 
 /// Bind `from` onto `to`.
@@ -257,14 +261,7 @@ impl ChrootMounts {
         read_only_recursive(&sys)?;
 
         let dev = self.dir("dev")?;
-        mount(
-            Some("dev"),
-            &dev,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID,
-            Some("mode=755,size=64k"),
-        )
-        .map_err(err(format!("mounting a tmpfs on {}", dev.display())))?;
+        mount_new("tmpfs", &dev, MsFlags::MS_NOSUID, "mode=755,size=64k")?;
         self.mounted.push(dev.clone());
         for node in DEV_NODES {
             let at = dev.join(node);
@@ -283,25 +280,21 @@ impl ChrootMounts {
         }
         let pts = dev.join("pts");
         fs::create_dir(&pts).map_err(io(format!("creating {}", pts.display())))?;
-        mount(
-            Some("devpts"),
+        mount_new(
+            "devpts",
             &pts,
-            Some("devpts"),
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        )
-        .map_err(err(format!("mounting devpts on {}", pts.display())))?;
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        )?;
         self.mounted.push(pts);
         let shm = dev.join("shm");
         fs::create_dir(&shm).map_err(io(format!("creating {}", shm.display())))?;
-        mount(
-            Some("shm"),
+        mount_new(
+            "tmpfs",
             &shm,
-            Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        )
-        .map_err(err(format!("mounting a tmpfs on {}", shm.display())))?;
+            "mode=1777",
+        )?;
         self.mounted.push(shm);
 
         self.made_in_target = !self.target.join(IN_TARGET).exists();

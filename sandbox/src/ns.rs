@@ -152,18 +152,10 @@ pub fn preflight() -> Result<Mapping, SandboxError> {
         .ok_or(SandboxError::MissingTool { tool: "newuidmap" })?;
     let newgidmap = find_tool("newgidmap", path_env.as_deref())
         .ok_or(SandboxError::MissingTool { tool: "newgidmap" })?;
-    let uids = subid::find(
-        subid::Kind::Uid,
-        Path::new(subid::Kind::Uid.file()),
-        &user.name,
-        uid.as_raw(),
-    )?;
-    let gids = subid::find(
-        subid::Kind::Gid,
-        Path::new(subid::Kind::Gid.file()),
-        &user.name,
-        uid.as_raw(),
-    )?;
+    let range =
+        |kind: subid::Kind| subid::find(kind, Path::new(kind.file()), &user.name, uid.as_raw());
+    let uids = range(subid::Kind::Uid)?;
+    let gids = range(subid::Kind::Gid)?;
     Ok(Mapping::Helpers {
         uid: uid.as_raw(),
         gid: Gid::current().as_raw(),

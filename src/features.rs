@@ -16,6 +16,8 @@ use crate::config::{Arch, BuildConfig, Mode, Tmpfs, DEFAULT_MIN_TMPFS_GB};
 pub enum Feature {
     /// Running phases in the rootless sandbox (issue #3).
     Phases,
+    /// `tar` and `tgz` outputs of the final tree.
+    TreeOutputs,
     /// Debian bootstrap, packages, caches, tar outputs (issue #4).
     Debian,
     /// Disk images: block devices, bootloader, image outputs (issue #5).
@@ -32,7 +34,7 @@ impl Feature {
     /// Whether the feature works in this build of dib.
     pub fn available(self) -> bool {
         match self {
-            Feature::Phases => true,
+            Feature::Phases | Feature::TreeOutputs => true,
             Feature::Debian
             | Feature::DiskImages
             | Feature::Helper
@@ -44,6 +46,7 @@ impl Feature {
     fn tracked(self) -> &'static str {
         match self {
             Feature::Phases => "the rootless phase runner, issue #3",
+            Feature::TreeOutputs => "tree outputs, issue #4",
             Feature::Debian => "Debian elements, packages and caches, issue #4",
             Feature::DiskImages => "bootable disk images, issue #5",
             Feature::Helper => "the dib-helper backend, issue #6",
@@ -76,7 +79,7 @@ pub fn missing(config: &BuildConfig, final_image: bool) -> Vec<Missing> {
     } else if final_image {
         for t in &config.output_types {
             let feature = match t.as_str() {
-                "tar" | "tgz" => Feature::Debian,
+                "tar" | "tgz" => Feature::TreeOutputs,
                 "oci" => Feature::Oci,
                 _ => Feature::DiskImages,
             };
@@ -201,7 +204,6 @@ mod tests {
             msg,
             "not yet supported in this version of dib:\n\
              \x20 - output type 'qcow2' (bootable disk images, issue #5)\n\
-             \x20 - output type 'tar' (Debian elements, packages and caches, issue #4)\n\
              \x20 - -p (Debian elements, packages and caches, issue #4)\n\
              \x20 - --block-backend helper (the dib-helper backend, issue #6)"
         );

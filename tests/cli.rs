@@ -362,11 +362,11 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
         stdout(&o)
     );
     let o = dib(
-        &["create", "-n", "--image-cache", &cache, "-t", "tar", "os"],
+        &["create", "-n", "--image-cache", &cache, "-t", "vhd", "os"],
         &[("ELEMENTS_PATH", &nb)],
     );
     assert!(
-        stderr(&o).contains("output type 'tar' (Debian elements, packages and caches, issue #4)"),
+        stderr(&o).contains("output type 'vhd' (bootable disk images, issue #5)"),
         "{}",
         stderr(&o)
     );

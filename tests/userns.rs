@@ -385,6 +385,152 @@ fn early_stop_signals_never_let_a_build_succeed() -> Result<(), Failed> {
     Ok(())
 }
 
+/// (path, uid, gid, mode, xattrs) of each entry of a tar stream.
+fn tar_entries<R: std::io::Read>(
+    r: R,
+) -> Result<Vec<(String, u64, u64, u32, Vec<String>)>, Failed> {
+    let mut archive = tar::Archive::new(r);
+    let mut out = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.display().to_string();
+        let h = entry.header();
+        let (uid, gid, mode) = (h.uid()?, h.gid()?, h.mode()?);
+        let mut xattrs = Vec::new();
+        if let Some(exts) = entry.pax_extensions()? {
+            for ext in exts {
+                let ext = ext?;
+                if let Ok(key) = ext.key() {
+                    if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                        xattrs.push(format!(
+                            "{name}={}",
+                            String::from_utf8_lossy(ext.value_bytes())
+                        ));
+                    }
+                }
+            }
+        }
+        out.push((path, uid, gid, mode, xattrs));
+    }
+    Ok(out)
+}
+
+fn tar_and_tgz_keep_owners_modes_and_xattrs() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file(
+        "e/probe/install.d/10-own",
+        "#!/bin/sh\nset -eu\ntouch /root/owned\nchown 1234:4321 /root/owned\nchmod 4750 /root/owned\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/cleanup.d/10-xattr",
+        "#!/bin/bash\nset -eu\npython3 -c 'import os, sys; os.setxattr(sys.argv[1], \"user.dib\", b\"kept\")' \"$TARGET_ROOT/root/owned\"\n",
+        0o755,
+    );
+    let out = b.f.path("images/img");
+    let mut cmd = Command::new(dib_bin());
+    cmd.args(["create", "-n", "-t", "tar,tgz", "-o"])
+        .arg(&out)
+        .args(["tiny-os", "probe"])
+        .env_clear()
+        .envs(
+            b.command(&[], &[])
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        );
+    let o = cmd.output()?;
+    succeeded(&o)?;
+    for (file, gz) in [("img.tar", false), ("img.tgz", true)] {
+        let f = fs::File::open(b.f.path("images").join(file))?;
+        let entries = if gz {
+            tar_entries(flate2::read::GzDecoder::new(f))?
+        } else {
+            tar_entries(f)?
+        };
+        let owned = entries
+            .iter()
+            .find(|e| e.0 == "./root/owned")
+            .ok_or_else(|| format!("{file}: no ./root/owned"))?;
+        eq(
+            &format!("{} {} {:o} {:?}", owned.1, owned.2, owned.3, owned.4),
+            "1234 4321 4750 [\"user.dib=kept\"]",
+            &format!("{file}: uid gid mode xattrs of /root/owned"),
+        )?;
+        check(
+            entries.iter().any(|e| e.0 == "./bin/busybox"),
+            format!("{file}: no ./bin/busybox"),
+        )?;
+        check(
+            !entries.iter().any(|e| {
+                ["./proc/", "./dev/"]
+                    .iter()
+                    .any(|d| e.0.starts_with(d) && e.0 != *d)
+            }),
+            format!("{file}: mounted /proc or /dev content was archived"),
+        )?;
+    }
+    // Building again moves the old output aside; OVERWRITE_OLD_IMAGE=1 replaces it.
+    succeeded(&cmd.output()?)?;
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let after_second = names(&b.f.path("images"));
+    eq(
+        &after_second.len().to_string(),
+        "4",
+        &format!("outputs after a second build: {after_second:?}"),
+    )?;
+    check(
+        after_second
+            .iter()
+            .filter(|n| n.starts_with("img-") && n.ends_with(".tar"))
+            .count()
+            == 1,
+        format!("no timestamped old tar: {after_second:?}"),
+    )?;
+    cmd.env("OVERWRITE_OLD_IMAGE", "1");
+    succeeded(&cmd.output()?)?;
+    eq(
+        &names(&b.f.path("images")).len().to_string(),
+        "4",
+        "outputs after OVERWRITE_OLD_IMAGE=1",
+    )?;
+    b.assert_clean()
+}
+
+fn a_failed_build_leaves_no_output() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file("e/probe/cleanup.d/90-fail", "#!/bin/sh\nexit 1\n", 0o755);
+    let out = b.f.path("images/img");
+    let o = Command::new(dib_bin())
+        .args(["create", "-n", "-t", "tar", "-o"])
+        .arg(&out)
+        .args(["tiny-os", "probe"])
+        .env_clear()
+        .envs(
+            b.command(&[], &[])
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .output()?;
+    check(!o.status.success(), "the build should fail")?;
+    let left: Vec<_> = fs::read_dir(b.f.path("images"))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    check(
+        left.is_empty(),
+        format!("left in the output directory: {left:?}"),
+    )?;
+    b.assert_clean()
+}
+
 fn a_failing_script_fails_the_build_naming_it() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file(
@@ -732,6 +878,14 @@ fn main() {
         (
             "after_error_opens_a_shell_then_fails",
             after_error_opens_a_shell_then_fails,
+        ),
+        (
+            "tar_and_tgz_keep_owners_modes_and_xattrs",
+            tar_and_tgz_keep_owners_modes_and_xattrs,
+        ),
+        (
+            "a_failed_build_leaves_no_output",
+            a_failed_build_leaves_no_output,
         ),
         (
             "odd_output_and_large_hook_trees_are_fine",

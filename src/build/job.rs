@@ -42,6 +42,11 @@ pub struct BuildJob {
     pub final_image: bool,
     /// `DIB_QUIET`: no status line on a terminal.
     pub quiet: bool,
+    /// What to write from the finished tree (empty with `no-final-image`).
+    pub outputs: Vec<super::outputs::Output>,
+    /// `OVERWRITE_OLD_IMAGE=1`: replace an existing output instead of moving
+    /// it aside.
+    pub overwrite: bool,
 }
 
 /// A `break=` point, in a form that crosses the JSON boundary.

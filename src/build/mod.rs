@@ -10,6 +10,7 @@
 
 pub mod job;
 pub mod log;
+pub mod outputs;
 pub mod runner;
 
 use std::path::Path;
@@ -56,6 +57,27 @@ pub fn use_tmpfs(policy: Tmpfs, meminfo: &str) -> bool {
 /// Host side: run the phases of a validated build.
 pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Result<()> {
     let mapping = ns::preflight()?;
+    let final_image = !resolution.contains(NO_FINAL_IMAGE);
+    let outputs = if final_image {
+        config
+            .output_types
+            .iter()
+            .map(|t| {
+                let kind = outputs::Kind::parse(t).with_context(|| {
+                    format!("output type '{t}' is not written by this version of dib")
+                })?;
+                outputs::Output::new(kind, &config.image_name)
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    for out in &outputs {
+        if let Some(dir) = out.path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the output directory {dir:?}"))?;
+        }
+    }
     // Caught from before anything exists on disk, so a SIGTERM at any point
     // stops the build through pid 1 and still lets this function clean up.
     let caught = dib_sandbox::init::catch_stop_signals()?;
@@ -109,8 +131,10 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             .logfile
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
-        final_image: !resolution.contains(NO_FINAL_IMAGE),
+        final_image,
         quiet: config.quiet,
+        outputs,
+        overwrite: config.overwrite_old_image,
     };
     let exe = std::env::current_exe().context("finding the dib binary")?;
     let mut cmd = Command::new(&exe);

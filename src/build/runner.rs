@@ -160,7 +160,10 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
     if let Some(t) = chroot.take() {
         t.leave()?;
     }
-    if !job.final_image {
+    ctx.check_stopped()?;
+    if job.final_image {
+        super::outputs::write_all(&job.outputs, &ctx.built, job.overwrite, log)?;
+    } else {
         log.line("no-final-image: the build ends here, without an image");
     }
     Ok(())

@@ -385,10 +385,11 @@ fn early_stop_signals_never_let_a_build_succeed() -> Result<(), Failed> {
     Ok(())
 }
 
-/// (path, uid, gid, mode, xattrs) of each entry of a tar stream.
-fn tar_entries<R: std::io::Read>(
-    r: R,
-) -> Result<Vec<(String, u64, u64, u32, Vec<String>)>, Failed> {
+/// (path, uid, gid, mode, xattrs) of an archive entry.
+struct TarEntry(String, u64, u64, u32, Vec<String>);
+
+/// Every entry of a tar stream.
+fn tar_entries<R: std::io::Read>(r: R) -> Result<Vec<TarEntry>, Failed> {
     let mut archive = tar::Archive::new(r);
     let mut out = Vec::new();
     for entry in archive.entries()? {
@@ -410,7 +411,7 @@ fn tar_entries<R: std::io::Read>(
                 }
             }
         }
-        out.push((path, uid, gid, mode, xattrs));
+        out.push(TarEntry(path, uid, gid, mode, xattrs));
     }
     Ok(out)
 }

@@ -18,8 +18,11 @@ pub enum Feature {
     Phases,
     /// `tar` and `tgz` outputs of the final tree.
     TreeOutputs,
-    /// Debian bootstrap, packages, caches, tar outputs (issue #4).
-    Debian,
+    /// `-p` packages (through the image's install-packages) and `--offline`
+    /// (honoured by the elements that download).
+    Packages,
+    /// Building for another architecture (binfmt + qemu-user-static, issue #4).
+    ForeignArch,
     /// Disk images: block devices, bootloader, image outputs (issue #5).
     DiskImages,
     /// The privileged helper backend (issue #6).
@@ -34,8 +37,8 @@ impl Feature {
     /// Whether the feature works in this build of dib.
     pub fn available(self) -> bool {
         match self {
-            Feature::Phases | Feature::TreeOutputs => true,
-            Feature::Debian
+            Feature::Phases | Feature::TreeOutputs | Feature::Packages => true,
+            Feature::ForeignArch
             | Feature::DiskImages
             | Feature::Helper
             | Feature::Ramdisks
@@ -47,7 +50,8 @@ impl Feature {
         match self {
             Feature::Phases => "the rootless phase runner, issue #3",
             Feature::TreeOutputs => "tree outputs, issue #4",
-            Feature::Debian => "Debian elements, packages and caches, issue #4",
+            Feature::Packages => "packages, issue #4",
+            Feature::ForeignArch => "foreign architectures, issue #4",
             Feature::DiskImages => "bootable disk images, issue #5",
             Feature::Helper => "the dib-helper backend, issue #6",
             Feature::Ramdisks => "ramdisks, issue #7",
@@ -88,12 +92,12 @@ pub fn missing(config: &BuildConfig, final_image: bool) -> Vec<Missing> {
     }
     let c = config;
     let flags: [(bool, &str, Feature); 20] = [
-        (!c.packages.is_empty(), "-p", Feature::Debian),
-        (c.offline, "--offline / DIB_OFFLINE", Feature::Debian),
+        (!c.packages.is_empty(), "-p", Feature::Packages),
+        (c.offline, "--offline / DIB_OFFLINE", Feature::Packages),
         (
             c.arch != Arch::host(),
             "-a (foreign architecture)",
-            Feature::Debian,
+            Feature::ForeignArch,
         ),
         (
             c.image_size_gb.is_some(),
@@ -204,7 +208,6 @@ mod tests {
             msg,
             "not yet supported in this version of dib:\n\
              \x20 - output type 'qcow2' (bootable disk images, issue #5)\n\
-             \x20 - -p (Debian elements, packages and caches, issue #4)\n\
              \x20 - --block-backend helper (the dib-helper backend, issue #6)"
         );
     }

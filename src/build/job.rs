@@ -47,6 +47,8 @@ pub struct BuildJob {
     /// `OVERWRITE_OLD_IMAGE=1`: replace an existing output instead of moving
     /// it aside.
     pub overwrite: bool,
+    /// `-p`: installed with the image's `install-packages` after install.d.
+    pub packages: Vec<String>,
 }
 
 /// A `break=` point, in a form that crosses the JSON boundary.

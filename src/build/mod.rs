@@ -135,6 +135,7 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         quiet: config.quiet,
         outputs,
         overwrite: config.overwrite_old_image,
+        packages: config.packages.clone(),
     };
     let exe = std::env::current_exe().context("finding the dib binary")?;
     let mut cmd = Command::new(&exe);

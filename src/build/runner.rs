@@ -118,6 +118,7 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
     job.hooks
         .materialize(&hooks)
         .context("writing the hook tree")?;
+    write_build_settings(job, &hooks)?;
     let sudo = bin.join("sudo");
     fs::write(&sudo, SUDO_SHIM).with_context(|| format!("writing {sudo:?}"))?;
     fs::set_permissions(&sudo, fs::Permissions::from_mode(0o755))
@@ -149,6 +150,9 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
             }
             return Err(e);
         }
+        if phase.name == "install" && !job.packages.is_empty() {
+            ctx.install_packages(phase)?;
+        }
         ctx.break_at(&BreakAt::After(phase.name.to_string()), phase)?;
         if phase.name == "root" && dir_is_empty(&ctx.built)? {
             return Err(Stop::Failed(anyhow::anyhow!(
@@ -165,6 +169,25 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
         super::outputs::write_all(&job.outputs, &ctx.built, job.overwrite, log)?;
     } else {
         log.line("no-final-image: the build ends here, without an image");
+    }
+    Ok(())
+}
+
+/// `dib_environment` (the build's `DIB_*` variables as bash) and `dib_args`
+/// (its command line) in the hook tree, where the base element picks them up
+/// for `/etc/dib_environment` and `/etc/dib_arguments`, as in DIB.
+fn write_build_settings(job: &BuildJob, hooks: &Path) -> Result<()> {
+    let mut env = String::new();
+    for (k, v) in job.env.iter().filter(|(k, _)| k.starts_with("DIB_")) {
+        env.push_str(&format!(
+            "export {k}={}\n",
+            crate::element_info::single_quote(v)
+        ));
+    }
+    let args = job.env.get("DIB_ARGS").cloned().unwrap_or_default();
+    for (name, text) in [("dib_environment", env), ("dib_args", format!("{args}\n"))] {
+        let p = hooks.join(name);
+        fs::write(&p, text).with_context(|| format!("writing {p:?}"))?;
     }
     Ok(())
 }
@@ -488,6 +511,53 @@ impl Ctx<'_> {
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default();
         Ok((status, tail))
+    }
+
+    /// `-p`: the image's install-packages, after install.d (SPEC §1).
+    fn install_packages(&self, phase: Phase) -> Result<(), Stop> {
+        const TOOL: &str = "usr/local/sbin/install-packages";
+        let present = dib_sandbox::mounts::inside(&self.mnt, "usr/local/sbin")
+            .map(|d| d.join("install-packages").is_file())
+            .unwrap_or(false);
+        if !present {
+            return Err(Stop::Failed(anyhow::anyhow!(
+                "-p {}: the image has no /{TOOL}; include an element that provides it \
+                 (dpkg, which debian-minimal pulls in)",
+                self.job.packages.join(",")
+            )));
+        }
+        self.log.line(&format!(
+            "installing -p packages: {}",
+            self.job.packages.join(" ")
+        ));
+        self.log
+            .status(format!("install.d: -p {}", self.job.packages.join(" ")));
+        let mut cmd = Command::new(format!("/{TOOL}"));
+        cmd.args(["-m", "dib -p"])
+            .args(&self.job.packages)
+            .env_clear()
+            .envs(self.env(phase))
+            .stdin(Stdio::null());
+        chrooted(&mut cmd, &self.mnt).map_err(anyhow::Error::from)?;
+        let (status, tail) = self.run_logged(cmd, "install-packages (-p)")?;
+        reap_zombies();
+        self.check_stopped()?;
+        if !status.success() {
+            let mut msg = format!(
+                "installing the -p packages failed with exit status {}",
+                exit_code(status)
+            );
+            if !tail.is_empty() {
+                msg.push_str("; its last lines:");
+                for l in tail {
+                    msg.push_str("\n    ");
+                    msg.push_str(&l);
+                }
+            }
+            return Err(Stop::Failed(anyhow::anyhow!(msg)));
+        }
+        kill_all_and_reap();
+        Ok(())
     }
 
     fn log_timings(&self, phase: Phase, timings: &[(String, String, Duration)]) {

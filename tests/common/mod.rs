@@ -1,6 +1,8 @@
 //! Fixture element trees for the integration tests, built in temp dirs.
 #![allow(dead_code)]
 
+pub mod tier;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

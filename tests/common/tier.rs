@@ -1,0 +1,129 @@
+//! Shared by the tier harnesses (tests/userns.rs, tests/e2e.rs): running
+//! `dib create` as the test user in a scratch directory, and the checks.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use libtest_mimic::Failed;
+
+use super::Fixture;
+
+/// The dib binary (scripts/test points this at a copy the test user can read).
+pub fn dib_bin() -> PathBuf {
+    std::env::var_os("DIB_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dib")))
+}
+
+pub fn fixtures() -> PathBuf {
+    std::env::var_os("DIB_TEST_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/elements"))
+}
+
+/// Why this tier cannot run here, if it cannot.
+pub fn skip_reason() -> Option<String> {
+    if std::env::var("DIB_SKIP_TIER2").as_deref() == Ok("1") {
+        return Some("scripts/test runs this tier on its own, after tier 1".into());
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Some(
+            "runs as a non-root user with a subuid range (scripts/test runs it as the test user)"
+                .into(),
+        );
+    }
+    match dib_sandbox::ns::preflight() {
+        Ok(_) => None,
+        Err(e) => Some(format!("this user cannot build rootless here: {e}")),
+    }
+}
+
+/// One build's scratch space.
+pub struct Build {
+    pub f: Fixture,
+    pub tmp: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Build {
+    pub fn new() -> Build {
+        let f = Fixture::new();
+        let tmp = f.path("tmp");
+        let out = f.path("out");
+        fs::create_dir_all(&tmp).unwrap();
+        fs::create_dir_all(&out).unwrap();
+        fs::create_dir_all(f.path("e")).unwrap();
+        Build { f, tmp, out }
+    }
+
+    pub fn command(&self, elements: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(dib_bin());
+        cmd.arg("create")
+            .arg("-n")
+            .args(elements)
+            .arg("no-final-image");
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.f.path("home"))
+            .env(
+                "ELEMENTS_PATH",
+                format!("{}:{}", fixtures().display(), self.f.path("e").display()),
+            )
+            .env("TMP_DIR", &self.tmp)
+            .env("DIB_TEST_OUT", &self.out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, elements: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(elements, env).output().expect("running dib")
+    }
+
+    pub fn out(&self, name: &str) -> String {
+        fs::read_to_string(self.out.join(name))
+            .unwrap_or_else(|e| panic!("reading {name} from the build's output: {e}"))
+            .trim_end()
+            .to_string()
+    }
+
+    /// Nothing of the build is left in TMP_DIR.
+    pub fn assert_clean(&self) -> Result<(), Failed> {
+        let left: Vec<_> = fs::read_dir(&self.tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        check(left.is_empty(), format!("left behind in TMP_DIR: {left:?}"))?;
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        check(
+            !mounts.contains(&self.tmp.display().to_string()),
+            format!("a mount under {:?} is visible on the host", self.tmp),
+        )
+    }
+}
+
+pub fn check(ok: bool, msg: impl Into<String>) -> Result<(), Failed> {
+    if ok {
+        Ok(())
+    } else {
+        Err(msg.into().into())
+    }
+}
+
+pub fn eq(got: &str, want: &str, what: &str) -> Result<(), Failed> {
+    check(got == want, format!("{what}: got {got:?}, want {want:?}"))
+}
+
+pub fn succeeded(o: &Output) -> Result<(), Failed> {
+    check(
+        o.status.success(),
+        format!(
+            "dib failed ({}):\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}

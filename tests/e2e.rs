@@ -1,0 +1,305 @@
+//! Tier 4: end to end against the real Debian mirror (the host's apt
+//! sources, or DIB_DISTRIBUTION_MIRROR), as a plain user with a subuid range.
+//!
+//! The trials share one image cache (`DIB_E2E_CACHE`, default
+//! `~/.cache/dib-e2e`), so the base tree is bootstrapped once per machine and
+//! unpacked from the cache after that; concurrent trials meet at the cache
+//! lock. Where this tier cannot run, its trials are ignored with the reason
+//! (with CI=true they fail instead).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::tier::{check, dib_bin, eq, skip_reason, succeeded, Build};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn cache() -> PathBuf {
+    std::env::var_os("DIB_E2E_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/dib-e2e")
+        })
+}
+
+/// `dib create -n`-less (base included) with the shared cache.
+fn create(b: &Build, cache: &Path, args: &[&str]) -> Result<Output, Failed> {
+    let mut cmd = b.command(&[], &[]);
+    let env: Vec<_> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    cmd = Command::new(dib_bin());
+    cmd.arg("create")
+        .arg("--image-cache")
+        .arg(cache)
+        .args(args)
+        .env_clear()
+        .envs(env);
+    Ok(cmd.output()?)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `tar -tv`-style facts of some members: "uid/gid mode" by path.
+fn members(tarball: &Path, wanted: &[&str]) -> Result<Vec<String>, Failed> {
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(fs::File::open(tarball)?);
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let path = entry.path()?.display().to_string();
+        if wanted.contains(&path.as_str()) {
+            let h = entry.header();
+            out.push(format!("{path} {}/{} {:o}", h.uid()?, h.gid()?, h.mode()?));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file(
+        "e/probe/install.d/50-marker",
+        "#!/bin/bash\nset -eu\necho e2e > /etc/dib-e2e-marker\n",
+        0o755,
+    );
+    let out = b.f.path("deb");
+    let o = create(
+        &b,
+        &cache(),
+        &[
+            "-t",
+            "tar",
+            "-o",
+            &out.display().to_string(),
+            "-p",
+            "less",
+            "debian-minimal",
+            "probe",
+        ],
+    )?;
+    succeeded(&o)?;
+    let tarball = b.f.path("deb.tar");
+    let got = members(
+        &tarball,
+        &[
+            "./etc/shadow",
+            "./var/cache/apt/archives/partial/",
+            "./etc/dib_environment",
+            "./etc/dib-e2e-marker",
+            "./usr/bin/less",
+        ],
+    )?;
+    eq(
+        &got.join("\n"),
+        "./etc/dib-e2e-marker 0/0 644\n\
+         ./etc/dib_environment 0/0 644\n\
+         ./etc/shadow 0/42 640\n\
+         ./usr/bin/less 0/0 755\n\
+         ./var/cache/apt/archives/partial/ 42/0 700",
+        "owners and modes in the tar",
+    )?;
+    // dpkg's view of the tree: nothing half-installed, and less (from -p) is in.
+    let x = b.f.path("x");
+    fs::create_dir(&x)?;
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&x)
+        .arg("./var/lib/dpkg")
+        .output()?;
+    check(
+        untar.status.success(),
+        format!("extracting dpkg's database: {}", stderr(&untar)),
+    )?;
+    let admindir = x.join("var/lib/dpkg");
+    let audit = Command::new("dpkg")
+        .arg(format!("--admindir={}", admindir.display()))
+        .arg("--audit")
+        .output()?;
+    check(
+        audit.status.success() && audit.stdout.is_empty(),
+        format!(
+            "dpkg --audit: {}{}",
+            String::from_utf8_lossy(&audit.stdout),
+            stderr(&audit)
+        ),
+    )?;
+    let status = Command::new("dpkg-query")
+        .arg(format!("--admindir={}", admindir.display()))
+        .args(["-W", "-f", "${Status}", "less"])
+        .output()?;
+    eq(
+        &String::from_utf8_lossy(&status.stdout),
+        "install ok installed",
+        "less (from -p)",
+    )?;
+    // The build's own settings are gone from the image.
+    let leftovers = members(
+        &tarball,
+        &[
+            "./usr/sbin/policy-rc.d",
+            "./etc/dpkg/dpkg.cfg.d/dib-unsafe-io",
+        ],
+    )?;
+    check(
+        leftovers.is_empty(),
+        format!("build-time files left in the image: {leftovers:?}"),
+    )?;
+    b.assert_clean()
+}
+
+fn a_warm_build_unpacks_the_cached_base() -> Result<(), Failed> {
+    let b = Build::new();
+    let cache = cache();
+    succeeded(&create(
+        &b,
+        &cache,
+        &[
+            "-t",
+            "tar",
+            "-o",
+            &b.f.path("one").display().to_string(),
+            "debian-minimal",
+        ],
+    )?)?;
+    let o = create(
+        &b,
+        &cache,
+        &[
+            "-t",
+            "tar",
+            "-o",
+            &b.f.path("two").display().to_string(),
+            "debian-minimal",
+        ],
+    )?;
+    succeeded(&o)?;
+    check(
+        stderr(&o).contains("debian-minimal: unpacking the cached base"),
+        format!("the second build did not use the cache:\n{}", stderr(&o)),
+    )?;
+    b.assert_clean()
+}
+
+fn offline_builds_use_only_the_cache() -> Result<(), Failed> {
+    let b = Build::new();
+    // Nothing cached: a clear error, nothing left behind.
+    let empty = b.f.path("empty-cache");
+    let o = create(
+        &b,
+        &empty,
+        &[
+            "--offline",
+            "-t",
+            "tar",
+            "-o",
+            &b.f.path("no").display().to_string(),
+            "debian-minimal",
+        ],
+    )?;
+    check(
+        !o.status.success(),
+        "an offline build with an empty cache succeeded",
+    )?;
+    check(
+        stderr(&o).contains("debian-minimal: offline, and no cached base tree for"),
+        format!("stderr:\n{}", stderr(&o)),
+    )?;
+    check(!b.f.path("no.tar").exists(), "an output was written")?;
+    // With the shared cache filled, offline works.
+    let cache = cache();
+    succeeded(&create(
+        &b,
+        &cache,
+        &[
+            "-t",
+            "tar",
+            "-o",
+            &b.f.path("fill").display().to_string(),
+            "debian-minimal",
+        ],
+    )?)?;
+    succeeded(&create(
+        &b,
+        &cache,
+        &[
+            "--offline",
+            "-t",
+            "tar",
+            "-o",
+            &b.f.path("yes").display().to_string(),
+            "debian-minimal",
+        ],
+    )?)?;
+    b.assert_clean()
+}
+
+/// Why tier 4 cannot run here, beyond tier 2's reasons.
+fn e2e_skip_reason() -> Option<String> {
+    if let Some(r) = skip_reason() {
+        return Some(r);
+    }
+    let have = |tool: &str| {
+        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).exists())
+    };
+    if !have("mmdebstrap") && !have("debootstrap") {
+        return Some(
+            "neither mmdebstrap nor debootstrap is installed (scripts/prepare-host installs them)"
+                .into(),
+        );
+    }
+    None
+}
+
+type Test = fn() -> Result<(), Failed>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests: Vec<(&str, Test)> = vec![
+        (
+            "debian_minimal_tar_is_a_sound_debian_tree",
+            debian_minimal_tar_is_a_sound_debian_tree,
+        ),
+        (
+            "a_warm_build_unpacks_the_cached_base",
+            a_warm_build_unpacks_the_cached_base,
+        ),
+        (
+            "offline_builds_use_only_the_cache",
+            offline_builds_use_only_the_cache,
+        ),
+    ];
+    let skip = if std::env::var("DIB_SKIP_TIER4").as_deref() == Ok("1") {
+        Some("scripts/test runs this tier on its own, after tier 2".to_string())
+    } else {
+        e2e_skip_reason()
+    };
+    let in_ci = std::env::var("CI").as_deref() == Ok("true")
+        && std::env::var("DIB_TIER4").as_deref() == Ok("1");
+    if let Some(reason) = &skip {
+        eprintln!("tier 4 (end to end) skipped: {reason}");
+    }
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| match (&skip, in_ci) {
+            (None, _) => Trial::test(name, f),
+            (Some(reason), true) => {
+                let reason = reason.clone();
+                Trial::test(name, move || {
+                    Err(format!("CI=true, but this tier cannot run: {reason}").into())
+                })
+            }
+            (Some(_), false) => Trial::test(name, f).with_ignored_flag(true),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -88,6 +88,12 @@ impl InstallTypes {
         }
     }
 
+    /// The install type for `prefix` (an install-type directory's prefix,
+    /// or an element name).
+    pub fn for_prefix(&self, prefix: &str) -> &str {
+        self.choose(prefix).0
+    }
+
     fn choose(&self, prefix: &str) -> (&str, Option<String>) {
         let var = prefix.replace('-', "_");
         match self.overrides.get(&var) {

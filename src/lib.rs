@@ -14,4 +14,5 @@ pub mod features;
 pub mod hooks;
 pub mod lint;
 pub mod logging;
+pub mod packages;
 pub mod runparts;

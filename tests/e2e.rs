@@ -68,6 +68,17 @@ fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
         "#!/bin/bash\nset -eu\necho e2e > /etc/dib-e2e-marker\n",
         0o755,
     );
+    b.f.file(
+        "e/probe/package-installs.yaml",
+        "file:\n  phase: post-install.d\ntree:\n  build-only: true\nnano:\n  when: DIB_E2E_NANO = yes\n",
+        0o644,
+    );
+    // Between the installs and the build-only removals of post-install.d.
+    b.f.file(
+        "e/probe/post-install.d/50-saw-tree",
+        "#!/bin/bash\nset -eu\ncommand -v tree > /etc/dib-e2e-saw-tree\n",
+        0o755,
+    );
     let out = b.f.path("deb");
     let o = create(
         &b,
@@ -139,6 +150,34 @@ fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
         &String::from_utf8_lossy(&status.stdout),
         "install ok installed",
         "less (from -p)",
+    )?;
+    // package-installs.yaml: file installed in post-install.d, tree only
+    // while building, nano not at all (its when: does not hold).
+    for (pkg, want) in [
+        ("file", "install ok installed"),
+        ("tree", "absent"),
+        ("nano", "absent"),
+    ] {
+        let q = Command::new("dpkg-query")
+            .arg(format!("--admindir={}", admindir.display()))
+            .args(["-W", "-f", "${Status}", pkg])
+            .output()?;
+        let got = String::from_utf8_lossy(&q.stdout).to_string();
+        let installed = got == "install ok installed";
+        eq(
+            if installed {
+                "install ok installed"
+            } else {
+                "absent"
+            },
+            want,
+            &format!("package {pkg} ({got:?})"),
+        )?;
+    }
+    let saw = members(&tarball, &["./etc/dib-e2e-saw-tree"])?;
+    check(
+        saw.len() == 1,
+        "the build-only package was not there during post-install.d",
     )?;
     // The build's own settings are gone from the image.
     let leftovers = members(

@@ -49,6 +49,9 @@ pub struct BuildJob {
     pub overwrite: bool,
     /// `-p`: installed with the image's `install-packages` after install.d.
     pub packages: Vec<String>,
+    /// The element set with real paths, for files read per element
+    /// (`package-installs.yaml`, `pkg-map`).
+    pub elements: Vec<(String, PathBuf)>,
 }
 
 /// A `break=` point, in a form that crosses the JSON boundary.

@@ -136,6 +136,11 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         outputs,
         overwrite: config.overwrite_old_image,
         packages: config.packages.clone(),
+        elements: resolution
+            .elements
+            .iter()
+            .map(|e| (e.name.clone(), e.path.clone()))
+            .collect(),
     };
     let exe = std::env::current_exe().context("finding the dib binary")?;
     let mut cmd = Command::new(&exe);

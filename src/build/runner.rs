@@ -133,6 +133,7 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
         hooks,
         bin,
     };
+    ctx.write_package_lists()?;
     let mut chroot: Option<InTarget> = None;
     for phase in PHASES {
         ctx.check_stopped()?;
@@ -511,6 +512,89 @@ impl Ctx<'_> {
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default();
         Ok((status, tail))
+    }
+
+    /// The environment hooks see once `environment.d` is sourced (outside
+    /// phases' view), as DIB's package-installs-squash sees it.
+    fn sourced_env(&self) -> Result<BTreeMap<String, String>> {
+        let phase = PHASES[1];
+        let out = Command::new("/bin/bash")
+            .args([
+                "-c",
+                "set -eu\nfor __f; do . \"$__f\"; done\nenv -0",
+                "dib-environment",
+            ])
+            .args(self.env_files(phase)?)
+            .env_clear()
+            .envs(self.env(phase))
+            .stdin(Stdio::null())
+            .output()
+            .context("sourcing environment.d")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "sourcing environment.d failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect())
+    }
+
+    /// Squash every element's `package-installs.yaml` (through its
+    /// `pkg-map`) into per-phase lists in the hook tree, for the
+    /// package-installs element's hooks.
+    fn write_package_lists(&self) -> Result<()> {
+        use crate::packages::{parse, plan, Context, PkgMap};
+        let mut entries = Vec::new();
+        let mut maps = BTreeMap::new();
+        for (name, dir) in &self.job.elements {
+            let yaml = dir.join("package-installs.yaml");
+            if let Ok(text) = fs::read_to_string(&yaml) {
+                entries.extend(parse(name, &text)?);
+            }
+            if let Ok(text) = fs::read_to_string(dir.join("pkg-map")) {
+                maps.insert(name.clone(), PkgMap::parse(name, &text)?);
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let env = self.sourced_env()?;
+        let installtypes = crate::hooks::InstallTypes::from_env(
+            env.get("DIB_DEFAULT_INSTALLTYPE")
+                .map(String::as_str)
+                .unwrap_or("source"),
+            &env,
+        );
+        let ctx = Context {
+            arch: env.get("ARCH").map(String::as_str).unwrap_or(""),
+            env: &env,
+            installtypes: &installtypes,
+        };
+        let p = plan(&entries, &maps, &ctx);
+        let dir = self.hooks.join("package-installs");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {dir:?}"))?;
+        let write = |name: String, items: &[(String, String)]| -> Result<()> {
+            let text: String = items.iter().map(|(p, e)| format!("{p} {e}\n")).collect();
+            let path = dir.join(name);
+            fs::write(&path, text).with_context(|| format!("writing {path:?}"))
+        };
+        for (phase, items) in &p.install {
+            write(format!("{phase}.install"), items)?;
+        }
+        for (phase, items) in &p.uninstall {
+            write(format!("{phase}.uninstall"), items)?;
+        }
+        write("build-only".to_string(), &p.build_only)?;
+        Ok(())
     }
 
     /// `-p`: the image's install-packages, after install.d (SPEC §1).

@@ -339,6 +339,7 @@ pub fn plan(entries: &[Entry], maps: &BTreeMap<String, PkgMap>, ctx: &Context<'_
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // inline case tables read better than named types
 mod tests {
     use super::*;
 

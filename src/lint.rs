@@ -126,19 +126,22 @@ pub fn is_element_dir(dir: &Path) -> bool {
             }))
 }
 
+/// An element's own files (regular files) or directories. The kind matters:
+/// a directory of elements may hold an *element* called `pkg-map` or `bin`.
 fn has_element_markers(dir: &Path) -> bool {
     [
         "element-deps",
         "element-provides",
         "package-installs.yaml",
         "pkg-map",
-        "bin",
-        "static",
     ]
     .iter()
-    .chain(PHASE_DIRS)
-    .chain(OTHER_D_DIRS)
-    .any(|n| dir.join(n).exists())
+    .any(|n| dir.join(n).is_file())
+        || ["bin", "static"]
+            .iter()
+            .chain(PHASE_DIRS)
+            .chain(OTHER_D_DIRS)
+            .any(|n| dir.join(n).is_dir())
 }
 
 fn readme(dir: &Path) -> Option<PathBuf> {

@@ -247,6 +247,25 @@ impl PkgMap {
             .with_context(|| format!("pkg-map of element '{element}' is not valid pkg-map JSON"))
     }
 
+    /// Every generic name the map mentions anywhere, sorted.
+    pub fn generic_names(&self) -> std::collections::BTreeSet<String> {
+        let nested = self
+            .release
+            .values()
+            .flat_map(|r| r.values())
+            .flat_map(|m| m.keys());
+        let flat = self
+            .distro
+            .values()
+            .chain(self.family.values())
+            .flat_map(|m| m.keys());
+        nested
+            .chain(flat)
+            .chain(self.default.keys())
+            .cloned()
+            .collect()
+    }
+
     /// The name to install for `generic` (release > distro > family >
     /// default, else unchanged); `None` when the map says to skip it (an
     /// empty name).

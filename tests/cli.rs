@@ -516,6 +516,9 @@ fn lint_finds_elements_in_a_repository_with_its_own_readme() {
     f.file("repo/README.md", "# my elements\n", 0o644);
     f.file("repo/el/README.md", "# el\n", 0o644);
     f.file("repo/el/install.d/foo.sh", "echo hi\n", 0o644);
+    // An element named like an element's file must not make the repository
+    // look like one element (regression: elements/pkg-map, a directory).
+    f.file("repo/element-deps/README.md", "# oddly named\n", 0o644);
     let repo = f.path("repo");
     let o = dib(&["lint", &repo.display().to_string()], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
@@ -528,7 +531,7 @@ fn lint_finds_elements_in_a_repository_with_its_own_readme() {
              {script}:1: [shebang] no #! line: start the script with #!/bin/bash\n"
         )
     );
-    assert_eq!(stderr(&o), "dib lint: 3 finding(s) in 1 element(s)\n");
+    assert_eq!(stderr(&o), "dib lint: 3 finding(s) in 2 element(s)\n");
     // With no arguments, every ELEMENTS_PATH entry is a directory of elements.
     let o = dib(&["lint"], &[("ELEMENTS_PATH", &repo.display().to_string())]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
@@ -537,7 +540,7 @@ fn lint_finds_elements_in_a_repository_with_its_own_readme() {
         .count();
     assert_eq!(
         stderr(&o),
-        format!("dib lint: 3 finding(s) in {} element(s)\n", 1 + shipped)
+        format!("dib lint: 3 finding(s) in {} element(s)\n", 2 + shipped)
     );
 }
 

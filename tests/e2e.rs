@@ -194,6 +194,113 @@ fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+fn framework_elements_do_their_job() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file("e/probe/README.md", "probe\n", 0o644);
+    b.f.file(
+        "e/probe/bin/dib-probe-tool",
+        "#!/bin/sh\necho tool\n",
+        0o700,
+    );
+    b.f.file("e/probe/static/etc/dib-probe/secret.conf", "s=1\n", 0o600);
+    b.f.file(
+        "e/probe/element-deps",
+        "apt-conf\napt-preferences\ninstall-bin\ninstall-static\n",
+        0o644,
+    );
+    b.f.file(
+        "e/probe/pkg-map",
+        r#"{"family": {"debian": {"editor": "nano"}}, "default": {"editor": "vi", "none": ""}}"#,
+        0o644,
+    );
+    b.f.file(
+        "e/probe/post-install.d/50-report",
+        "#!/bin/bash\nset -eu\n{\n\
+         echo \"pkg-map: $(pkg-map --element probe editor none)\"\n\
+         echo \"missing: $(pkg-map --element probe --missing-ok other)\"\n\
+         echo \"init: ${DIB_INIT_SYSTEM:-none}\"\n\
+         } > /etc/dib-probe-report\n",
+        0o755,
+    );
+    let apt_conf =
+        b.f.file("apt.conf", "APT::Get::Assume-Yes \"true\";\n", 0o644);
+    let manifest = b.f.file("manifest", "less 590-2.1~deb12u2\n", 0o644);
+    let out = b.f.path("img");
+    let mut cmd = b.command(&[], &[]);
+    let env: Vec<_> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    cmd = Command::new(dib_bin());
+    cmd.arg("create")
+        .arg("--image-cache")
+        .arg(cache())
+        .args(["-t", "tar", "-o"])
+        .arg(&out)
+        .args(["debian-minimal", "probe"])
+        .env_clear()
+        .envs(env)
+        .env("DIB_APT_CONF", &apt_conf)
+        .env("DIB_DPKG_MANIFEST", &manifest);
+    let o = cmd.output()?;
+    succeeded(&o)?;
+    let tarball = b.f.path("img.tar");
+    eq(
+        &members(
+            &tarball,
+            &[
+                "./usr/local/bin/dib-probe-tool",
+                "./etc/dib-probe/secret.conf",
+                "./etc/apt/apt.conf",
+                "./etc/apt/preferences",
+                "./etc/dib-manifests/dib_environment",
+            ],
+        )?
+        .join("\n"),
+        "./etc/apt/apt.conf 0/0 644\n\
+         ./etc/apt/preferences 0/0 644\n\
+         ./etc/dib-manifests/dib_environment 0/0 644\n\
+         ./etc/dib-probe/secret.conf 0/0 600\n\
+         ./usr/local/bin/dib-probe-tool 0/0 755",
+        "files the framework elements installed",
+    )?;
+    let x = b.f.path("x");
+    fs::create_dir(&x)?;
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&x)
+        .args(["./etc/dib-probe-report", "./etc/apt/preferences"])
+        .output()?;
+    check(
+        untar.status.success(),
+        format!("extracting: {}", stderr(&untar)),
+    )?;
+    eq(
+        fs::read_to_string(x.join("etc/dib-probe-report"))?.trim_end(),
+        "pkg-map: nano\nmissing: other\ninit: none",
+        "what the hooks saw",
+    )?;
+    eq(
+        fs::read_to_string(x.join("etc/apt/preferences"))?.trim_end(),
+        "Package: less\nPin: version 590-2.1~deb12u2\nPin-Priority: 1001",
+        "apt preferences from the manifest",
+    )?;
+    // manifests: a copy beside the output, with the dpkg manifest.
+    let saved = b.f.path("img.d/dib-manifests");
+    check(
+        saved.join("dib_environment").is_file(),
+        "no img.d/dib-manifests/dib_environment",
+    )?;
+    let dpkg_manifest = fs::read_to_string(saved.join("dib-manifest-dpkg-img"))?;
+    check(
+        dpkg_manifest.lines().any(|l| l.starts_with("dpkg ")),
+        format!("the dpkg manifest lists no dpkg: {dpkg_manifest}"),
+    )?;
+    b.assert_clean()
+}
+
 fn a_warm_build_unpacks_the_cached_base() -> Result<(), Failed> {
     let b = Build::new();
     let cache = cache();
@@ -311,6 +418,10 @@ fn main() {
         (
             "a_warm_build_unpacks_the_cached_base",
             a_warm_build_unpacks_the_cached_base,
+        ),
+        (
+            "framework_elements_do_their_job",
+            framework_elements_do_their_job,
         ),
         (
             "offline_builds_use_only_the_cache",

@@ -96,7 +96,10 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         env.insert(k.to_string(), v);
     };
     set("ARCH", config.arch.to_string());
-    set("IMAGE_NAME", config.image_name.clone());
+    // Absolute: hooks run in the build directory, not where dib was started.
+    let image_name = std::path::absolute(&config.image_name)
+        .with_context(|| format!("resolving the output name {:?}", config.image_name))?;
+    set("IMAGE_NAME", image_name.display().to_string());
     set("IMAGE_ELEMENT", image_element);
     set("IMAGE_ELEMENT_YAML", image_element_yaml);
     set("DIB_OFFLINE", if config.offline { "1" } else { "0" }.into());

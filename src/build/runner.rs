@@ -564,10 +564,11 @@ impl Ctx<'_> {
                 maps.insert(name.clone(), PkgMap::parse(name, &text)?);
             }
         }
-        if entries.is_empty() {
+        if entries.is_empty() && maps.is_empty() {
             return Ok(());
         }
         let env = self.sourced_env()?;
+        self.write_pkg_map_tables(&maps, &env)?;
         let installtypes = crate::hooks::InstallTypes::from_env(
             env.get("DIB_DEFAULT_INSTALLTYPE")
                 .map(String::as_str)
@@ -580,7 +581,7 @@ impl Ctx<'_> {
             installtypes: &installtypes,
         };
         let p = plan(&entries, &maps, &ctx);
-        let dir = self.hooks.join("package-installs");
+        let dir = self.hooks.join("dib-package-installs");
         fs::create_dir_all(&dir).with_context(|| format!("creating {dir:?}"))?;
         let write = |name: String, items: &[(String, String)]| -> Result<()> {
             let text: String = items.iter().map(|(p, e)| format!("{p} {e}\n")).collect();
@@ -594,6 +595,32 @@ impl Ctx<'_> {
             write(format!("{phase}.uninstall"), items)?;
         }
         write("build-only".to_string(), &p.build_only)?;
+        Ok(())
+    }
+
+    /// Every element's pkg-map resolved for this build's distribution, as
+    /// `generic<TAB>name` lines in `dib-pkg-map/<element>` of the hook tree, for
+    /// the pkg-map element's tool.
+    fn write_pkg_map_tables(
+        &self,
+        maps: &BTreeMap<String, crate::packages::PkgMap>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        if maps.is_empty() {
+            return Ok(());
+        }
+        let distro = crate::packages::Distro::from_env(env);
+        let dir = self.hooks.join("dib-pkg-map");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {dir:?}"))?;
+        for (element, m) in maps {
+            let mut text = String::new();
+            for generic in m.generic_names() {
+                let mapped = m.map(&generic, &distro).unwrap_or_default();
+                text.push_str(&format!("{generic}\t{mapped}\n"));
+            }
+            let path = dir.join(element);
+            fs::write(&path, text).with_context(|| format!("writing {path:?}"))?;
+        }
         Ok(())
     }
 

@@ -179,6 +179,32 @@ fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
         saw.len() == 1,
         "the build-only package was not there during post-install.d",
     )?;
+    // The .deb of less stays in the image cache for the next build, and
+    // not in the image.
+    let cached: Vec<String> = fs::read_dir(cache().join("apt"))?
+        .flatten()
+        .flat_map(|d| {
+            fs::read_dir(d.path().join("archives"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    check(
+        cached
+            .iter()
+            .any(|n| n.starts_with("less_") && n.ends_with(".deb")),
+        format!("no less .deb in the image cache's apt archives: {cached:?}"),
+    )?;
+    let mut archive = tar::Archive::new(fs::File::open(&tarball)?);
+    for entry in archive.entries()? {
+        let path = entry?.path()?.display().to_string();
+        check(
+            !(path.starts_with("./var/cache/apt/archives/") && path.ends_with(".deb")),
+            format!("a .deb was left in the image: {path}"),
+        )?;
+    }
     // The build's own settings are gone from the image.
     let leftovers = members(
         &tarball,

@@ -327,6 +327,109 @@ fn framework_elements_do_their_job() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+fn the_debian_element_is_cloud_ready() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.f.path("cloud");
+    let o = create(
+        &b,
+        &cache(),
+        &["-t", "tar", "-o", &out.display().to_string(), "debian"],
+    )?;
+    succeeded(&o)?;
+    let tarball = b.f.path("cloud.tar");
+    let x = b.f.path("x");
+    fs::create_dir(&x)?;
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&x)
+        .arg("./var/lib/dpkg")
+        .output()?;
+    check(
+        untar.status.success(),
+        format!("extracting dpkg's database: {}", stderr(&untar)),
+    )?;
+    let admindir = format!("--admindir={}", x.join("var/lib/dpkg").display());
+    for pkg in ["openssh-server", "cloud-init", "cloud-guest-utils", "sudo"] {
+        let q = Command::new("dpkg-query")
+            .arg(&admindir)
+            .args(["-W", "-f", "${Status}", pkg])
+            .output()?;
+        eq(
+            &String::from_utf8_lossy(&q.stdout),
+            "install ok installed",
+            pkg,
+        )?;
+    }
+    let audit = Command::new("dpkg")
+        .arg(&admindir)
+        .arg("--audit")
+        .output()?;
+    check(
+        audit.status.success() && audit.stdout.is_empty(),
+        "dpkg --audit is not clean",
+    )?;
+    let mut archive = tar::Archive::new(fs::File::open(&tarball)?);
+    for entry in archive.entries()? {
+        let path = entry?.path()?.display().to_string();
+        check(
+            !path.starts_with("./etc/ssh/ssh_host_"),
+            format!("a build-time ssh host key is in the image: {path}"),
+        )?;
+    }
+    b.assert_clean()
+}
+
+fn concurrent_cold_builds_share_one_bootstrap() -> Result<(), Failed> {
+    let b = Build::new();
+    let cache = b.f.path("fresh-cache");
+    let spawn = |name: &str| -> Result<std::process::Child, Failed> {
+        let mut cmd = b.command(&[], &[]);
+        let env: Vec<_> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+            .collect();
+        cmd = Command::new(dib_bin());
+        cmd.arg("create")
+            .arg("--image-cache")
+            .arg(&cache)
+            .args(["-t", "tar", "-o"])
+            .arg(b.f.path(name))
+            .arg("debian-minimal")
+            .env_clear()
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        Ok(cmd.spawn()?)
+    };
+    let (one, two) = (spawn("one")?, spawn("two")?);
+    let (one, two) = (one.wait_with_output()?, two.wait_with_output()?);
+    succeeded(&one)?;
+    succeeded(&two)?;
+    let logs = format!("{}{}", stderr(&one), stderr(&two));
+    let count = |what: &str| logs.matches(what).count();
+    eq(
+        &format!(
+            "{} {}",
+            count("debian-minimal: bootstrapping"),
+            count("debian-minimal: unpacking the cached base")
+        ),
+        "1 1",
+        "bootstraps and unpacks across the two builds",
+    )?;
+    // Both trees are the same: the cached tarball is whole.
+    let list = |p: &Path| -> Result<usize, Failed> {
+        Ok(tar::Archive::new(fs::File::open(p)?).entries()?.count())
+    };
+    eq(
+        &list(&b.f.path("one.tar"))?.to_string(),
+        &list(&b.f.path("two.tar"))?.to_string(),
+        "entries in the two outputs",
+    )?;
+    b.assert_clean()
+}
+
 fn a_warm_build_unpacks_the_cached_base() -> Result<(), Failed> {
     let b = Build::new();
     let cache = cache();
@@ -448,6 +551,14 @@ fn main() {
         (
             "framework_elements_do_their_job",
             framework_elements_do_their_job,
+        ),
+        (
+            "the_debian_element_is_cloud_ready",
+            the_debian_element_is_cloud_ready,
+        ),
+        (
+            "concurrent_cold_builds_share_one_bootstrap",
+            concurrent_cold_builds_share_one_bootstrap,
         ),
         (
             "offline_builds_use_only_the_cache",

@@ -414,6 +414,42 @@ fn a_failed_build_leaves_no_output() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+fn ubuntu_without_a_mirror_or_keyring_fails_clearly() -> Result<(), Failed> {
+    // (environment, expected message)
+    let cases: [(&[(&str, &str)], &str); 2] = [
+        (
+            &[],
+            "ubuntu-minimal: no ubuntu mirror for 'noble': set DIB_DISTRIBUTION_MIRROR, or add a deb source for noble",
+        ),
+        (
+            &[
+                ("DIB_DISTRIBUTION_MIRROR", "http://mirror.invalid/ubuntu"),
+                ("DIB_DEBOOTSTRAP_KEYRING", "/nonexistent/ubuntu-archive-keyring.gpg"),
+            ],
+            "ubuntu-minimal: the archive keyring /nonexistent/ubuntu-archive-keyring.gpg is missing",
+        ),
+    ];
+    for (env, want) in cases {
+        let b = Build::new();
+        let o = Command::new(dib_bin())
+            .args(["create", "-n", "-t", "tar", "ubuntu-minimal"])
+            .env_clear()
+            .envs(
+                b.command(&[], env)
+                    .get_envs()
+                    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+            )
+            .output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        check(
+            !o.status.success() && err.contains(want),
+            format!("{env:?}:\n{err}"),
+        )?;
+        b.assert_clean()?;
+    }
+    Ok(())
+}
+
 fn a_failing_script_fails_the_build_naming_it() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file(
@@ -761,6 +797,10 @@ fn main() {
         (
             "after_error_opens_a_shell_then_fails",
             after_error_opens_a_shell_then_fails,
+        ),
+        (
+            "ubuntu_without_a_mirror_or_keyring_fails_clearly",
+            ubuntu_without_a_mirror_or_keyring_fails_clearly,
         ),
         (
             "tar_and_tgz_keep_owners_modes_and_xattrs",

@@ -1,0 +1,7 @@
+# Distribution defaults; overridable with the DIB_ variables.
+export DISTRO_NAME=ubuntu
+export DIB_RELEASE=${DIB_RELEASE:-noble}
+export DIB_UBUNTU_COMPONENTS=${DIB_UBUNTU_COMPONENTS:-main universe}
+export DIB_DEBOOTSTRAP_COMPONENTS=$DIB_UBUNTU_COMPONENTS
+export DIB_DEBOOTSTRAP_KEYRING=${DIB_DEBOOTSTRAP_KEYRING:-/usr/share/keyrings/ubuntu-archive-keyring.gpg}
+export DIB_DEBOOTSTRAP_KEYRING_PACKAGE=ubuntu-keyring

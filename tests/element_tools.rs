@@ -1,0 +1,165 @@
+//! Tools the shipped elements put in the hook tree, run as hooks run them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Fixture;
+
+fn tool(element: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("elements")
+        .join(element)
+        .join("bin")
+        .join(name)
+}
+
+/// A static HTTP server (python3's) on a free loopback port, for `dir`.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 (scripts/prepare-host installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the test HTTP server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cache_url(args: &[&str], offline: bool) -> Output {
+    Command::new(tool("cache-url", "cache-url"))
+        .args(args)
+        .env("DIB_OFFLINE", if offline { "1" } else { "0" })
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn cache_url_fetches_revalidates_and_works_offline() {
+    let f = Fixture::new();
+    let served = f.file("www/file.txt", "one\n", 0o644);
+    let server = Server::start(&f.path("www"));
+    let url = format!("http://127.0.0.1:{}/file.txt", server.port);
+    let dest = f.path("cache/sub/file.txt");
+    let d = dest.display().to_string();
+
+    let o = cache_url(&[&url, &d], false);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o), format!("cache-url: fetched {url} to {d}\n"));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "one\n");
+
+    // Unchanged on the server: a conditional GET, nothing rewritten.
+    let o = cache_url(&[&url, &d], false);
+    assert_eq!(text(&o), format!("cache-url: {d} is current\n"));
+
+    // Changed (and newer) on the server: fetched again.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&served, "two\n").unwrap();
+    let o = cache_url(&[&url, &d], false);
+    assert_eq!(text(&o), format!("cache-url: fetched {url} to {d}\n"));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "two\n");
+
+    // -f fetches even when current.
+    let o = cache_url(&["-f", &url, &d], false);
+    assert_eq!(text(&o), format!("cache-url: fetched {url} to {d}\n"));
+
+    // Offline: the cached copy, without the server.
+    drop(server);
+    let o = cache_url(&[&url, &d], true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        text(&o),
+        format!("cache-url: offline: using the cached {d}\n")
+    );
+    let missing = f.path("cache/missing.txt").display().to_string();
+    let o = cache_url(&[&url, &missing], true);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o),
+        format!(
+            "cache-url: offline, and {url} is not cached at {missing}: build once online first\n"
+        )
+    );
+    // Online with the server gone: a clear failure, no partial file.
+    let o = cache_url(&[&url, &missing], false);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).ends_with(&format!("cache-url: downloading {url} failed\n")),
+        "{}",
+        text(&o)
+    );
+    let left: Vec<_> = std::fs::read_dir(f.path("cache"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
+
+#[test]
+fn pkg_map_looks_names_up() {
+    let f = Fixture::new();
+    f.file("maps/el", "editor\tnano\nnone\t\nmulti\ta b\n", 0o644);
+    let run = |args: &[&str]| {
+        Command::new(tool("pkg-map", "pkg-map"))
+            .args(args)
+            .env("DIB_PKG_MAP_DIR", f.path("maps"))
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--element", "el", "editor", "none", "multi"]);
+    assert_eq!(text(&o), "nano\na b\n");
+    let o = run(&["--element", "el", "other"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o),
+        "pkg-map: element 'el' does not map 'other' (use --missing-ok to keep it)\n"
+    );
+    let o = run(&["--element", "el", "--missing-ok", "other"]);
+    assert_eq!(text(&o), "other\n");
+    let o = run(&["--element", "nope", "x"]);
+    assert_eq!(text(&o), "pkg-map: element 'nope' has no pkg-map\n");
+}

@@ -498,6 +498,8 @@ fn offline_builds_use_only_the_cache() -> Result<(), Failed> {
             "tar",
             "-o",
             &b.f.path("fill").display().to_string(),
+            "-p",
+            "less",
             "debian-minimal",
         ],
     )?)?;
@@ -510,9 +512,36 @@ fn offline_builds_use_only_the_cache() -> Result<(), Failed> {
             "tar",
             "-o",
             &b.f.path("yes").display().to_string(),
+            "-p",
+            "less",
             "debian-minimal",
         ],
     )?)?;
+    // A package no online build fetched cannot come from nowhere.
+    let o = create(
+        &b,
+        &cache,
+        &[
+            "--offline",
+            "-t",
+            "tar",
+            "-o",
+            &b.f.path("ed").display().to_string(),
+            "-p",
+            "ed",
+            "debian-minimal",
+        ],
+    )?;
+    check(
+        !o.status.success(),
+        "an offline build installed a package it never downloaded",
+    )?;
+    check(
+        stderr(&o).contains(
+            "install-packages: offline, and some of ed (or what they need) were never downloaded",
+        ),
+        format!("stderr:\n{}", stderr(&o)),
+    )?;
     b.assert_clean()
 }
 

@@ -13,8 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::tier::{check, dib_bin, eq, skip_reason, succeeded, Build};
-use libtest_mimic::{Arguments, Failed, Trial};
+use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build, Test};
+use libtest_mimic::Failed;
 
 fn cache() -> PathBuf {
     std::env::var_os("DIB_E2E_CACHE")
@@ -24,21 +24,16 @@ fn cache() -> PathBuf {
         })
 }
 
-/// `dib create -n`-less (base included) with the shared cache.
+/// `dib create --image-cache CACHE ARGS...` (base included).
+fn create_cmd(b: &Build, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let cache = cache.display().to_string();
+    let mut all = vec!["create", "--image-cache", cache.as_str()];
+    all.extend_from_slice(args);
+    b.dib(&all, env)
+}
+
 fn create(b: &Build, cache: &Path, args: &[&str]) -> Result<Output, Failed> {
-    let mut cmd = b.command(&[], &[]);
-    let env: Vec<_> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-        .collect();
-    cmd = Command::new(dib_bin());
-    cmd.arg("create")
-        .arg("--image-cache")
-        .arg(cache)
-        .args(args)
-        .env_clear()
-        .envs(env);
-    Ok(cmd.output()?)
+    Ok(create_cmd(b, cache, args, &[]).output()?)
 }
 
 fn stderr(o: &Output) -> String {
@@ -251,24 +246,21 @@ fn framework_elements_do_their_job() -> Result<(), Failed> {
     let apt_conf =
         b.f.file("apt.conf", "APT::Get::Assume-Yes \"true\";\n", 0o644);
     let manifest = b.f.file("manifest", "less 590-2.1~deb12u2\n", 0o644);
-    let out = b.f.path("img");
-    let mut cmd = b.command(&[], &[]);
-    let env: Vec<_> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-        .collect();
-    cmd = Command::new(dib_bin());
-    cmd.arg("create")
-        .arg("--image-cache")
-        .arg(cache())
-        .args(["-t", "tar", "-o"])
-        .arg(&out)
-        .args(["debian-minimal", "probe"])
-        .env_clear()
-        .envs(env)
-        .env("DIB_APT_CONF", &apt_conf)
-        .env("DIB_DPKG_MANIFEST", &manifest);
-    let o = cmd.output()?;
+    let out = b.f.path("img").display().to_string();
+    let (apt_conf, manifest) = (
+        apt_conf.display().to_string(),
+        manifest.display().to_string(),
+    );
+    let o = create_cmd(
+        &b,
+        &cache(),
+        &["-t", "tar", "-o", &out, "debian-minimal", "probe"],
+        &[
+            ("DIB_APT_CONF", &apt_conf),
+            ("DIB_DPKG_MANIFEST", &manifest),
+        ],
+    )
+    .output()?;
     succeeded(&o)?;
     let tarball = b.f.path("img.tar");
     eq(
@@ -385,23 +377,16 @@ fn concurrent_cold_builds_share_one_bootstrap() -> Result<(), Failed> {
     let b = Build::new();
     let cache = b.f.path("fresh-cache");
     let spawn = |name: &str| -> Result<std::process::Child, Failed> {
-        let mut cmd = b.command(&[], &[]);
-        let env: Vec<_> = cmd
-            .get_envs()
-            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-            .collect();
-        cmd = Command::new(dib_bin());
-        cmd.arg("create")
-            .arg("--image-cache")
-            .arg(&cache)
-            .args(["-t", "tar", "-o"])
-            .arg(b.f.path(name))
-            .arg("debian-minimal")
-            .env_clear()
-            .envs(env)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        Ok(cmd.spawn()?)
+        let out = b.f.path(name).display().to_string();
+        Ok(create_cmd(
+            &b,
+            &cache,
+            &["-t", "tar", "-o", &out, "debian-minimal"],
+            &[],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?)
     };
     let (one, two) = (spawn("one")?, spawn("two")?);
     let (one, two) = (one.wait_with_output()?, two.wait_with_output()?);
@@ -564,11 +549,8 @@ fn e2e_skip_reason() -> Option<String> {
     None
 }
 
-type Test = fn() -> Result<(), Failed>;
-
 fn main() {
-    let args = Arguments::from_args();
-    let tests: Vec<(&str, Test)> = vec![
+    let tests: Vec<(&'static str, Test)> = vec![
         (
             "debian_minimal_tar_is_a_sound_debian_tree",
             debian_minimal_tar_is_a_sound_debian_tree,
@@ -601,21 +583,5 @@ fn main() {
     };
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER4").as_deref() == Ok("1");
-    if let Some(reason) = &skip {
-        eprintln!("tier 4 (end to end) skipped: {reason}");
-    }
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| match (&skip, in_ci) {
-            (None, _) => Trial::test(name, f),
-            (Some(reason), true) => {
-                let reason = reason.clone();
-                Trial::test(name, move || {
-                    Err(format!("CI=true, but this tier cannot run: {reason}").into())
-                })
-            }
-            (Some(_), false) => Trial::test(name, f).with_ignored_flag(true),
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
+    run_trials("tier 4 (end to end)", tests, skip, in_ci, Vec::new());
 }

@@ -15,11 +15,11 @@ mod common;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tier::{check, dib_bin, eq, skip_reason, succeeded, Build};
-use libtest_mimic::{Arguments, Failed, Trial};
+use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build, Test};
+use libtest_mimic::{Failed, Trial};
 
 /// Host processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<String> {
@@ -310,17 +310,13 @@ fn tar_and_tgz_keep_owners_modes_and_xattrs() -> Result<(), Failed> {
         "#!/bin/bash\nset -eu\npython3 -c 'import os, sys; os.setxattr(sys.argv[1], \"user.dib\", b\"kept\")' \"$TARGET_ROOT/root/owned\"\n",
         0o755,
     );
-    let out = b.f.path("images/img");
-    let mut cmd = Command::new(dib_bin());
-    cmd.args(["create", "-n", "-t", "tar,tgz", "-o"])
-        .arg(&out)
-        .args(["tiny-os", "probe"])
-        .env_clear()
-        .envs(
-            b.command(&[], &[])
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        );
+    let out = b.f.path("images/img").display().to_string();
+    let mut cmd = b.dib(
+        &[
+            "create", "-n", "-t", "tar,tgz", "-o", &out, "tiny-os", "probe",
+        ],
+        &[],
+    );
     let o = cmd.output()?;
     succeeded(&o)?;
     for (file, gz) in [("img.tar", false), ("img.tgz", true)] {
@@ -390,16 +386,11 @@ fn tar_and_tgz_keep_owners_modes_and_xattrs() -> Result<(), Failed> {
 fn a_failed_build_leaves_no_output() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file("e/probe/cleanup.d/90-fail", "#!/bin/sh\nexit 1\n", 0o755);
-    let out = b.f.path("images/img");
-    let o = Command::new(dib_bin())
-        .args(["create", "-n", "-t", "tar", "-o"])
-        .arg(&out)
-        .args(["tiny-os", "probe"])
-        .env_clear()
-        .envs(
-            b.command(&[], &[])
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+    let out = b.f.path("images/img").display().to_string();
+    let o = b
+        .dib(
+            &["create", "-n", "-t", "tar", "-o", &out, "tiny-os", "probe"],
+            &[],
         )
         .output()?;
     check(!o.status.success(), "the build should fail")?;
@@ -431,14 +422,8 @@ fn ubuntu_without_a_mirror_or_keyring_fails_clearly() -> Result<(), Failed> {
     ];
     for (env, want) in cases {
         let b = Build::new();
-        let o = Command::new(dib_bin())
-            .args(["create", "-n", "-t", "tar", "ubuntu-minimal"])
-            .env_clear()
-            .envs(
-                b.command(&[], env)
-                    .get_envs()
-                    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-            )
+        let o = b
+            .dib(&["create", "-n", "-t", "tar", "ubuntu-minimal"], env)
             .output()?;
         let err = String::from_utf8_lossy(&o.stderr);
         check(
@@ -765,11 +750,8 @@ fn as_root_ids_map_to_themselves() -> Result<(), Failed> {
     b.assert_clean()
 }
 
-type Test = fn() -> Result<(), Failed>;
-
 fn main() {
-    let args = Arguments::from_args();
-    let tests: Vec<(&str, Test)> = vec![
+    let tests: Vec<(&'static str, Test)> = vec![
         (
             "chroot_phases_run_as_root_in_an_isolated_tree",
             chroot_phases_run_as_root_in_an_isolated_tree,
@@ -843,37 +825,19 @@ fn main() {
             break_shell_answers_on_a_terminal,
         ),
     ];
-    let skip = skip_reason();
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");
-    if let Some(reason) = &skip {
-        eprintln!("tier 2 (user namespaces) skipped: {reason}");
-    }
-    let root = nix::unistd::geteuid().is_root();
-    let as_root = if root {
-        Trial::test(
-            "as_root_ids_map_to_themselves",
-            as_root_ids_map_to_themselves,
-        )
-    } else {
-        Trial::test(
-            "as_root_ids_map_to_themselves",
-            as_root_ids_map_to_themselves,
-        )
-        .with_ignored_flag(true)
-    };
-    let trials = std::iter::once(as_root)
-        .chain(tests.into_iter().map(|(name, f)| match (&skip, in_ci) {
-            (None, _) => Trial::test(name, f),
-            // In CI, scripts/test runs this tier as the test user: it must run.
-            (Some(reason), true) => {
-                let reason = reason.clone();
-                Trial::test(name, move || {
-                    Err(format!("CI=true, but this tier cannot run: {reason}").into())
-                })
-            }
-            (Some(_), false) => Trial::test(name, f).with_ignored_flag(true),
-        }))
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
+    // The identity mapping is dib's path as root: that trial runs only as root.
+    let as_root = Trial::test(
+        "as_root_ids_map_to_themselves",
+        as_root_ids_map_to_themselves,
+    )
+    .with_ignored_flag(!nix::unistd::geteuid().is_root());
+    run_trials(
+        "tier 2 (user namespaces)",
+        tests,
+        skip_reason(),
+        in_ci,
+        vec![as_root],
+    );
 }

@@ -437,18 +437,11 @@ impl Ctx<'_> {
             self.check_stopped()?;
             if !status.success() {
                 kill_all_and_reap();
-                let mut msg = format!(
-                    "{rel} of element '{element}' failed with exit status {}",
-                    exit_code(status)
-                );
-                if !tail.is_empty() {
-                    msg.push_str("; its last lines:");
-                    for l in tail {
-                        msg.push_str("\n    ");
-                        msg.push_str(&l);
-                    }
-                }
-                return Err(Stop::Failed(anyhow::anyhow!(msg)));
+                return Err(failed(
+                    format!("{rel} of element '{element}'"),
+                    status,
+                    tail,
+                ));
             }
         }
         // Whatever a hook left running (a daemon) ends with its phase.
@@ -654,18 +647,11 @@ impl Ctx<'_> {
         reap_zombies();
         self.check_stopped()?;
         if !status.success() {
-            let mut msg = format!(
-                "installing the -p packages failed with exit status {}",
-                exit_code(status)
-            );
-            if !tail.is_empty() {
-                msg.push_str("; its last lines:");
-                for l in tail {
-                    msg.push_str("\n    ");
-                    msg.push_str(&l);
-                }
-            }
-            return Err(Stop::Failed(anyhow::anyhow!(msg)));
+            return Err(failed(
+                "installing the -p packages".to_string(),
+                status,
+                tail,
+            ));
         }
         kill_all_and_reap();
         Ok(())
@@ -729,6 +715,19 @@ impl Ctx<'_> {
         }
         Ok(())
     }
+}
+
+/// "WHAT failed with exit status N; its last lines: ..." as a build stop.
+fn failed(what: String, status: std::process::ExitStatus, tail: Vec<String>) -> Stop {
+    let mut msg = format!("{what} failed with exit status {}", exit_code(status));
+    if !tail.is_empty() {
+        msg.push_str("; its last lines:");
+        for l in tail {
+            msg.push_str("\n    ");
+            msg.push_str(&l);
+        }
+    }
+    Stop::Failed(anyhow::anyhow!(msg))
 }
 
 fn file_name(p: &Path) -> &str {

@@ -57,13 +57,12 @@ impl Build {
         Build { f, tmp, out }
     }
 
-    pub fn command(&self, elements: &[&str], env: &[(&str, &str)]) -> Command {
+    /// `dib ARGS...` with this build's environment (PATH, HOME, the
+    /// fixtures and `e/` on ELEMENTS_PATH, TMP_DIR, DIB_TEST_OUT) plus `env`.
+    pub fn dib(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(dib_bin());
-        cmd.arg("create")
-            .arg("-n")
-            .args(elements)
-            .arg("no-final-image");
-        cmd.env_clear()
+        cmd.args(args)
+            .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .env("HOME", self.f.path("home"))
             .env(
@@ -76,6 +75,14 @@ impl Build {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// `dib create -n ELEMENTS... no-final-image` (the tier-2 build).
+    pub fn command(&self, elements: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut args = vec!["create", "-n"];
+        args.extend_from_slice(elements);
+        args.push("no-final-image");
+        self.dib(&args, env)
     }
 
     pub fn run(&self, elements: &[&str], env: &[(&str, &str)]) -> Output {
@@ -127,3 +134,38 @@ pub fn succeeded(o: &Output) -> Result<(), Failed> {
         ),
     )
 }
+
+/// Run a tier's trials: as themselves when the tier can run here; else each
+/// reported ignored with `skip`'s reason, or failing with it when this is CI
+/// running the tier on purpose (`in_ci`).
+/// `extra` trials are added as they are.
+pub fn run_trials(
+    name: &str,
+    tests: Vec<(&'static str, Test)>,
+    skip: Option<String>,
+    in_ci: bool,
+    extra: Vec<libtest_mimic::Trial>,
+) -> ! {
+    let args = libtest_mimic::Arguments::from_args();
+    if let Some(reason) = &skip {
+        eprintln!("{name} skipped: {reason}");
+    }
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| match (&skip, in_ci) {
+            (None, _) => libtest_mimic::Trial::test(name, f),
+            (Some(reason), true) => {
+                let reason = reason.clone();
+                libtest_mimic::Trial::test(name, move || {
+                    Err(format!("CI=true, but this tier cannot run: {reason}").into())
+                })
+            }
+            (Some(_), false) => libtest_mimic::Trial::test(name, f).with_ignored_flag(true),
+        })
+        .chain(extra)
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+/// A trial's body.
+pub type Test = fn() -> Result<(), Failed>;

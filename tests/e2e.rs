@@ -56,6 +56,59 @@ fn members(tarball: &Path, wanted: &[&str]) -> Result<Vec<String>, Failed> {
     Ok(out)
 }
 
+/// Extract `paths` of `tarball` into a new directory `into`.
+fn extract(tarball: &Path, into: &Path, paths: &[&str]) -> Result<(), Failed> {
+    fs::create_dir_all(into)?;
+    let o = Command::new("tar")
+        .arg("-xf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(into)
+        .args(paths)
+        .output()?;
+    check(
+        o.status.success(),
+        format!("extracting {paths:?}: {}", stderr(&o)),
+    )
+}
+
+/// dpkg's database of an extracted tree.
+struct Dpkg(String);
+
+impl Dpkg {
+    fn of(tree: &Path) -> Dpkg {
+        Dpkg(format!(
+            "--admindir={}",
+            tree.join("var/lib/dpkg").display()
+        ))
+    }
+
+    /// "installed" or "absent" (removed, purged or never there).
+    fn state(&self, pkg: &str) -> Result<&'static str, Failed> {
+        let q = Command::new("dpkg-query")
+            .arg(&self.0)
+            .args(["-W", "-f", "${Status}", pkg])
+            .output()?;
+        Ok(if q.stdout == b"install ok installed" {
+            "installed"
+        } else {
+            "absent"
+        })
+    }
+
+    fn audit_is_clean(&self) -> Result<(), Failed> {
+        let audit = Command::new("dpkg").arg(&self.0).arg("--audit").output()?;
+        check(
+            audit.status.success() && audit.stdout.is_empty(),
+            format!(
+                "dpkg --audit: {}{}",
+                String::from_utf8_lossy(&audit.stdout),
+                stderr(&audit)
+            ),
+        )
+    }
+}
+
 fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file(
@@ -110,64 +163,20 @@ fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
          ./var/cache/apt/archives/partial/ 42/0 700",
         "owners and modes in the tar",
     )?;
-    // dpkg's view of the tree: nothing half-installed, and less (from -p) is in.
-    let x = b.f.path("x");
-    fs::create_dir(&x)?;
-    let untar = Command::new("tar")
-        .arg("-xf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&x)
-        .arg("./var/lib/dpkg")
-        .output()?;
-    check(
-        untar.status.success(),
-        format!("extracting dpkg's database: {}", stderr(&untar)),
-    )?;
-    let admindir = x.join("var/lib/dpkg");
-    let audit = Command::new("dpkg")
-        .arg(format!("--admindir={}", admindir.display()))
-        .arg("--audit")
-        .output()?;
-    check(
-        audit.status.success() && audit.stdout.is_empty(),
-        format!(
-            "dpkg --audit: {}{}",
-            String::from_utf8_lossy(&audit.stdout),
-            stderr(&audit)
-        ),
-    )?;
-    let status = Command::new("dpkg-query")
-        .arg(format!("--admindir={}", admindir.display()))
-        .args(["-W", "-f", "${Status}", "less"])
-        .output()?;
-    eq(
-        &String::from_utf8_lossy(&status.stdout),
-        "install ok installed",
-        "less (from -p)",
-    )?;
+    // dpkg's view of the tree: nothing half-installed, less (from -p) in;
     // package-installs.yaml: file installed in post-install.d, tree only
     // while building, nano not at all (its when: does not hold).
+    let x = b.f.path("x");
+    extract(&tarball, &x, &["./var/lib/dpkg"])?;
+    let dpkg = Dpkg::of(&x);
+    dpkg.audit_is_clean()?;
     for (pkg, want) in [
-        ("file", "install ok installed"),
+        ("less", "installed"),
+        ("file", "installed"),
         ("tree", "absent"),
         ("nano", "absent"),
     ] {
-        let q = Command::new("dpkg-query")
-            .arg(format!("--admindir={}", admindir.display()))
-            .args(["-W", "-f", "${Status}", pkg])
-            .output()?;
-        let got = String::from_utf8_lossy(&q.stdout).to_string();
-        let installed = got == "install ok installed";
-        eq(
-            if installed {
-                "install ok installed"
-            } else {
-                "absent"
-            },
-            want,
-            &format!("package {pkg} ({got:?})"),
-        )?;
+        eq(dpkg.state(pkg)?, want, &format!("package {pkg}"))?;
     }
     let saw = members(&tarball, &["./etc/dib-e2e-saw-tree"])?;
     check(
@@ -283,17 +292,10 @@ fn framework_elements_do_their_job() -> Result<(), Failed> {
         "files the framework elements installed",
     )?;
     let x = b.f.path("x");
-    fs::create_dir(&x)?;
-    let untar = Command::new("tar")
-        .arg("-xf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&x)
-        .args(["./etc/dib-probe-report", "./etc/apt/preferences"])
-        .output()?;
-    check(
-        untar.status.success(),
-        format!("extracting: {}", stderr(&untar)),
+    extract(
+        &tarball,
+        &x,
+        &["./etc/dib-probe-report", "./etc/apt/preferences"],
     )?;
     eq(
         fs::read_to_string(x.join("etc/dib-probe-report"))?.trim_end(),
@@ -330,38 +332,12 @@ fn the_debian_element_is_cloud_ready() -> Result<(), Failed> {
     succeeded(&o)?;
     let tarball = b.f.path("cloud.tar");
     let x = b.f.path("x");
-    fs::create_dir(&x)?;
-    let untar = Command::new("tar")
-        .arg("-xf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&x)
-        .arg("./var/lib/dpkg")
-        .output()?;
-    check(
-        untar.status.success(),
-        format!("extracting dpkg's database: {}", stderr(&untar)),
-    )?;
-    let admindir = format!("--admindir={}", x.join("var/lib/dpkg").display());
+    extract(&tarball, &x, &["./var/lib/dpkg"])?;
+    let dpkg = Dpkg::of(&x);
     for pkg in ["openssh-server", "cloud-init", "cloud-guest-utils", "sudo"] {
-        let q = Command::new("dpkg-query")
-            .arg(&admindir)
-            .args(["-W", "-f", "${Status}", pkg])
-            .output()?;
-        eq(
-            &String::from_utf8_lossy(&q.stdout),
-            "install ok installed",
-            pkg,
-        )?;
+        eq(dpkg.state(pkg)?, "installed", pkg)?;
     }
-    let audit = Command::new("dpkg")
-        .arg(&admindir)
-        .arg("--audit")
-        .output()?;
-    check(
-        audit.status.success() && audit.stdout.is_empty(),
-        "dpkg --audit is not clean",
-    )?;
+    dpkg.audit_is_clean()?;
     let mut archive = tar::Archive::new(fs::File::open(&tarball)?);
     for entry in archive.entries()? {
         let path = entry?.path()?.display().to_string();

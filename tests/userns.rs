@@ -177,31 +177,44 @@ fn odd_output_and_large_hook_trees_are_fine() -> Result<(), Failed> {
 }
 
 fn cleanup_never_reaches_through_a_hooks_bind_mount() -> Result<(), Failed> {
-    let b = Build::new();
-    let victim = b.out.join("victim");
-    fs::create_dir(&victim)?;
-    fs::write(victim.join("data"), "precious\n")?;
-    b.f.file(
-        "e/probe/root.d/20-bind",
-        &format!(
-            "#!/bin/bash\nset -eu\nmkdir -p \"$TARGET_ROOT/var/cache/x\"\nmount --bind {} \"$TARGET_ROOT/var/cache/x\"\n",
-            victim.display()
-        ),
-        0o755,
-    );
-    b.f.file("e/probe/install.d/20-fail", "#!/bin/sh\nexit 5\n", 0o755);
-    let mut cmd = b.command(&["tiny-os", "probe"], &[]);
-    cmd.arg("--no-tmpfs");
-    let o = cmd.output()?;
-    check(!o.status.success(), "the build should fail")?;
-    eq(
-        &fs::read_to_string(victim.join("data")).unwrap_or_default(),
-        "precious\n",
-        "the bind-mounted host file",
-    )?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    check(!err.contains("warning"), format!("cleanup warned:\n{err}"))?;
-    b.assert_clean()
+    // TMP_DIR as given, and through a symlink (regression: the build
+    // directory's mounts were then not recognised and cleanup emptied the
+    // bind-mounted host directory).
+    for via_link in [false, true] {
+        let b = Build::new();
+        let victim = b.out.join("victim");
+        fs::create_dir(&victim)?;
+        fs::write(victim.join("data"), "precious\n")?;
+        b.f.file(
+            "e/probe/root.d/20-bind",
+            &format!(
+                "#!/bin/bash\nset -eu\nmkdir -p \"$TARGET_ROOT/var/cache/x\"\nmount --bind {} \"$TARGET_ROOT/var/cache/x\"\n",
+                victim.display()
+            ),
+            0o755,
+        );
+        b.f.file("e/probe/install.d/20-fail", "#!/bin/sh\nexit 5\n", 0o755);
+        let link = b.f.path("tmp-link");
+        std::os::unix::fs::symlink(&b.tmp, &link)?;
+        let tmp_dir = if via_link {
+            link.display().to_string()
+        } else {
+            b.tmp.display().to_string()
+        };
+        let mut cmd = b.command(&["tiny-os", "probe"], &[("TMP_DIR", &tmp_dir)]);
+        cmd.arg("--no-tmpfs");
+        let o = cmd.output()?;
+        check(!o.status.success(), "the build should fail")?;
+        eq(
+            &fs::read_to_string(victim.join("data")).unwrap_or_default(),
+            "precious\n",
+            &format!("the bind-mounted host file (TMP_DIR through a symlink: {via_link})"),
+        )?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        check(!err.contains("warning"), format!("cleanup warned:\n{err}"))?;
+        b.assert_clean()?;
+    }
+    Ok(())
 }
 
 fn resolv_conf_follows_what_the_hooks_did() -> Result<(), Failed> {

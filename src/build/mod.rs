@@ -123,7 +123,9 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
     set("FS_TYPE", config.fs_type.as_str().to_string());
 
     let job = BuildJob {
-        build_dir: build_dir.path().to_path_buf(),
+        // Real path: mounts are listed (and must be found) under it.
+        build_dir: std::fs::canonicalize(build_dir.path())
+            .with_context(|| format!("resolving {:?}", build_dir.path()))?,
         tmpfs: use_tmpfs(config.tmpfs, &meminfo),
         hooks,
         env,
@@ -266,6 +268,21 @@ pub fn init_main() -> i32 {
 /// build chowned.
 fn clear_dir(dir: &Path, log: &log::Log) {
     use std::os::unix::fs::MetadataExt as _;
+    // A bind mount from the same file system has the same st_dev, so the
+    // file-system check below cannot see it: refuse outright while anything
+    // is still mounted under the build directory.
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let still: Vec<_> = dib_sandbox::mounts::mounts_under(dir, &info)
+        .into_iter()
+        .filter(|m| m != dir)
+        .collect();
+    if !still.is_empty() {
+        log.line(&format!(
+            "warning: not deleting the build directory {}: still mounted there: {still:?}",
+            dir.display()
+        ));
+        return;
+    }
     let Ok(meta) = std::fs::symlink_metadata(dir) else {
         return;
     };

@@ -11,10 +11,12 @@
 //! Entry keys: `phase` (default install.d), `uninstall`, `build-only`
 //! (installed in its phase, removed at the end of post-install.d),
 //! `installtype` (source|package: only when the element's install type is
-//! that), `arch` / `not-arch` (comma lists, spaces allowed) and `when`
-//! (`VAR=value` or `VAR!=value`, or a list that must all hold). A value may
-//! be null, a map, or a list of maps (the same package under several
-//! conditions).
+//! that), `arch` / `not-arch` (comma lists, spaces allowed; not both), `when`
+//! (`VAR=value` or `VAR!=value`, or a list that must all hold; an unset VAR
+//! is an error, as in DIB) and `dib_python_version` (against
+//! `DIB_PYTHON_VERSION`, default 3). A value may be null, a map, or a list of
+//! maps (the same package under several conditions). Unknown keys are
+//! warned about and ignored, as DIB ignores them.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +38,7 @@ pub struct Entry {
     pub arch: Option<Vec<String>>,
     pub not_arch: Option<Vec<String>>,
     pub when: Vec<Condition>,
+    pub python_version: Option<String>,
 }
 
 /// `VAR=value` or `VAR!=value`.
@@ -47,15 +50,19 @@ pub struct Condition {
 }
 
 impl Condition {
+    /// DIB's `\w+\s*(=|!=)\s*value`.
     fn parse(s: &str) -> Option<Condition> {
-        let (var, equal, value) = match s.split_once("!=") {
-            Some((v, x)) => (v, false, x),
-            None => {
-                let (v, x) = s.split_once('=')?;
-                (v, true, x)
-            }
+        let s = s.trim_start();
+        let var_len = s
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count();
+        let (var, rest) = s.split_at(var_len);
+        let rest = rest.trim_start();
+        let (equal, value) = match rest.strip_prefix("!=") {
+            Some(v) => (false, v),
+            None => (true, rest.strip_prefix('=')?),
         };
-        let var = var.trim();
         (!var.is_empty()).then(|| Condition {
             var: var.to_string(),
             equal,
@@ -63,24 +70,29 @@ impl Condition {
         })
     }
 
-    /// An unset variable compares as the empty string.
-    fn holds(&self, env: &BTreeMap<String, String>) -> bool {
-        let v = env.get(&self.var).map(String::as_str).unwrap_or("");
-        (v == self.value) == self.equal
+    /// An unset variable is an error (a typo would otherwise silently
+    /// change what is installed).
+    fn holds(&self, env: &BTreeMap<String, String>) -> Result<bool, String> {
+        match env.get(&self.var) {
+            Some(v) => Ok((*v == self.value) == self.equal),
+            None => Err(self.var.clone()),
+        }
     }
 }
 
-/// Parse one element's `package-installs.yaml`.
-pub fn parse(element: &str, text: &str) -> Result<Vec<Entry>> {
+/// Parse one element's `package-installs.yaml` (or `.json`): the entries,
+/// and warnings about keys DIB would ignore.
+pub fn parse(element: &str, text: &str) -> Result<(Vec<Entry>, Vec<String>)> {
     let doc: Value = serde_yaml_ng::from_str(text).with_context(|| {
         format!("package-installs.yaml of element '{element}' is not valid YAML")
     })?;
     let map = match doc {
-        Value::Null => return Ok(Vec::new()),
+        Value::Null => return Ok((Vec::new(), Vec::new())),
         Value::Mapping(m) => m,
         _ => bail!("package-installs.yaml of element '{element}': expected a map of package names"),
     };
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     for (k, v) in map {
         let package = match k {
             Value::String(s) => s,
@@ -95,13 +107,13 @@ pub fn parse(element: &str, text: &str) -> Result<Vec<Entry>> {
             _ => bail!("package-installs.yaml of element '{element}', package '{package}': expected nothing, a map or a list of maps"),
         };
         for spec in specs {
-            out.push(entry(element, &package, spec)?);
+            out.push(entry(element, &package, spec, &mut warnings)?);
         }
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
-fn entry(element: &str, package: &str, spec: Value) -> Result<Entry> {
+fn entry(element: &str, package: &str, spec: Value, warnings: &mut Vec<String>) -> Result<Entry> {
     let mut e = Entry {
         package: package.to_string(),
         element: element.to_string(),
@@ -112,6 +124,7 @@ fn entry(element: &str, package: &str, spec: Value) -> Result<Entry> {
         arch: None,
         not_arch: None,
         when: Vec::new(),
+        python_version: None,
     };
     let ctx = |key: &str| {
         format!("package-installs.yaml of element '{element}', package '{package}', key '{key}'")
@@ -159,11 +172,17 @@ fn entry(element: &str, package: &str, spec: Value) -> Result<Entry> {
                     })?);
                 }
             }
-            other => bail!(
-                "package-installs.yaml of element '{element}', package '{package}': unknown key '{other}' \
-                 (known: phase, uninstall, build-only, installtype, arch, not-arch, when)"
-            ),
+            "dib_python_version" => {
+                e.python_version = Some(scalar(&v).with_context(|| ctx("dib_python_version"))?)
+            }
+            other => warnings.push(format!(
+                "package-installs.yaml of element '{element}', package '{package}': unknown key '{other}' ignored \
+                 (known: phase, uninstall, build-only, installtype, arch, not-arch, when, dib_python_version)"
+            )),
         }
+    }
+    if e.arch.is_some() && e.not_arch.is_some() {
+        bail!("package-installs.yaml of element '{element}', package '{package}': arch and not-arch together; use one");
     }
     Ok(e)
 }
@@ -307,9 +326,10 @@ pub struct Context<'a> {
     pub installtypes: &'a crate::hooks::InstallTypes,
 }
 
-/// Filter entries by arch, not-arch, installtype and when, map their names
-/// through each element's pkg-map, and sort them into phases.
-pub fn plan(entries: &[Entry], maps: &BTreeMap<String, PkgMap>, ctx: &Context<'_>) -> Plan {
+/// Filter entries by arch, not-arch, installtype, dib_python_version and
+/// when, map their names through each element's pkg-map, and sort them
+/// into phases. A `when` naming an unset variable is an error.
+pub fn plan(entries: &[Entry], maps: &BTreeMap<String, PkgMap>, ctx: &Context<'_>) -> Result<Plan> {
     let distro = Distro::from_env(ctx.env);
     let mut out = Plan::default();
     for e in entries {
@@ -328,7 +348,27 @@ pub fn plan(entries: &[Entry], maps: &BTreeMap<String, PkgMap>, ctx: &Context<'_
                 continue;
             }
         }
-        if !e.when.iter().all(|c| c.holds(ctx.env)) {
+        if let Some(v) = &e.python_version {
+            if v != ctx
+                .env
+                .get("DIB_PYTHON_VERSION")
+                .map(String::as_str)
+                .unwrap_or("3")
+            {
+                continue;
+            }
+        }
+        let mut holds = true;
+        for c in &e.when {
+            holds &= c.holds(ctx.env).map_err(|var| {
+                anyhow::anyhow!(
+                    "package-installs.yaml of element '{}', package '{}': when: {var} is not set in the build's environment",
+                    e.element,
+                    e.package
+                )
+            })?;
+        }
+        if !holds {
             continue;
         }
         let name = match maps.get(&e.element) {
@@ -354,7 +394,7 @@ pub fn plan(entries: &[Entry], maps: &BTreeMap<String, PkgMap>, ctx: &Context<'_
             }
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -385,6 +425,8 @@ negated:
   when:
     - DIB_FEATURE != off
     - DIB_OTHER=
+py2-only:
+  dib_python_version: 2
 twice:
   - arch: amd64
     phase: pre-install.d
@@ -394,7 +436,9 @@ gone:
 ";
 
     fn entries() -> Vec<Entry> {
-        parse("el", YAML).unwrap()
+        let (entries, warnings) = parse("el", YAML).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        entries
     }
 
     fn names(v: &[(String, String)]) -> Vec<&str> {
@@ -421,7 +465,11 @@ gone:
         ); 3] = [
             (
                 "amd64",
-                &[("DISTRO_NAME", "debian"), ("DIB_FEATURE", "on")],
+                &[
+                    ("DISTRO_NAME", "debian"),
+                    ("DIB_FEATURE", "on"),
+                    ("DIB_OTHER", ""),
+                ],
                 "source",
                 &["tftp", "twice"],
                 &[
@@ -437,7 +485,11 @@ gone:
             ),
             (
                 "arm64",
-                &[("DISTRO_NAME", "ubuntu"), ("DIB_FEATURE", "off")],
+                &[
+                    ("DISTRO_NAME", "ubuntu"),
+                    ("DIB_FEATURE", "off"),
+                    ("DIB_OTHER", ""),
+                ],
                 "package",
                 &["tftp"],
                 &[
@@ -454,7 +506,11 @@ gone:
             ),
             (
                 "amd64",
-                &[("DISTRO_NAME", "debian"), ("DIB_OTHER", "x")],
+                &[
+                    ("DISTRO_NAME", "debian"),
+                    ("DIB_FEATURE", "x"),
+                    ("DIB_OTHER", "x"),
+                ],
                 "source",
                 &["tftp", "twice"],
                 &["libxml2", "src-tool", "build-dep", "vim-nox"],
@@ -473,7 +529,7 @@ gone:
                 env: &env,
                 installtypes: &installtypes,
             };
-            let p = plan(&entries(), &maps, &ctx);
+            let p = plan(&entries(), &maps, &ctx).unwrap();
             let get = |m: &BTreeMap<String, Vec<(String, String)>>, k: &str| {
                 m.get(k).map(|v| names(v).join(" ")).unwrap_or_default()
             };
@@ -535,7 +591,7 @@ gone:
     fn errors_name_element_package_and_key() {
         let cases = [
             ("vim:\n  phase: finalise.d\n", "package-installs.yaml of element 'el', package 'vim', key 'phase': \"finalise.d\" is not one of pre-install.d, install.d, post-install.d"),
-            ("vim:\n  colour: red\n", "package-installs.yaml of element 'el', package 'vim': unknown key 'colour' (known: phase, uninstall, build-only, installtype, arch, not-arch, when)"),
+            ("vim:\n  arch: amd64\n  not-arch: arm64\n", "package-installs.yaml of element 'el', package 'vim': arch and not-arch together; use one"),
             ("vim:\n  when: DIB_X\n", "package-installs.yaml of element 'el', package 'vim', key 'when': \"DIB_X\" is not VAR=value or VAR!=value"),
             ("vim:\n  uninstall: maybe\n", "package-installs.yaml of element 'el', package 'vim', key 'uninstall': expected true or false"),
             ("vim:\n  installtype: pip\n", "package-installs.yaml of element 'el', package 'vim', key 'installtype': \"pip\" is not source or package"),
@@ -546,6 +602,40 @@ gone:
             let err = format!("{:#}", parse("el", text).unwrap_err());
             assert!(err.starts_with(want), "{text:?}: {err}");
         }
-        assert_eq!(parse("el", "").unwrap(), vec![]);
+        assert_eq!(parse("el", "").unwrap(), (vec![], vec![]));
+        let (_, warnings) = parse("el", "vim:\n  colour: red\n").unwrap();
+        assert_eq!(
+            warnings,
+            ["package-installs.yaml of element 'el', package 'vim': unknown key 'colour' ignored \
+              (known: phase, uninstall, build-only, installtype, arch, not-arch, when, dib_python_version)"]
+        );
+    }
+
+    #[test]
+    fn when_needs_its_variable_set() {
+        let (entries, _) = parse("el", "vim:\n  when: DIB_TYPO = 1\n").unwrap();
+        let env = BTreeMap::new();
+        let installtypes = crate::hooks::InstallTypes::from_env("source", &BTreeMap::new());
+        let ctx = Context {
+            arch: "amd64",
+            env: &env,
+            installtypes: &installtypes,
+        };
+        let err = plan(&entries, &BTreeMap::new(), &ctx)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "package-installs.yaml of element 'el', package 'vim': when: DIB_TYPO is not set in the build's environment"
+        );
+        assert_eq!(Condition::parse("A-B = 1"), None);
+        assert_eq!(
+            Condition::parse("DIB_X!=a=b"),
+            Some(Condition {
+                var: "DIB_X".into(),
+                equal: false,
+                value: "a=b".into()
+            })
+        );
     }
 }

@@ -121,6 +121,12 @@ fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
         "file:\n  phase: post-install.d\ntree:\n  build-only: true\nnano:\n  when: DIB_E2E_NANO = yes\n",
         0o644,
     );
+    // when: needs its variable set (DIB errors otherwise): environment.d does.
+    b.f.file(
+        "e/probe/environment.d/10-probe.bash",
+        "export DIB_E2E_NANO=${DIB_E2E_NANO:-no}\n",
+        0o644,
+    );
     // Between the installs and the build-only removals of post-install.d.
     b.f.file(
         "e/probe/post-install.d/50-saw-tree",
@@ -252,6 +258,43 @@ fn framework_elements_do_their_job() -> Result<(), Failed> {
          } > /etc/dib-probe-report\n",
         0o755,
     );
+    // install-static follows the image's symlinked /lib (merged /usr) and
+    // leaves existing directories' modes alone.
+    b.f.file("e/probe/static/lib/dib-probe/data", "d\n", 0o644);
+    std::fs::set_permissions(
+        b.f.path("e/probe/static/etc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    // environment.d sees the tree when package lists are made (as DIB's
+    // squash in extra-data.d), and package-installs.yaml's when: uses it.
+    b.f.file(
+        "e/probe/environment.d/10-probe.bash",
+        "if [ -e \"${TMP_MOUNT_PATH:-/nonexistent}/etc/debian_version\" ] || [ -e /tmp/in_target.d ]; then\n\
+         \x20   export DIB_E2E_HAS_TREE=yes\nelse\n    export DIB_E2E_HAS_TREE=no\nfi\n",
+        0o644,
+    );
+    b.f.file(
+        "e/probe/package-installs.yaml",
+        "ed:\n  when: DIB_E2E_HAS_TREE = yes\n  colour: red\n",
+        0o644,
+    );
+    // apt used directly by a hook, install-packages -m mapping through
+    // pkg-map, and install-packages in finalise.d.
+    b.f.file(
+        "e/probe/install.d/60-apt",
+        "#!/bin/bash\nset -eu\napt-get install -y -q --no-install-recommends bc\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/install.d/61-mapped",
+        "#!/bin/bash\nset -eu\ninstall-packages -m probe editor\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/finalise.d/50-late",
+        "#!/bin/bash\nset -eu\ninstall-packages dc\n",
+        0o755,
+    );
     let apt_conf =
         b.f.file("apt.conf", "APT::Get::Assume-Yes \"true\";\n", 0o644);
     let manifest = b.f.file("manifest", "less 590-2.1~deb12u2\n", 0o644);
@@ -295,7 +338,25 @@ fn framework_elements_do_their_job() -> Result<(), Failed> {
     extract(
         &tarball,
         &x,
-        &["./etc/dib-probe-report", "./etc/apt/preferences"],
+        &[
+            "./etc/dib-probe-report",
+            "./etc/apt/preferences",
+            "./var/lib/dpkg",
+        ],
+    )?;
+    check(
+        stderr(&o).contains("unknown key 'colour' ignored"),
+        format!("no warning about the unknown key:\n{}", stderr(&o)),
+    )?;
+    let dpkg = Dpkg::of(&x);
+    for pkg in ["ed", "bc", "nano", "dc"] {
+        eq(dpkg.state(pkg)?, "installed", pkg)?;
+    }
+    let modes = members(&tarball, &["./etc/", "./usr/lib/dib-probe/data"])?;
+    eq(
+        &modes.join("\n"),
+        "./etc/ 0/0 755\n./usr/lib/dib-probe/data 0/0 644",
+        "install-static: /etc's mode, and a file under the symlinked /lib",
     )?;
     eq(
         fs::read_to_string(x.join("etc/dib-probe-report"))?.trim_end(),
@@ -487,9 +548,9 @@ fn offline_builds_use_only_the_cache() -> Result<(), Failed> {
             "-t",
             "tar",
             "-o",
-            &b.f.path("ed").display().to_string(),
+            &b.f.path("hello").display().to_string(),
             "-p",
-            "ed",
+            "hello",
             "debian-minimal",
         ],
     )?;
@@ -499,7 +560,7 @@ fn offline_builds_use_only_the_cache() -> Result<(), Failed> {
     )?;
     check(
         stderr(&o).contains(
-            "install-packages: offline, and some of ed (or what they need) were never downloaded",
+            "install-packages: offline, and some of hello (or what they need) were never downloaded",
         ),
         format!("stderr:\n{}", stderr(&o)),
     )?;

@@ -60,26 +60,28 @@ impl Output {
 /// Write every output from `tree`.
 pub fn write_all(outputs: &[Output], tree: &Path, overwrite: bool, log: &Log) -> Result<()> {
     for out in outputs {
-        let tmp = temp_name(&out.path);
-        let result =
-            write_one(out.kind, tree, &tmp).and_then(|()| place(&tmp, &out.path, overwrite, log));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result?;
+        // A random name beside the output (pid 1's process id is 1 in every
+        // build, so it cannot tell two builds apart); removed on any error.
+        let dir = out.path.parent().unwrap_or(Path::new("."));
+        let name = out.path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".dib-partial")
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {dir:?}"))?
+            .into_temp_path();
+        write_one(out.kind, tree, &tmp)?;
+        move_aside(&out.path, overwrite, log)?;
+        tmp.persist(&out.path)
+            .with_context(|| format!("renaming the finished output to {:?}", out.path))?;
         log.line(&format!("wrote {}", out.path.display()));
     }
     Ok(())
 }
 
-fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".dib-partial-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// The tree as a tar archive: numeric owners, modes, xattrs and ACLs kept,
-/// entries sorted so the same tree gives the same archive order.
+/// sparse files stored sparse, entries sorted so the same tree gives the
+/// same archive order.
 fn write_one(kind: Kind, tree: &Path, to: &Path) -> Result<()> {
     let mut cmd = Command::new("tar");
     cmd.args([
@@ -87,6 +89,7 @@ fn write_one(kind: Kind, tree: &Path, to: &Path) -> Result<()> {
         "--xattrs",
         "--xattrs-include=*",
         "--acls",
+        "--sparse",
         "--sort=name",
     ])
     .arg("-C")
@@ -108,19 +111,20 @@ fn write_one(kind: Kind, tree: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Rename `tmp` to `path`, moving an existing `path` aside first unless
-/// `overwrite`.
-fn place(tmp: &Path, path: &Path, overwrite: bool, log: &Log) -> Result<()> {
-    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
-        let aside = aside_name(path, SystemTime::now());
-        std::fs::rename(path, &aside).with_context(|| format!("moving the old {path:?} aside"))?;
-        log.line(&format!(
-            "moved the existing {} to {} (OVERWRITE_OLD_IMAGE=1 replaces it instead)",
-            path.display(),
-            aside.display()
-        ));
+/// Move an existing `path` aside (unless `overwrite`), making room for the
+/// new output.
+fn move_aside(path: &Path, overwrite: bool, log: &Log) -> Result<()> {
+    if overwrite || std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
     }
-    std::fs::rename(tmp, path).with_context(|| format!("renaming {tmp:?} to {path:?}"))
+    let aside = aside_name(path, SystemTime::now());
+    std::fs::rename(path, &aside).with_context(|| format!("moving the old {path:?} aside"))?;
+    log.line(&format!(
+        "moved the existing {} to {} (OVERWRITE_OLD_IMAGE=1 replaces it instead)",
+        path.display(),
+        aside.display()
+    ));
+    Ok(())
 }
 
 /// DIB's name for an old output: `NAME-YYYY.MM.DD-HH.MM.SS.EXT` (UTC).

@@ -133,10 +133,14 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
         hooks,
         bin,
     };
-    ctx.write_package_lists()?;
     let mut chroot: Option<InTarget> = None;
     for phase in PHASES {
         ctx.check_stopped()?;
+        if phase.name == "pre-install" {
+            // As DIB's squash in extra-data.d: the tree exists by now, so
+            // environment.d files that look at it see it.
+            ctx.write_package_lists()?;
+        }
         if phase.chroot && chroot.is_none() {
             chroot = Some(InTarget::enter(&ctx)?);
         } else if !phase.chroot {
@@ -511,15 +515,19 @@ impl Ctx<'_> {
     /// phases' view), as DIB's package-installs-squash sees it.
     fn sourced_env(&self) -> Result<BTreeMap<String, String>> {
         let phase = PHASES[1];
+        // The environment goes to a file, not stdout, which environment.d
+        // files may write to.
+        let dump = self.job.build_dir.join(".dib-environment");
         let out = Command::new("/bin/bash")
             .args([
                 "-c",
-                "set -eu\nfor __f; do . \"$__f\"; done\nenv -0",
+                "set -eu\nfor __f; do . \"$__f\"; done\nenv -0 > \"$DIB_ENV_DUMP\"",
                 "dib-environment",
             ])
             .args(self.env_files(phase)?)
             .env_clear()
             .envs(self.env(phase))
+            .env("DIB_ENV_DUMP", &dump)
             .stdin(Stdio::null())
             .output()
             .context("sourcing environment.d")?;
@@ -530,13 +538,14 @@ impl Ctx<'_> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(out
-            .stdout
+        let bytes = fs::read(&dump).with_context(|| format!("reading {dump:?}"))?;
+        let _ = fs::remove_file(&dump);
+        Ok(bytes
             .split(|b| *b == 0)
             .filter_map(|kv| {
                 let kv = String::from_utf8_lossy(kv);
                 let (k, v) = kv.split_once('=')?;
-                Some((k.to_string(), v.to_string()))
+                (k != "DIB_ENV_DUMP").then(|| (k.to_string(), v.to_string()))
             })
             .collect())
     }
@@ -549,9 +558,16 @@ impl Ctx<'_> {
         let mut entries = Vec::new();
         let mut maps = BTreeMap::new();
         for (name, dir) in &self.job.elements {
-            let yaml = dir.join("package-installs.yaml");
-            if let Ok(text) = fs::read_to_string(&yaml) {
-                entries.extend(parse(name, &text)?);
+            // DIB also reads the JSON form; YAML parses both.
+            let text = ["package-installs.yaml", "package-installs.json"]
+                .iter()
+                .find_map(|f| fs::read_to_string(dir.join(f)).ok());
+            if let Some(text) = text {
+                let (found, warnings) = parse(name, &text)?;
+                for w in warnings {
+                    self.log.line(&format!("warning: {w}"));
+                }
+                entries.extend(found);
             }
             if let Ok(text) = fs::read_to_string(dir.join("pkg-map")) {
                 maps.insert(name.clone(), PkgMap::parse(name, &text)?);
@@ -573,7 +589,7 @@ impl Ctx<'_> {
             env: &env,
             installtypes: &installtypes,
         };
-        let p = plan(&entries, &maps, &ctx);
+        let p = plan(&entries, &maps, &ctx)?;
         let dir = self.hooks.join("dib-package-installs");
         fs::create_dir_all(&dir).with_context(|| format!("creating {dir:?}"))?;
         let write = |name: String, items: &[(String, String)]| -> Result<()> {
@@ -637,8 +653,7 @@ impl Ctx<'_> {
         self.log
             .status(format!("install.d: -p {}", self.job.packages.join(" ")));
         let mut cmd = Command::new(format!("/{TOOL}"));
-        cmd.args(["-m", "dib -p"])
-            .args(&self.job.packages)
+        cmd.args(&self.job.packages)
             .env_clear()
             .envs(self.env(phase))
             .stdin(Stdio::null());

@@ -452,6 +452,55 @@ fn concurrent_cold_builds_share_one_bootstrap() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+fn apt_sources_replaces_the_images_sources() -> Result<(), Failed> {
+    let b = Build::new();
+    // The sources the bootstrap used (from a first build's tree), plus a
+    // marker: still valid for installing, and recognisable afterwards.
+    let first = b.f.path("first").display().to_string();
+    succeeded(&create(
+        &b,
+        &cache(),
+        &["-t", "tar", "-o", &first, "debian-minimal"],
+    )?)?;
+    let x = b.f.path("x");
+    extract(&b.f.path("first.tar"), &x, &["./etc/apt/sources.list"])?;
+    let sources = format!(
+        "# dib-e2e apt-sources\n{}",
+        fs::read_to_string(x.join("etc/apt/sources.list"))?
+    );
+    let file =
+        b.f.file("sources.list", &sources, 0o644)
+            .display()
+            .to_string();
+    b.f.file("e/probe/element-deps", "apt-sources\n", 0o644);
+    let second = b.f.path("second").display().to_string();
+    let o = create_cmd(
+        &b,
+        &cache(),
+        &[
+            "-t",
+            "tar",
+            "-o",
+            &second,
+            "-p",
+            "less",
+            "debian-minimal",
+            "probe",
+        ],
+        &[("DIB_APT_SOURCES", &file)],
+    )
+    .output()?;
+    succeeded(&o)?;
+    let y = b.f.path("y");
+    extract(&b.f.path("second.tar"), &y, &["./etc/apt/sources.list"])?;
+    eq(
+        &fs::read_to_string(y.join("etc/apt/sources.list"))?,
+        &sources,
+        "the image's sources.list",
+    )?;
+    b.assert_clean()
+}
+
 fn a_warm_build_unpacks_the_cached_base() -> Result<(), Failed> {
     let b = Build::new();
     let cache = cache();
@@ -599,6 +648,10 @@ fn main() {
         (
             "framework_elements_do_their_job",
             framework_elements_do_their_job,
+        ),
+        (
+            "apt_sources_replaces_the_images_sources",
+            apt_sources_replaces_the_images_sources,
         ),
         (
             "the_debian_element_is_cloud_ready",

@@ -14,6 +14,7 @@ mod common;
 
 use std::fs;
 use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -333,6 +334,11 @@ fn tar_and_tgz_keep_owners_modes_and_xattrs() -> Result<(), Failed> {
     let o = cmd.output()?;
     succeeded(&o)?;
     for (file, gz) in [("img.tar", false), ("img.tgz", true)] {
+        let mode = fs::metadata(b.f.path("images").join(file))?
+            .permissions()
+            .mode()
+            & 0o777;
+        eq(&format!("{mode:o}"), "644", &format!("{file}'s mode"))?;
         let f = fs::File::open(b.f.path("images").join(file))?;
         let entries = if gz {
             tar_entries(flate2::read::GzDecoder::new(f))?

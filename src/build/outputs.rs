@@ -7,6 +7,7 @@
 //! existing output is moved aside with a timestamp, as DIB does, unless
 //! `OVERWRITE_OLD_IMAGE=1`.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +16,9 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::log::Log;
+
+/// Mode of a finished output.
+const OUTPUT_MODE: u32 = 0o644;
 
 /// Output types written from the tree (disk images land with issue #5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +75,10 @@ pub fn write_all(outputs: &[Output], tree: &Path, overwrite: bool, log: &Log) ->
             .with_context(|| format!("creating a temporary file in {dir:?}"))?
             .into_temp_path();
         write_one(out.kind, tree, &tmp)?;
+        // The temporary file was made 0600; an image is as readable as any
+        // file the user writes (umask 022).
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(OUTPUT_MODE))
+            .with_context(|| format!("setting the mode of {:?}", &*tmp))?;
         move_aside(&out.path, overwrite, log)?;
         tmp.persist(&out.path)
             .with_context(|| format!("renaming the finished output to {:?}", out.path))?;

@@ -154,20 +154,6 @@ impl FsType {
     }
 }
 
-/// The build phases, in order (SPEC §3).
-pub const PHASES: &[&str] = &[
-    "root",
-    "extra-data",
-    "pre-install",
-    "install",
-    "post-install",
-    "post-root",
-    "block-device",
-    "pre-finalise",
-    "finalise",
-    "cleanup",
-];
-
 /// A `break=` point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Breakpoint {
@@ -185,7 +171,7 @@ impl Breakpoint {
         }
         let phase_of = |p: &str| {
             let p = p.strip_suffix(".d").unwrap_or(p);
-            PHASES.iter().copied().find(|x| *x == p)
+            crate::phases::by_name(p).map(|ph| ph.name)
         };
         if let Some(p) = s.strip_prefix("before-") {
             return phase_of(p).map(Breakpoint::Before);
@@ -463,7 +449,7 @@ impl BuildConfig {
                     format!(
                         "break={spec:?}: {item:?} is not a break point; use before-<phase>, \
                          after-<phase> or after-error, where <phase> is one of {}",
-                        PHASES.join(", ")
+                        crate::phases::names()
                     )
                 })?;
                 breakpoints.push(bp);

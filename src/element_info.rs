@@ -1,7 +1,7 @@
 //! `element-info` output: the expanded element list, and the eval-able bash of
 //! `--env` that DIB's `disk-image-create` and many elements consume.
 //!
-//! The `--env` text matches DIB's `_output_env_vars` line for line (SPEC §2), so
+//! The `--env` text matches DIB's `_output_env_vars` line for line, so
 //! scripts written against DIB keep working; the differences are that the order
 //! is sorted (DIB's is a Python set's) and that names and paths needing quotes
 //! are quoted, where DIB would emit broken shell.

@@ -1,6 +1,6 @@
 //! What this version of dib can do yet.
 //!
-//! Every flag of SPEC §1 is parsed and validated from the start, but the work
+//! Every flag of DIB's disk-image-create is parsed and validated from the start, but the work
 //! behind many of them lands piece by piece. Rather than ignore a flag whose
 //! feature is missing, a build lists every such flag and fails before doing
 //! anything, naming what is missing and where it is tracked. When a feature
@@ -21,7 +21,7 @@ pub enum Feature {
     /// `-p` packages (through the image's install-packages) and `--offline`
     /// (honoured by the elements that download).
     Packages,
-    /// Building for another architecture (binfmt + qemu-user-static, issue #4).
+    /// Building for another architecture (binfmt + qemu-user-static).
     ForeignArch,
     /// Disk images: block devices, bootloader, image outputs (issue #5).
     DiskImages,
@@ -51,7 +51,7 @@ impl Feature {
             Feature::Phases => "the rootless phase runner, issue #3",
             Feature::TreeOutputs => "tree outputs, issue #4",
             Feature::Packages => "packages, issue #4",
-            Feature::ForeignArch => "foreign architectures, issue #4",
+            Feature::ForeignArch => "foreign architectures, no issue yet",
             Feature::DiskImages => "bootable disk images, issue #5",
             Feature::Helper => "the dib-helper backend, issue #6",
             Feature::Ramdisks => "ramdisks, issue #7",

@@ -1,4 +1,4 @@
-//! The merged hook tree (`$TMP_HOOKS_PATH`, SPEC §3).
+//! The merged hook tree (`$TMP_HOOKS_PATH`, docs/elements.md).
 //!
 //! Every sub-directory of every element (except `tests/`) is merged into one
 //! tree: `install.d/10-foo` of element a and `install.d/20-bar` of element b

@@ -15,4 +15,5 @@ pub mod hooks;
 pub mod lint;
 pub mod logging;
 pub mod packages;
+pub mod phases;
 pub mod runparts;

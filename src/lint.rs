@@ -1,4 +1,4 @@
-//! `dib lint`: check elements against the conventions of SPEC §8.
+//! `dib lint`: check elements against the element conventions (docs/elements.md).
 //!
 //! Like DIB's `dib-lint`, each finding names a file (and line) and a check;
 //! a file opts out of checks with a comment `# dib-lint: disable=check,check`.
@@ -18,21 +18,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use crate::elements::parse_name_list;
+use crate::phases::PHASES;
 use crate::runparts::valid_script_name;
 
-/// Phase directories, in build order (SPEC §3).
-pub const PHASE_DIRS: &[&str] = &[
-    "root.d",
-    "extra-data.d",
-    "pre-install.d",
-    "install.d",
-    "post-install.d",
-    "post-root.d",
-    "block-device.d",
-    "pre-finalise.d",
-    "finalise.d",
-    "cleanup.d",
-];
 /// Other `.d` directories the core or the ramdisk elements read.
 pub const OTHER_D_DIRS: &[&str] = &["environment.d", "init.d", "binary-deps.d", "udev.d"];
 /// Sub-directories copied verbatim into images: not style-checked.
@@ -139,9 +127,9 @@ fn has_element_markers(dir: &Path) -> bool {
     .any(|n| dir.join(n).is_file())
         || ["bin", "static"]
             .iter()
-            .chain(PHASE_DIRS)
             .chain(OTHER_D_DIRS)
             .any(|n| dir.join(n).is_dir())
+        || PHASES.iter().any(|p| dir.join(p.dir()).is_dir())
 }
 
 fn readme(dir: &Path) -> Option<PathBuf> {
@@ -175,7 +163,7 @@ pub fn lint_element(dir: &Path) -> Result<Vec<Finding>> {
         if !meta.is_dir() {
             continue;
         }
-        if PHASE_DIRS.contains(&name.as_str()) {
+        if PHASES.iter().any(|p| p.dir() == name) {
             lint_phase_dir(&path, name == "install.d", &mut out)?;
         } else if name.ends_with(".d") && !OTHER_D_DIRS.contains(&name.as_str()) {
             out.push(finding(
@@ -184,7 +172,11 @@ pub fn lint_element(dir: &Path) -> Result<Vec<Finding>> {
                 Check::Phase,
                 &format!(
                     "unknown directory '{name}': nothing runs it; phase directories are {}",
-                    PHASE_DIRS.join(", ")
+                    PHASES
+                        .iter()
+                        .map(|p| p.dir())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }

@@ -1,4 +1,4 @@
-//! Package lists of elements: `package-installs.yaml` and `pkg-map` (SPEC §4).
+//! Package lists of elements: `package-installs.yaml` and `pkg-map`.
 //!
 //! DIB squashes every element's `package-installs.yaml` into one list per
 //! phase inside the build, after `environment.d` has set the distribution

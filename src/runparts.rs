@@ -1,6 +1,6 @@
 //! The run-parts planner: which files of a phase directory run, in what order.
 //!
-//! Mirrors DIB's `dib-run-parts` (SPEC §3): only regular executable files
+//! Mirrors DIB's `dib-run-parts`: only regular executable files
 //! (symlinks to such files count) directly in the directory, whose names match
 //! `^[0-9A-Za-z_-]+$`, run; everything else is skipped with a reason. Order is
 //! `LC_ALL=C sort -n`: numeric on the leading number, names without one count

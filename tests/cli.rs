@@ -373,6 +373,57 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
 }
 
 #[test]
+fn create_checks_package_lists_before_building() {
+    let f = Fixture::new();
+    let ep = tree(&f, "e").display().to_string();
+    f.file(
+        "e/app/package-installs.yaml",
+        "vim:\n  phase: finalise.d\n",
+        0o644,
+    );
+    let o = dib(
+        &[
+            "create",
+            "--image-cache",
+            "/tmp/x",
+            "-t",
+            "tar",
+            "os",
+            "app",
+        ],
+        &[("ELEMENTS_PATH", &ep)],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).ends_with(
+            "dib: error: package-installs.yaml of element 'app', package 'vim', key 'phase': \
+             \"finalise.d\" is not one of pre-install.d, install.d, post-install.d\n"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    f.file("e/app/package-installs.yaml", "vim:\n", 0o644);
+    f.file("e/lib/pkg-map", "{not json", 0o644);
+    let o = dib(
+        &[
+            "create",
+            "--image-cache",
+            "/tmp/x",
+            "-t",
+            "tar",
+            "os",
+            "app",
+        ],
+        &[("ELEMENTS_PATH", &ep)],
+    );
+    assert!(
+        stderr(&o).contains("dib: error: pkg-map of element 'lib' is not valid pkg-map JSON"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn create_reports_hook_conflicts() {
     let f = Fixture::new();
     let ep = tree(&f, "e").display().to_string();

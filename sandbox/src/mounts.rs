@@ -171,8 +171,9 @@ pub fn mounts_under(dir: &Path, mountinfo: &str) -> Vec<PathBuf> {
         .map(|p| PathBuf::from(unescape_mountinfo(p)))
         .filter(|p| p.starts_with(dir))
         .collect();
+    // Deepest first; a path listed twice has two mounts stacked there and
+    // needs two unmounts, so duplicates stay.
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
     found
 }
 

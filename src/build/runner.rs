@@ -1,4 +1,4 @@
-//! pid 1 of a build: the phases of SPEC §3, run inside the sandbox.
+//! pid 1 of a build: the phases (docs/elements.md), run inside the sandbox.
 //!
 //! Layout of the build directory (as DIB's): `built/` holds the image tree
 //! (`TARGET_ROOT` of root.d and cleanup.d), `mnt/` is the same tree through a
@@ -28,40 +28,10 @@ use dib_sandbox::mounts::{bind, mount_tmpfs, ChrootMounts, IN_TARGET};
 
 use super::job::{BreakAt, BuildJob};
 use super::log::Log;
+use crate::phases::{Phase, PHASES};
 use crate::runparts::{plan_dir, plan_environment, read_entries};
 
-/// One phase: its name, whether it runs chrooted into the tree, and whether
-/// hooks get `TARGET_ROOT`.
-#[derive(Debug, Clone, Copy)]
-pub struct Phase {
-    pub name: &'static str,
-    pub chroot: bool,
-    pub target_root: bool,
-}
-
-const fn phase(name: &'static str, chroot: bool, target_root: bool) -> Phase {
-    Phase {
-        name,
-        chroot,
-        target_root,
-    }
-}
-
-/// The phases, in order (SPEC §3).
-pub const PHASES: [Phase; 10] = [
-    phase("root", false, true),
-    phase("extra-data", false, false),
-    phase("pre-install", true, false),
-    phase("install", true, false),
-    phase("post-install", true, false),
-    phase("post-root", false, false),
-    phase("block-device", false, false),
-    phase("pre-finalise", false, false),
-    phase("finalise", true, false),
-    phase("cleanup", false, true),
-];
-
-/// `PATH` inside the chroot (SPEC §3).
+/// `PATH` inside the chroot.
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Lines of a failed script's output repeated in the error.
 const TAIL_LINES: usize = 20;
@@ -235,7 +205,7 @@ impl InTarget {
 }
 
 /// The host's resolv.conf in the tree for the build, the image's own put
-/// back afterwards (SPEC §3).
+/// back afterwards.
 struct ResolvConf {
     path: PathBuf,
     saved: Option<PathBuf>,
@@ -317,7 +287,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// The environment of a phase's hooks (SPEC §3).
+    /// The environment of a phase's hooks.
     fn env(&self, phase: Phase) -> BTreeMap<String, String> {
         let mut env = self.job.env.clone();
         let b = &self.job.build_dir;
@@ -633,7 +603,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// `-p`: the image's install-packages, after install.d (SPEC §1).
+    /// `-p`: the image's install-packages, after install.d, as DIB's -p.
     fn install_packages(&self, phase: Phase) -> Result<(), Stop> {
         const TOOL: &str = "usr/local/sbin/install-packages";
         let present = dib_sandbox::mounts::inside(&self.mnt, "usr/local/sbin")

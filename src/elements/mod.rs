@@ -5,7 +5,7 @@
 //! lazily by [`resolve`] for the elements that end up in the closure, so a
 //! broken element elsewhere on the path never breaks an unrelated build.
 //!
-//! Mirrors DIB's `element_dependencies.py` (SPEC §2): the first path entry that
+//! Mirrors DIB's `element_dependencies.py`: the first path entry that
 //! has a name wins and a shadowed copy is reported; the shipped tree is always
 //! searched last.
 

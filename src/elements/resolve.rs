@@ -1,4 +1,4 @@
-//! Dependency expansion: the element closure of a build (SPEC §2).
+//! Dependency expansion: the element closure of a build.
 //!
 //! DIB walks `element-deps` breadth-first and treats a name as virtual only if
 //! an element providing it was reached *earlier* in that walk; otherwise it looks
@@ -162,7 +162,7 @@ pub fn resolve(
     Ok(Resolution { elements, provided })
 }
 
-/// The errors of SPEC §2, in a fixed order so the first message is stable.
+/// The expansion errors (docs/elements.md), in a fixed order so the first message is stable.
 fn check(
     set: &ElementSet,
     walk: &Walk,

@@ -405,18 +405,8 @@ impl Ctx<'_> {
             self.log
                 .status(format!("{}.d: {name} ({element})", phase.name));
             let started = Instant::now();
-            let (status, tail) = self.run_logged(cmd, &rel)?;
+            self.run_logged(cmd, &format!("{rel} of element '{element}'"))?;
             timings.push((name.to_string(), element.clone(), started.elapsed()));
-            reap_zombies();
-            self.check_stopped()?;
-            if !status.success() {
-                kill_all_and_reap();
-                return Err(failed(
-                    format!("{rel} of element '{element}'"),
-                    status,
-                    tail,
-                ));
-            }
         }
         // Whatever a hook left running (a daemon) ends with its phase.
         kill_all_and_reap();
@@ -424,13 +414,11 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Spawn `cmd` with stdout and stderr into one pipe, log each line, and
-    /// return its status and the last lines it printed.
-    fn run_logged(
-        &self,
-        mut cmd: Command,
-        what: &str,
-    ) -> Result<(std::process::ExitStatus, Vec<String>)> {
+    /// Spawn `cmd` with stdout and stderr into one pipe and log each line;
+    /// then reap orphans and stop on a stop signal. A non-zero exit is a
+    /// failure naming `what`, with the last lines it printed, and takes
+    /// down whatever it left running.
+    fn run_logged(&self, mut cmd: Command, what: &str) -> Result<(), Stop> {
         let (reader, writer) = std::io::pipe().context("creating an output pipe")?;
         let writer2 = writer.try_clone().context("creating an output pipe")?;
         cmd.stdout(writer).stderr(writer2);
@@ -478,7 +466,13 @@ impl Ctx<'_> {
             .lock()
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default();
-        Ok((status, tail))
+        reap_zombies();
+        self.check_stopped()?;
+        if !status.success() {
+            kill_all_and_reap();
+            return Err(failed(what.to_string(), status, tail));
+        }
+        Ok(())
     }
 
     /// The environment hooks see once `environment.d` is sourced (outside
@@ -628,16 +622,7 @@ impl Ctx<'_> {
             .envs(self.env(phase))
             .stdin(Stdio::null());
         chrooted(&mut cmd, &self.mnt).map_err(anyhow::Error::from)?;
-        let (status, tail) = self.run_logged(cmd, "install-packages (-p)")?;
-        reap_zombies();
-        self.check_stopped()?;
-        if !status.success() {
-            return Err(failed(
-                "installing the -p packages".to_string(),
-                status,
-                tail,
-            ));
-        }
+        self.run_logged(cmd, "installing the -p packages")?;
         kill_all_and_reap();
         Ok(())
     }

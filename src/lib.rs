@@ -4,6 +4,7 @@
 //! hook tree, phases, plans) and never changes what the process may do; that
 //! is the job of the `dib-sandbox` crate. See docs/ARCHITECTURE.md.
 
+pub mod blockdev;
 pub mod build;
 pub mod cli;
 pub mod commands;

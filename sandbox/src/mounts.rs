@@ -21,6 +21,9 @@ use crate::ns::SandboxError;
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// Where the hook tree appears inside the chroot (DIB's path).
 pub const IN_TARGET: &str = "tmp/in_target.d";
+/// Where the directory holding the disk image appears in the chroot
+/// (finalise.d writes the bootloader into the image file there).
+pub const IMAGE_IN_TARGET: &str = "tmp/dib-image.d";
 
 fn err(what: String) -> impl FnOnce(nix::errno::Errno) -> SandboxError {
     move |e| SandboxError::Io {
@@ -224,21 +227,40 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), SandboxError> {
 pub struct ChrootMounts {
     target: PathBuf,
     mounted: Vec<PathBuf>,
-    made_in_target: bool,
+    /// Mount points this made in the tree, removed afterwards.
+    made: Vec<&'static str>,
 }
 
 impl ChrootMounts {
     /// Prepare `target` for a chroot phase, with `hooks` visible read-only at
-    /// /tmp/in_target.d.
-    pub fn setup(target: &Path, hooks: &Path) -> Result<ChrootMounts, SandboxError> {
+    /// /tmp/in_target.d and, if given, the directory `image` read-write at
+    /// /tmp/dib-image.d.
+    pub fn setup(
+        target: &Path,
+        hooks: &Path,
+        image: Option<&Path>,
+    ) -> Result<ChrootMounts, SandboxError> {
         let mut m = ChrootMounts {
             target: target.to_path_buf(),
             mounted: Vec::new(),
-            made_in_target: false,
+            made: Vec::new(),
         };
         // On error, drop undoes what was done so far.
         m.mount_all(hooks)?;
+        if let Some(image) = image {
+            let at = m.mount_point(IMAGE_IN_TARGET)?;
+            bind(image, &at, false)?;
+            m.mounted.push(at);
+        }
         Ok(m)
+    }
+
+    /// `target/rel` as a mount point, remembered for removal if made here.
+    fn mount_point(&mut self, rel: &'static str) -> Result<PathBuf, SandboxError> {
+        if !self.target.join(rel).exists() {
+            self.made.push(rel);
+        }
+        self.dir(rel)
     }
 
     /// `target/rel` as a directory, created if missing. Every component must
@@ -298,8 +320,7 @@ impl ChrootMounts {
         )?;
         self.mounted.push(shm);
 
-        self.made_in_target = !self.target.join(IN_TARGET).exists();
-        let in_target = self.dir(IN_TARGET)?;
+        let in_target = self.mount_point(IN_TARGET)?;
         bind(hooks, &in_target, true)?;
         self.mounted.push(in_target.clone());
         read_only_recursive(&in_target)?;
@@ -324,10 +345,9 @@ impl ChrootMounts {
                 });
             }
         }
-        if self.made_in_target {
-            self.made_in_target = false;
+        for rel in std::mem::take(&mut self.made) {
             // Only if the path still leads to a real directory in the tree.
-            if let Ok(p) = inside(&self.target, IN_TARGET) {
+            if let Ok(p) = inside(&self.target, rel) {
                 let _ = fs::remove_dir(p);
             }
         }

@@ -44,9 +44,10 @@ pub struct BuildJob {
     pub quiet: bool,
     /// What to write from the finished tree (empty with `no-final-image`).
     pub outputs: Vec<super::outputs::Output>,
-    /// `OVERWRITE_OLD_IMAGE=1`: replace an existing output instead of moving
-    /// it aside.
-    pub overwrite: bool,
+    /// How outputs are written (overwrite, compression, checksums).
+    pub output_settings: super::outputs::Settings,
+    /// The block-device configuration, when an output is a disk image.
+    pub disk: Option<crate::blockdev::DiskJob>,
     /// `-p`: installed with the image's `install-packages` after install.d.
     pub packages: Vec<String>,
     /// The element set with real paths, for files read per element

@@ -72,6 +72,27 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
     } else {
         Vec::new()
     };
+    // The block-device configuration is read and checked here, before
+    // anything runs, when an output needs a disk image.
+    let disk = if outputs.iter().any(|o| o.kind.from_disk()) {
+        let elements: Vec<(String, std::path::PathBuf)> = resolution
+            .elements
+            .iter()
+            .map(|e| (e.name.clone(), e.path.clone()))
+            .collect();
+        let (block_config, origin) = crate::blockdev::select(
+            config.block_device_config.as_deref(),
+            &elements,
+            config.arch.as_str(),
+        )?;
+        Some(crate::blockdev::DiskJob {
+            config: block_config,
+            origin,
+            options: disk_options(config)?,
+        })
+    } else {
+        None
+    };
     for out in &outputs {
         if let Some(dir) = out.path.parent() {
             std::fs::create_dir_all(dir)
@@ -139,7 +160,17 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         final_image,
         quiet: config.quiet,
         outputs,
-        overwrite: config.overwrite_old_image,
+        output_settings: outputs::Settings {
+            overwrite: config.overwrite_old_image,
+            compress: config.compress,
+            qemu_img_options: config
+                .qemu_img_options
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            checksum: config.checksum,
+        },
+        disk,
         packages: config.packages.clone(),
         elements: resolution
             .elements
@@ -179,6 +210,32 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         0 => Ok(()),
         code => Err(Reported(code).into()),
     }
+}
+
+/// The layout settings from the command line and environment.
+fn disk_options(config: &BuildConfig) -> Result<crate::blockdev::Options> {
+    use crate::blockdev::config::FsKind;
+    let fs_type = FsKind::parse(config.fs_type.as_str()).with_context(|| {
+        format!(
+            "FS_TYPE {} is not a filesystem dib builds",
+            config.fs_type.as_str()
+        )
+    })?;
+    Ok(crate::blockdev::Options {
+        image_size: config
+            .image_size_gb
+            .map(|gb| (gb * (1u64 << 30) as f64).ceil() as u64),
+        extra_size: config.image_extra_size_mb.unwrap_or(0) << 20,
+        fs_type,
+        root_label: config.root_label.clone(),
+        journal: config.mkfs_journal_size_mb.map(|mb| mb << 20),
+        mkfs_options: config
+            .mkfs_options
+            .as_deref()
+            .map(|o| o.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
+        max_online_resize: config.max_online_resize.map(|blocks| blocks * 4096),
+    })
 }
 
 /// `dib __sandbox-supervise`: the supervisor inside the new namespaces.

@@ -5,7 +5,8 @@
 //! renamed into place only when complete, so a failed or interrupted build
 //! never leaves a half-written image under the name a user expects. An
 //! existing output is moved aside with a timestamp, as DIB does, unless
-//! `OVERWRITE_OLD_IMAGE=1`.
+//! `OVERWRITE_OLD_IMAGE=1`. Disk images come from the image file the
+//! block-device step wrote (qemu-img), tree outputs from the final tree.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -20,11 +21,21 @@ use super::log::Log;
 /// Mode of a finished output.
 const OUTPUT_MODE: u32 = 0o644;
 
-/// Output types written from the tree (disk images land with issue #5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Output types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
+    /// The final tree as a tar archive.
     Tar,
     Tgz,
+    /// The final tree as a squashfs filesystem.
+    Squashfs,
+    /// The disk image as is.
+    Raw,
+    Qcow2,
+    /// VHD (qemu-img's `vpc`).
+    Vhd,
+    /// Any other format `qemu-img convert -O` writes.
+    Qemu(String),
 }
 
 impl Kind {
@@ -33,15 +44,30 @@ impl Kind {
         match t {
             "tar" => Some(Kind::Tar),
             "tgz" => Some(Kind::Tgz),
+            "squashfs" => Some(Kind::Squashfs),
+            "raw" => Some(Kind::Raw),
+            "qcow2" => Some(Kind::Qcow2),
+            "vhd" => Some(Kind::Vhd),
+            t if crate::config::QEMU_FORMATS.contains(&t) => Some(Kind::Qemu(t.to_string())),
             _ => None,
         }
     }
 
-    fn extension(self) -> &'static str {
+    fn extension(&self) -> &str {
         match self {
             Kind::Tar => "tar",
             Kind::Tgz => "tgz",
+            Kind::Squashfs => "squashfs",
+            Kind::Raw => "raw",
+            Kind::Qcow2 => "qcow2",
+            Kind::Vhd => "vhd",
+            Kind::Qemu(f) => f,
         }
+    }
+
+    /// Whether the output is made from the disk image (else from the tree).
+    pub fn from_disk(&self) -> bool {
+        matches!(self, Kind::Raw | Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_))
     }
 }
 
@@ -61,36 +87,186 @@ impl Output {
     }
 }
 
-/// Write every output from `tree`.
-pub fn write_all(outputs: &[Output], tree: &Path, overwrite: bool, log: &Log) -> Result<()> {
-    for out in outputs {
-        // A random name beside the output (pid 1's process id is 1 in every
-        // build, so it cannot tell two builds apart); removed on any error.
-        let dir = out.path.parent().unwrap_or(Path::new("."));
-        let name = out.path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".dib-partial")
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a temporary file in {dir:?}"))?
-            .into_temp_path();
-        write_one(out.kind, tree, &tmp)?;
-        // The temporary file was made 0600; an image is as readable as any
-        // file the user writes (umask 022).
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(OUTPUT_MODE))
-            .with_context(|| format!("setting the mode of {:?}", &*tmp))?;
-        move_aside(&out.path, overwrite, log)?;
-        tmp.persist(&out.path)
-            .with_context(|| format!("renaming the finished output to {:?}", out.path))?;
-        log.line(&format!("wrote {}", out.path.display()));
+/// How outputs are written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `OVERWRITE_OLD_IMAGE=1`: replace instead of moving aside.
+    pub overwrite: bool,
+    /// qcow2 compressed (not `-u`).
+    pub compress: bool,
+    /// `--qemu-img-options`, as `k=v` items.
+    pub qemu_img_options: Vec<String>,
+    /// `--checksum`: `.md5` and `.sha256` beside each output.
+    pub checksum: bool,
+}
+
+/// Write `outputs`, each from `tree` or `image` as its kind needs, in
+/// parallel (each is its own process; qcow2 compression is itself
+/// multi-threaded).
+pub fn write_all(
+    outputs: &[&Output],
+    tree: &Path,
+    image: Option<&Path>,
+    settings: &Settings,
+    log: &Log,
+) -> Result<()> {
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = outputs
+            .iter()
+            .map(|out| s.spawn(move || write_output(out, tree, image, settings, log)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an output writer panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+fn write_output(
+    out: &Output,
+    tree: &Path,
+    image: Option<&Path>,
+    settings: &Settings,
+    log: &Log,
+) -> Result<()> {
+    // A random name beside the output (pid 1's process id is 1 in every
+    // build, so it cannot tell two builds apart); removed on any error.
+    let tmp = partial(&out.path)?;
+    if out.kind.from_disk() {
+        let image = image.context("a disk image output needs a disk image (internal error)")?;
+        convert(&out.kind, image, &tmp, settings)?;
+    } else {
+        write_tree(&out.kind, tree, &tmp)?;
     }
+    // The temporary file was made 0600; an image is as readable as any
+    // file the user writes (umask 022).
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(OUTPUT_MODE))
+        .with_context(|| format!("setting the mode of {:?}", &*tmp))?;
+    let sums = if settings.checksum {
+        checksums(&tmp, &out.path)?
+    } else {
+        Vec::new()
+    };
+    move_aside(&out.path, settings.overwrite, log)?;
+    tmp.persist(&out.path)
+        .with_context(|| format!("renaming the finished output to {:?}", out.path))?;
+    for (sum_tmp, sum_path) in sums {
+        move_aside(&sum_path, settings.overwrite, log)?;
+        sum_tmp
+            .persist(&sum_path)
+            .with_context(|| format!("renaming {sum_path:?} into place"))?;
+    }
+    log.line(&format!("wrote {}", out.path.display()));
     Ok(())
 }
 
-/// The tree as a tar archive: numeric owners, modes, xattrs and ACLs kept,
+/// A temporary file beside `path`, removed unless persisted.
+fn partial(path: &Path) -> Result<tempfile::TempPath> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    Ok(tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".dib-partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {dir:?}"))?
+        .into_temp_path())
+}
+
+/// `<output>.md5` and `<output>.sha256` in md5sum's format, as temporary
+/// files to rename beside the output.
+fn checksums(file: &Path, named: &Path) -> Result<Vec<(tempfile::TempPath, PathBuf)>> {
+    use md5::Digest as _;
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(file).with_context(|| format!("reading {file:?}"))?;
+    let mut md5 = md5::Md5::new();
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {file:?}"))?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+        sha.update(&buf[..n]);
+    }
+    let name = named.file_name().unwrap_or_default().to_string_lossy();
+    let mut out = Vec::new();
+    for (ext, hex) in [
+        ("md5", hex(&md5.finalize())),
+        ("sha256", hex(&sha.finalize())),
+    ] {
+        let path = PathBuf::from(format!("{}.{ext}", named.display()));
+        let tmp = partial(&path)?;
+        std::fs::write(&tmp, format!("{hex}  {name}\n"))
+            .with_context(|| format!("writing {path:?}"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(OUTPUT_MODE))?;
+        out.push((tmp, path));
+    }
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The disk image in another format, with qemu-img (or a sparse copy for raw).
+fn convert(kind: &Kind, image: &Path, to: &Path, settings: &Settings) -> Result<()> {
+    if *kind == Kind::Raw {
+        let mut cmd = Command::new("cp");
+        cmd.args(["--sparse=always", "--reflink=auto"])
+            .arg(image)
+            .arg(to);
+        return run(cmd, "coreutils", to);
+    }
+    let mut cmd = Command::new("qemu-img");
+    // -W with several coroutines: blocks are converted (and compressed) in
+    // parallel, not on one core.
+    cmd.args(["convert", "-q", "-f", "raw", "-W", "-m", "16"]);
+    let mut options = settings.qemu_img_options.clone();
+    match kind {
+        Kind::Qcow2 => {
+            cmd.args(["-O", "qcow2"]);
+            if settings.compress {
+                cmd.arg("-c");
+            }
+        }
+        Kind::Vhd => {
+            cmd.args(["-O", "vpc"]);
+            // The virtual size exactly the image's, not rounded to a CHS
+            // geometry.
+            if !options.iter().any(|o| o.starts_with("force_size")) {
+                options.push("force_size=on".into());
+            }
+        }
+        Kind::Qemu(f) => {
+            cmd.args(["-O", f]);
+        }
+        _ => unreachable!("tree outputs are not converted"),
+    }
+    if !options.is_empty() {
+        cmd.args(["-o", &options.join(",")]);
+    }
+    cmd.arg(image).arg(to);
+    run(cmd, "qemu-utils", to)
+}
+
+/// The tree as a tar archive (numeric owners, modes, xattrs and ACLs kept,
 /// sparse files stored sparse, entries sorted so the same tree gives the
-/// same archive order.
-fn write_one(kind: Kind, tree: &Path, to: &Path) -> Result<()> {
+/// same archive order) or a squashfs.
+fn write_tree(kind: &Kind, tree: &Path, to: &Path) -> Result<()> {
+    if *kind == Kind::Squashfs {
+        let mut cmd = Command::new("mksquashfs");
+        cmd.arg(tree)
+            .arg(to)
+            .args(["-noappend", "-comp", "xz", "-no-progress", "-quiet"]);
+        return run(cmd, "squashfs-tools", to);
+    }
     let mut cmd = Command::new("tar");
     cmd.args([
         "--numeric-owner",
@@ -103,14 +279,21 @@ fn write_one(kind: Kind, tree: &Path, to: &Path) -> Result<()> {
     .arg("-C")
     .arg(tree);
     match kind {
-        Kind::Tar => cmd.arg("-cf"),
         Kind::Tgz => cmd.arg("-czf"),
+        _ => cmd.arg("-cf"),
     };
     cmd.arg(to).arg(".");
-    let out = cmd.output().context("running tar (Debian package tar)")?;
+    run(cmd, "tar", to)
+}
+
+fn run(mut cmd: Command, package: &str, to: &Path) -> Result<()> {
+    let prog = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {prog} (Debian package {package})"))?;
     if !out.status.success() {
         bail!(
-            "tar failed writing {} ({}): {}",
+            "{prog} failed writing {} ({}): {}",
             to.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()

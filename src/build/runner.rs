@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use dib_sandbox::init::{chrooted, exit_code, kill_all_and_reap, reap_zombies};
-use dib_sandbox::mounts::{bind, mount_tmpfs, ChrootMounts, IN_TARGET};
+use dib_sandbox::mounts::{bind, mount_tmpfs, ChrootMounts, IMAGE_IN_TARGET, IN_TARGET};
 
 use super::job::{BreakAt, BuildJob};
 use super::log::Log;
@@ -94,7 +94,7 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
     fs::set_permissions(&sudo, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("chmod {sudo:?}"))?;
 
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         job,
         log,
         stopped,
@@ -102,6 +102,7 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
         mnt,
         hooks,
         bin,
+        disk: None,
     };
     let mut chroot: Option<InTarget> = None;
     for phase in PHASES {
@@ -129,6 +130,11 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
             ctx.install_packages(phase)?;
         }
         ctx.break_at(&BreakAt::After(phase.name.to_string()), phase)?;
+        if phase.name == "block-device" && job.final_image {
+            if let Some(disk) = &job.disk {
+                ctx.disk = Some(ctx.prepare_disk(disk)?);
+            }
+        }
         if phase.name == "root" && dir_is_empty(&ctx.built)? {
             return Err(Stop::Failed(anyhow::anyhow!(
                 "Failed to deploy the root element: root.d left TARGET_ROOT empty; \
@@ -141,7 +147,7 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
     }
     ctx.check_stopped()?;
     if job.final_image {
-        super::outputs::write_all(&job.outputs, &ctx.built, job.overwrite, log)?;
+        ctx.write_outputs()?;
     } else {
         log.line("no-final-image: the build ends here, without an image");
     }
@@ -182,7 +188,20 @@ struct Ctx<'a> {
     mnt: PathBuf,
     hooks: PathBuf,
     bin: PathBuf,
+    /// The disk image, once the block-device step has laid it out.
+    disk: Option<Disk>,
 }
+
+/// A disk image being built: its layout and its file.
+struct Disk {
+    layout: crate::blockdev::Layout,
+    /// The directory holding it (bound into the chroot for finalise.d).
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+/// The image file's name in its directory.
+const IMAGE_FILE: &str = "disk.raw";
 
 /// The chroot's mounts plus the resolv.conf swap, for a run of chroot phases.
 struct InTarget {
@@ -192,7 +211,9 @@ struct InTarget {
 
 impl InTarget {
     fn enter(ctx: &Ctx<'_>) -> Result<InTarget> {
-        let mounts = ChrootMounts::setup(&ctx.mnt, &ctx.hooks).context("preparing the chroot")?;
+        let image = ctx.disk.as_ref().map(|d| d.dir.as_path());
+        let mounts =
+            ChrootMounts::setup(&ctx.mnt, &ctx.hooks, image).context("preparing the chroot")?;
         let resolv = ResolvConf::install(&ctx.mnt)?;
         Ok(InTarget { mounts, resolv })
     }
@@ -318,6 +339,14 @@ impl Ctx<'_> {
                 "PATH",
                 format!("{}:{host_path}", self.bin.display()),
             );
+        }
+        if let Some(disk) = &self.disk {
+            let file = if phase.chroot {
+                Path::new("/").join(IMAGE_IN_TARGET).join(IMAGE_FILE)
+            } else {
+                disk.file.clone()
+            };
+            env.extend(crate::blockdev::hook_env(&disk.layout, &file));
         }
         if phase.target_root {
             set(&mut env, "TARGET_ROOT", self.built.display().to_string());
@@ -624,6 +653,101 @@ impl Ctx<'_> {
         chrooted(&mut cmd, &self.mnt).map_err(anyhow::Error::from)?;
         self.run_logged(cmd, "installing the -p packages")?;
         kill_all_and_reap();
+        Ok(())
+    }
+
+    /// Lay out the disk image from the tree as it is now, create the image
+    /// file with its partition table, and write `/etc/fstab` (and the mount
+    /// points) into the tree, for finalise.d to see.
+    fn prepare_disk(&self, disk: &crate::blockdev::DiskJob) -> Result<Disk, Stop> {
+        use crate::blockdev::{layout, offline};
+        let started = Instant::now();
+        let points: Vec<String> = disk
+            .config
+            .filesystems
+            .iter()
+            .filter_map(|f| f.mount_point.clone())
+            .collect();
+        let usage = offline::measure(&self.built, &points).context("measuring the tree")?;
+        let layout = layout::plan(&disk.config, &disk.options, &usage, &mut layout::RandomIds)
+            .with_context(|| format!("laying out the image ({})", disk.origin))?;
+        let dir = self.job.build_dir.join("image");
+        fs::create_dir(&dir).with_context(|| format!("creating {dir:?}"))?;
+        let file = dir.join(IMAGE_FILE);
+        offline::create(&file, &layout)?;
+        let etc = dib_sandbox::mounts::inside(&self.built, "etc").context("writing /etc/fstab")?;
+        fs::create_dir_all(&etc).with_context(|| format!("creating {etc:?}"))?;
+        let fstab = etc.join("fstab");
+        // Replaced, not written through: a symlinked fstab must not lead out.
+        let _ = fs::remove_file(&fstab);
+        fs::write(&fstab, layout.fstab()).with_context(|| format!("writing {fstab:?}"))?;
+        for p in layout
+            .filesystems
+            .iter()
+            .filter_map(|f| f.mount_point.as_deref())
+        {
+            let d = dib_sandbox::mounts::inside(&self.built, p.trim_start_matches('/'))
+                .with_context(|| format!("creating the mount point {p}"))?;
+            fs::create_dir_all(&d).with_context(|| format!("creating {d:?}"))?;
+        }
+        let mut summary = format!(
+            "block device ({}): {} image, {}",
+            disk.origin,
+            crate::blockdev::layout::human(layout.size),
+            layout.label.map_or("no partition table", |l| l.as_str())
+        );
+        for f in &layout.filesystems {
+            summary.push_str(&format!(
+                "; {} {} {} UUID {}",
+                f.mount_point.as_deref().unwrap_or("-"),
+                f.kind,
+                crate::blockdev::layout::human(f.size),
+                f.uuid
+            ));
+        }
+        self.log.line(&summary);
+        self.log.line(&format!(
+            "laid out the image in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Disk { layout, dir, file })
+    }
+
+    /// Every output: tree outputs from the final tree, then the filesystems
+    /// built into the image file and the disk outputs converted from it.
+    fn write_outputs(&self) -> Result<(), Stop> {
+        let job = self.job;
+        let (from_disk, from_tree): (Vec<_>, Vec<_>) =
+            job.outputs.iter().partition(|o| o.kind.from_disk());
+        let s = &job.output_settings;
+        if !from_tree.is_empty() {
+            super::outputs::write_all(&from_tree, &self.built, None, s, self.log)?;
+        }
+        self.check_stopped()?;
+        if from_disk.is_empty() {
+            return Ok(());
+        }
+        let disk = self
+            .disk
+            .as_ref()
+            .context("no disk image was laid out (internal error)")?;
+        let started = Instant::now();
+        self.log.status("writing the filesystems".to_string());
+        let scratch = job.build_dir.join("fs-aside");
+        fs::create_dir(&scratch).with_context(|| format!("creating {scratch:?}"))?;
+        crate::blockdev::offline::fill(&disk.file, &disk.layout, &self.built, &scratch)?;
+        self.log.line(&format!(
+            "wrote the filesystems in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        self.check_stopped()?;
+        let started = Instant::now();
+        self.log.status("converting the image".to_string());
+        super::outputs::write_all(&from_disk, &self.built, Some(&disk.file), s, self.log)?;
+        self.log.line(&format!(
+            "wrote the disk outputs in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
         Ok(())
     }
 

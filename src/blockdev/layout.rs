@@ -1,0 +1,604 @@
+//! From a [`Config`] and the tree's size to a [`Layout`]: the image size,
+//! every partition's place and every filesystem's offset, size, label and
+//! UUID. Pure arithmetic (SPEC §5's sizing), so both backends and the
+//! bootloader work from the same numbers, chosen before anything is written.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use super::config::{Config, FsKind, Fstab, Label, PartType, Size};
+
+const MIB: u64 = 1 << 20;
+const SECTOR: u64 = 512;
+/// The image and the root filesystem are rounded up to this.
+pub const ROUND: u64 = 64 << 10;
+/// Sectors GPT keeps at the end of the disk (backup entries and header).
+const GPT_TAIL: u64 = 33 * SECTOR;
+/// Smallest filesystem dib makes, whatever its contents.
+const MIN_FS: u64 = 16 * MIB;
+/// Bytes of content per byte of filesystem when sizing (DIB's `/ 0.6`).
+const FILL: f64 = 0.6;
+/// ext3/ext4 journal assumed when `--mkfs-journal-size` is not given.
+const DEFAULT_JOURNAL: u64 = 64 * MIB;
+/// Online-resize headroom of the root ext filesystem: 1 PiB.
+pub const DEFAULT_MAX_ONLINE_RESIZE: u64 = 1 << 50;
+
+/// The build's settings that shape the layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    /// `--image-size`, in bytes.
+    pub image_size: Option<u64>,
+    /// `--image-extra-size`, in bytes, added to the root filesystem.
+    pub extra_size: u64,
+    /// `FS_TYPE`: the root's type when the config does not say.
+    pub fs_type: FsKind,
+    /// `--root-label`: the root's label when the config does not say.
+    pub root_label: String,
+    /// `--mkfs-journal-size`, in bytes.
+    pub journal: Option<u64>,
+    /// `--mkfs-options`, for the root filesystem.
+    pub mkfs_options: Vec<String>,
+    /// `--max-online-resize`, in bytes.
+    pub max_online_resize: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedPartition {
+    pub name: String,
+    /// 1-based, as the kernel numbers them.
+    pub number: u32,
+    /// Byte offset and length in the image.
+    pub start: u64,
+    pub size: u64,
+    pub ptype: PartType,
+    pub boot: bool,
+    /// The GPT partition's unique GUID.
+    pub guid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedFs {
+    pub name: String,
+    pub kind: FsKind,
+    pub label: Option<String>,
+    /// Fixed before any build step: fstab, the bootloader and both backends
+    /// use it.
+    pub uuid: String,
+    pub opts: Vec<String>,
+    pub mount_point: Option<String>,
+    pub fstab: Option<Fstab>,
+    /// Byte offset and length in the image file.
+    pub offset: u64,
+    pub size: u64,
+    /// The partition number it lives in (`None`: the whole image).
+    pub partition: Option<u32>,
+    /// ext3/ext4 journal size, bytes (`None`: mkfs decides).
+    pub journal: Option<u64>,
+    /// ext: `-E resize=` in bytes.
+    pub max_online_resize: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// The image file's size in bytes.
+    pub size: u64,
+    pub label: Option<Label>,
+    /// GPT disk GUID, or the MBR disk signature as 8 hex digits.
+    pub disk_id: String,
+    pub partitions: Vec<PlacedPartition>,
+    pub filesystems: Vec<PlacedFs>,
+}
+
+impl Layout {
+    /// The filesystem mounted at `/`.
+    pub fn root(&self) -> &PlacedFs {
+        self.filesystems
+            .iter()
+            .find(|f| f.mount_point.as_deref() == Some("/"))
+            .expect("a layout always has a root (checked when parsing)")
+    }
+
+    /// Where GRUB's core image goes for BIOS boot: (first sector, sectors
+    /// available). MBR: the gap before the first partition; GPT: the
+    /// BIOS-boot partition. `None` when the layout cannot boot by BIOS.
+    pub fn bios_boot_area(&self) -> Option<(u64, u64)> {
+        match self.label? {
+            Label::Mbr => {
+                let first = self.partitions.iter().map(|p| p.start).min()?;
+                (first > SECTOR).then(|| (1, first / SECTOR - 1))
+            }
+            Label::Gpt => self
+                .partitions
+                .iter()
+                .find(|p| p.ptype == PartType::BiosBoot)
+                .map(|p| (p.start / SECTOR, p.size / SECTOR)),
+        }
+    }
+
+    /// `/etc/fstab` of the image: one line per filesystem with an fstab
+    /// node, by label when it has one (as DIB), else by UUID.
+    pub fn fstab(&self) -> String {
+        let mut out = String::from("# Written by dib from the block-device configuration.\n");
+        let mut fss: Vec<&PlacedFs> = self
+            .filesystems
+            .iter()
+            .filter(|f| f.fstab.is_some())
+            .collect();
+        // Parents before children, as mount order needs.
+        fss.sort_by_key(|f| {
+            f.mount_point.as_deref().map_or(usize::MAX, |p| {
+                p.matches('/').count() + usize::from(p != "/")
+            })
+        });
+        for f in fss {
+            let t = f.fstab.as_ref().expect("filtered");
+            let spec = match (&f.label, f.kind) {
+                (Some(l), k) if k != FsKind::Vfat => format!("LABEL={l}"),
+                _ => format!("UUID={}", f.uuid),
+            };
+            let point = f.mount_point.clone().unwrap_or_else(|| "none".into());
+            out.push_str(&format!(
+                "{spec} {point} {} {} {} {}\n",
+                f.kind, t.options, t.dump_freq, t.fsck_passno
+            ));
+        }
+        out
+    }
+}
+
+/// Bytes of content under each mount point (from [`super::measure`]).
+pub type Usage = BTreeMap<String, u64>;
+
+/// Random UUIDs for every filesystem and partition that has none: the only
+/// input of [`plan`] that is not deterministic, so tests pass their own.
+pub trait Ids {
+    fn uuid(&mut self) -> String;
+    fn vfat_id(&mut self) -> String;
+}
+
+/// Fresh random identifiers.
+#[derive(Debug, Default)]
+pub struct RandomIds;
+
+impl Ids for RandomIds {
+    fn uuid(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+    fn vfat_id(&mut self) -> String {
+        let b = uuid::Uuid::new_v4();
+        let b = b.as_bytes();
+        format!("{:02X}{:02X}-{:02X}{:02X}", b[0], b[1], b[2], b[3])
+    }
+}
+
+/// How big a filesystem with `content` bytes must be.
+fn need(kind: FsKind, content: u64, extra: u64, journal: Option<u64>) -> u64 {
+    let data = (content as f64 / FILL).ceil() as u64 + extra;
+    let j = match kind {
+        FsKind::Ext3 | FsKind::Ext4 => journal.unwrap_or(DEFAULT_JOURNAL),
+        _ => 0,
+    };
+    round_up(data + j, ROUND).max(MIN_FS)
+}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// Place everything. `usage` gives the content under each mount point.
+pub fn plan(config: &Config, opts: &Options, usage: &Usage, ids: &mut dyn Ids) -> Result<Layout> {
+    // What each filesystem must be, and which base (partition or disk) holds it.
+    struct Want {
+        kind: FsKind,
+        need: u64,
+    }
+    let mut wants: BTreeMap<&str, Want> = BTreeMap::new();
+    for fs in &config.filesystems {
+        let is_root = fs.mount_point.as_deref() == Some("/");
+        let kind = fs.kind.unwrap_or(opts.fs_type);
+        if matches!(kind, FsKind::Xfs | FsKind::Btrfs) {
+            bail!(
+                "filesystem '{}' is {kind}: the offline backend builds ext2/3/4, vfat and swap \
+                 (mkfs.{kind} cannot fill a filesystem from a tree without privilege); \
+                 use ext4, or the helper backend (--block-backend=helper, issue #6)",
+                fs.name
+            );
+        }
+        let content = fs
+            .mount_point
+            .as_ref()
+            .and_then(|p| usage.get(p))
+            .copied()
+            .unwrap_or(0);
+        let extra = if is_root { opts.extra_size } else { 0 };
+        let journal = if is_root { opts.journal } else { None };
+        let n = match kind {
+            FsKind::Swap => MIB,
+            FsKind::Vfat => {
+                round_up((content as f64 / FILL).ceil() as u64 + MIB, ROUND).max(MIB * 2)
+            }
+            _ => need(kind, content, extra, journal),
+        };
+        wants.insert(fs.base.as_str(), Want { kind, need: n });
+    }
+
+    let (size, label, parts) = match &config.table {
+        None => {
+            let want = wants
+                .get(config.disk.name.as_str())
+                .map_or(MIN_FS, |w| w.need);
+            let size = fixed_size(config, opts).unwrap_or(want);
+            if size < want {
+                bail!(
+                    "the image is {} but its filesystem needs {}: give a larger --image-size or none",
+                    human(size),
+                    human(want)
+                );
+            }
+            (size, None, Vec::new())
+        }
+        Some(table) => {
+            let fits = |total: u64| place(table, total);
+            let mut total = match fixed_size(config, opts) {
+                Some(s) => s,
+                None => {
+                    let mut t = table.align + GPT_TAIL + table.align;
+                    for p in &table.partitions {
+                        t += match p.size {
+                            Size::Bytes(b) => round_up(b, table.align),
+                            Size::Percent(_) => wants.get(p.name.as_str()).map_or(MIB, |w| w.need),
+                        } + table.align;
+                    }
+                    round_up(t, MIB)
+                }
+            };
+            let auto = fixed_size(config, opts).is_none();
+            let mut placed;
+            let mut tries = 0;
+            loop {
+                placed = fits(total)?;
+                let mut short = 0u64;
+                for (p, spec) in placed.iter().zip(&table.partitions) {
+                    let Some(w) = wants.get(p.name.as_str()) else {
+                        continue;
+                    };
+                    if p.size < w.need {
+                        let deficit = w.need - p.size;
+                        if let Size::Bytes(b) = spec.size {
+                            bail!(
+                                "partition '{}' is {} but its {} filesystem needs {}: make it larger",
+                                p.name,
+                                human(b),
+                                w.kind,
+                                human(w.need)
+                            );
+                        }
+                        short = short.max(deficit);
+                        if let Size::Percent(pc) = spec.size {
+                            short = short.max((deficit as f64 * 100.0 / pc).ceil() as u64);
+                        }
+                    }
+                }
+                if short == 0 {
+                    break;
+                }
+                if !auto {
+                    bail!(
+                        "the image ({}) is too small for its filesystems (about {} more is needed): \
+                         give a larger --image-size or none",
+                        human(total),
+                        human(short)
+                    );
+                }
+                tries += 1;
+                if tries > 64 {
+                    bail!("could not size the image for this partition layout");
+                }
+                total = round_up(total + short + table.align, MIB);
+            }
+            (total, Some(table.label), placed)
+        }
+    };
+
+    let mut filesystems = Vec::new();
+    for fs in &config.filesystems {
+        let is_root = fs.mount_point.as_deref() == Some("/");
+        let kind = fs.kind.unwrap_or(opts.fs_type);
+        let (offset, len, partition) = match parts.iter().find(|p| p.name == fs.base) {
+            Some(p) => (p.start, p.size, Some(p.number)),
+            None => (0, size, None),
+        };
+        let label = fs
+            .label
+            .clone()
+            .or_else(|| is_root.then(|| opts.root_label.clone()));
+        if let Some(l) = &label {
+            if l.len() > kind.max_label() {
+                bail!(
+                    "filesystem '{}': label {l:?} is longer than {kind} allows ({} bytes)",
+                    fs.name,
+                    kind.max_label()
+                );
+            }
+        }
+        let uuid = match &fs.uuid {
+            Some(u) => u.clone(),
+            None if kind == FsKind::Vfat => ids.vfat_id(),
+            None => ids.uuid(),
+        };
+        let mut o = fs.opts.clone();
+        if is_root {
+            o.extend(opts.mkfs_options.iter().cloned());
+        }
+        filesystems.push(PlacedFs {
+            name: fs.name.clone(),
+            kind,
+            label,
+            uuid,
+            opts: o,
+            mount_point: fs.mount_point.clone(),
+            fstab: fs.fstab.clone(),
+            offset,
+            size: len,
+            partition,
+            journal: if is_root { opts.journal } else { None },
+            max_online_resize: (is_root && kind.is_ext())
+                .then(|| opts.max_online_resize.unwrap_or(DEFAULT_MAX_ONLINE_RESIZE)),
+        });
+    }
+    let mut partitions = parts;
+    for p in &mut partitions {
+        p.guid = ids.uuid();
+    }
+    let disk_id = match label {
+        Some(Label::Gpt) => ids.uuid(),
+        _ => ids.uuid().replace('-', "")[..8].to_string(),
+    };
+    Ok(Layout {
+        size,
+        label,
+        disk_id,
+        partitions,
+        filesystems,
+    })
+}
+
+/// A size fixed by the config (`local_loop` size) or `--image-size`.
+fn fixed_size(config: &Config, opts: &Options) -> Option<u64> {
+    config
+        .disk
+        .size
+        .or(opts.image_size)
+        .map(|s| round_up(s, ROUND))
+}
+
+/// DIB's placement: in order, each partition at the next aligned offset,
+/// sized absolutely or as a percentage of the space still free.
+fn place(table: &super::config::Table, total: u64) -> Result<Vec<PlacedPartition>> {
+    let tail = if table.label == Label::Gpt {
+        GPT_TAIL
+    } else {
+        0
+    };
+    let end = total.saturating_sub(tail) / SECTOR * SECTOR;
+    let mut cursor = table.align.max(SECTOR);
+    let mut out = Vec::new();
+    for (i, p) in table.partitions.iter().enumerate() {
+        if cursor >= end {
+            bail!(
+                "partition '{}' does not fit: the image ({}) is full",
+                p.name,
+                human(total)
+            );
+        }
+        let free = end - cursor;
+        let size = match p.size {
+            Size::Bytes(b) => round_up(b, SECTOR),
+            Size::Percent(pc) => ((free as f64 * pc / 100.0).floor() as u64) / SECTOR * SECTOR,
+        };
+        if size == 0 || size > free {
+            bail!(
+                "partition '{}' ({}) does not fit in the {} left of the image",
+                p.name,
+                human(size),
+                human(free)
+            );
+        }
+        out.push(PlacedPartition {
+            name: p.name.clone(),
+            number: i as u32 + 1,
+            start: cursor,
+            size,
+            ptype: p.ptype,
+            boot: p.boot,
+            guid: String::new(),
+        });
+        cursor = round_up(cursor + size, table.align);
+    }
+    Ok(out)
+}
+
+/// `550 MiB`, `1.3 GiB`.
+pub fn human(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", b.div_ceil(MIB))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{default_config, parse};
+    use super::*;
+
+    /// Counting identifiers, so layouts compare exactly.
+    struct Seq(u32);
+    impl Ids for Seq {
+        fn uuid(&mut self) -> String {
+            self.0 += 1;
+            format!("00000000-0000-4000-8000-{:012x}", self.0)
+        }
+        fn vfat_id(&mut self) -> String {
+            self.0 += 1;
+            format!("0000-{:04X}", self.0)
+        }
+    }
+
+    fn opts() -> Options {
+        Options {
+            image_size: None,
+            extra_size: 0,
+            fs_type: FsKind::Ext4,
+            root_label: "cloudimg-rootfs".into(),
+            journal: None,
+            mkfs_options: vec![],
+            max_online_resize: None,
+        }
+    }
+
+    fn usage(pairs: &[(&str, u64)]) -> Usage {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    const EFI: &str = include_str!("../../elements/block-device-efi/block-device-default.yaml");
+    const MBR: &str = include_str!("../../elements/block-device-mbr/block-device-default.yaml");
+
+    #[test]
+    fn root_is_content_over_fill_plus_journal_rounded() {
+        let l = plan(
+            &default_config(),
+            &opts(),
+            &usage(&[("/", 600 * MIB)]),
+            &mut Seq(0),
+        )
+        .unwrap();
+        assert_eq!(l.size, 1000 * MIB + DEFAULT_JOURNAL);
+        assert_eq!(l.size % ROUND, 0);
+        let root = l.root();
+        assert_eq!((root.offset, root.size, root.partition), (0, l.size, None));
+        assert_eq!(root.label.as_deref(), Some("cloudimg-rootfs"));
+        assert_eq!(root.max_online_resize, Some(1 << 50));
+    }
+
+    #[test]
+    fn mbr_layout_puts_root_at_one_mib_with_room_for_grub() {
+        let c = parse(MBR, "t").unwrap();
+        let l = plan(&c, &opts(), &usage(&[("/", 300 * MIB)]), &mut Seq(0)).unwrap();
+        assert_eq!(l.label, Some(Label::Mbr));
+        let p = &l.partitions[0];
+        assert_eq!((p.number, p.start, p.boot), (1, MIB, true));
+        assert!(p.start + p.size <= l.size);
+        assert!(p.size >= need(FsKind::Ext4, 300 * MIB, 0, None));
+        assert_eq!(l.bios_boot_area(), Some((1, 2047)));
+        assert_eq!(l.root().offset, MIB);
+    }
+
+    #[test]
+    fn efi_layout_sizes_the_esp_and_the_root() {
+        let c = parse(EFI, "t").unwrap();
+        let l = plan(
+            &c,
+            &opts(),
+            &usage(&[("/", 400 * MIB), ("/boot/efi", 5 * MIB)]),
+            &mut Seq(0),
+        )
+        .unwrap();
+        let names: Vec<_> = l
+            .partitions
+            .iter()
+            .map(|p| (p.name.as_str(), p.number))
+            .collect();
+        assert_eq!(names, [("ESP", 1), ("BSP", 2), ("root", 3)]);
+        assert_eq!(l.partitions[0].size, 550 * MIB);
+        assert_eq!(
+            l.bios_boot_area(),
+            Some((l.partitions[1].start / 512, 8 * MIB / 512))
+        );
+        let root = l.root();
+        assert!(root.size >= need(FsKind::Ext4, 400 * MIB, 0, None));
+        // GPT's backup table fits after the last partition.
+        assert!(root.offset + root.size + 33 * 512 <= l.size);
+        let esp = &l.filesystems[0];
+        assert_eq!(esp.kind, FsKind::Vfat);
+        assert_eq!(esp.uuid.len(), 9);
+        assert_eq!(
+            l.fstab(),
+            format!(
+                "# Written by dib from the block-device configuration.\n\
+                 LABEL=cloudimg-rootfs / ext4 defaults 0 1\n\
+                 UUID={} /boot/efi vfat defaults 0 2\n",
+                esp.uuid
+            )
+        );
+    }
+
+    #[test]
+    fn percentages_are_of_the_space_left() {
+        let c = parse(
+            "- partitioning:\n    label: gpt\n    partitions:\n      - {name: a, size: 50%, mkfs: {mount: {mount_point: /}}}\n      - {name: b, size: 100%, mkfs: {type: swap}}\n",
+            "t",
+        )
+        .unwrap();
+        let o = Options {
+            image_size: Some(1 << 30),
+            ..opts()
+        };
+        let l = plan(&c, &o, &usage(&[("/", 10 * MIB)]), &mut Seq(0)).unwrap();
+        let (a, b) = (&l.partitions[0], &l.partitions[1]);
+        let usable = (1 << 30) - GPT_TAIL - MIB;
+        assert_eq!(a.size, usable / 2 / 512 * 512);
+        assert_eq!(b.start, round_up(a.start + a.size, MIB));
+        assert!(b.start + b.size <= (1 << 30) - GPT_TAIL);
+    }
+
+    #[test]
+    fn too_small_is_an_error_that_says_what_to_do() {
+        let o = Options {
+            image_size: Some(100 * MIB),
+            ..opts()
+        };
+        let e = plan(
+            &default_config(),
+            &o,
+            &usage(&[("/", 600 * MIB)]),
+            &mut Seq(0),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("larger --image-size"), "{e}");
+        let c = parse(EFI, "t").unwrap();
+        let e = plan(
+            &c,
+            &opts(),
+            &usage(&[("/", MIB), ("/boot/efi", 600 * MIB)]),
+            &mut Seq(0),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("partition 'ESP' is 550 MiB"), "{e}");
+        let x = Options {
+            fs_type: FsKind::Xfs,
+            ..opts()
+        };
+        let e = plan(&default_config(), &x, &usage(&[]), &mut Seq(0)).unwrap_err();
+        assert!(e.to_string().contains("helper backend"), "{e}");
+    }
+
+    #[test]
+    fn extra_size_and_journal_grow_the_root() {
+        let o = Options {
+            extra_size: 100 * MIB,
+            journal: Some(16 * MIB),
+            ..opts()
+        };
+        let l = plan(
+            &default_config(),
+            &o,
+            &usage(&[("/", 60 * MIB)]),
+            &mut Seq(0),
+        )
+        .unwrap();
+        assert_eq!(l.size, 100 * MIB + 100 * MIB + 16 * MIB);
+    }
+}

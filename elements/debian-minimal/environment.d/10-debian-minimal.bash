@@ -10,3 +10,14 @@ fi
 export DIB_RELEASE
 export DIB_DEBIAN_COMPONENTS=${DIB_DEBIAN_COMPONENTS:-main}
 export DIB_DEBOOTSTRAP_COMPONENTS=$DIB_DEBIAN_COMPONENTS
+# Bootstrapped with the base tree (and cached with it): an init system and
+# the kernel, as DIB's debian-minimal installs them.
+case "${ARCH:-amd64}" in
+    amd64) __dib_kernel=linux-image-amd64 ;;
+    arm64) __dib_kernel=linux-image-arm64 ;;
+    i386) __dib_kernel=linux-image-686 ;;
+    armhf) __dib_kernel=linux-image-armmp ;;
+    *) __dib_kernel= ;;
+esac
+export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE-systemd-sysv${__dib_kernel:+,$__dib_kernel}}
+unset __dib_kernel

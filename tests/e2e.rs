@@ -12,6 +12,9 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::qemu::{self, Firmware};
 
 use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build, Test};
 use libtest_mimic::Failed;
@@ -616,6 +619,250 @@ fn offline_builds_use_only_the_cache() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+/// Seconds a boot may take to print the marker (TCG; about 30 s here).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `dib create ... debian-minimal vm boot-marker LAYOUT` into `b`'s `deb.*`.
+fn build_vm(b: &Build, extra: &[&str], types: &str) -> Result<PathBuf, Failed> {
+    let out = b.f.path("deb");
+    let out_s = out.display().to_string();
+    let mut args = vec!["-t", types, "--checksum", "-o", &out_s];
+    args.extend_from_slice(&["debian-minimal", "vm", "boot-marker"]);
+    args.extend_from_slice(extra);
+    succeeded(&create(b, &cache(), &args)?)?;
+    Ok(out)
+}
+
+/// Boot and return the marker line.
+fn boot(image: &Path, firmware: Firmware) -> Result<String, Failed> {
+    let boot = qemu::boot_until(image, "qcow2", firmware, "dib-boot-marker:", BOOT_TIMEOUT)?;
+    eprintln!(
+        "  {} booted ({firmware:?}) to its marker in {:.1}s",
+        image.display(),
+        boot.seconds
+    );
+    let line = boot
+        .console
+        .lines()
+        .find(|l| l.contains("dib-boot-marker:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(line)
+}
+
+/// `sfdisk --json` of an image: (label, [(start, type, bootable)]).
+fn partitions(image: &Path) -> Result<(String, Vec<(u64, String, bool)>), Failed> {
+    let o = Command::new("sfdisk").arg("--json").arg(image).output()?;
+    succeeded(&o)?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let t = &v["partitiontable"];
+    let parts = t["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap_or(0),
+                p["type"].as_str().unwrap_or("").to_string(),
+                p["bootable"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    Ok((t["label"].as_str().unwrap_or("").to_string(), parts))
+}
+
+/// blkid's view of the filesystem at `sector` of `image`: KEY=value lines.
+fn blkid(image: &Path, sector: u64) -> Result<String, Failed> {
+    let o = Command::new("blkid")
+        .args(["-p", "-o", "export", "-O", &(sector * 512).to_string()])
+        .arg(image)
+        .output()?;
+    succeeded(&o)?;
+    let mut keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| {
+            ["LABEL=", "UUID=", "TYPE="]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(String::from)
+        .collect();
+    keys.sort();
+    Ok(keys.join(" "))
+}
+
+/// The ext filesystem at `sector`, copied out (sparse) for e2fsprogs.
+fn ext_partition(image: &Path, sector: u64, to: &Path) -> Result<PathBuf, Failed> {
+    let o = Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", to.display()))
+        .args(["bs=1M", "conv=sparse", "status=none"])
+        .arg(format!("skip={}", sector * 512))
+        .arg("iflag=skip_bytes")
+        .output()?;
+    succeeded(&o)?;
+    Ok(to.to_path_buf())
+}
+
+fn debugfs(fs: &Path, request: &str) -> Result<String, Failed> {
+    let o = Command::new("debugfs")
+        .args(["-R", request])
+        .arg(fs)
+        .output()?;
+    succeeded(&o)?;
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The root filesystem passes `e2fsck -fn`, keeps owners, and its fstab and
+/// grub.cfg name it as blkid sees it; returns its UUID.
+fn check_root(image: &Path, sector: u64, scratch: &Path) -> Result<String, Failed> {
+    let ids = blkid(image, sector)?;
+    let uuid = ids
+        .split(' ')
+        .find_map(|k| k.strip_prefix("UUID="))
+        .unwrap_or_default()
+        .to_string();
+    eq(
+        &ids.replace(&uuid, "U"),
+        "LABEL=cloudimg-rootfs TYPE=ext4 UUID=U",
+        "the root filesystem (blkid)",
+    )?;
+    let root = ext_partition(image, sector, scratch)?;
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&root).output()?;
+    check(
+        fsck.status.success(),
+        format!(
+            "e2fsck -fn: {}{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            stderr(&fsck)
+        ),
+    )?;
+    let shadow = debugfs(&root, "stat /etc/shadow")?;
+    check(
+        shadow.contains("User:     0   Group:    42"),
+        format!("/etc/shadow is not root:shadow in the image:\n{shadow}"),
+    )?;
+    let grub = debugfs(&root, "cat /boot/grub/grub.cfg")?;
+    check(
+        grub.contains(&format!("root=UUID={uuid} ")),
+        format!("grub.cfg does not boot root UUID {uuid}:\n{grub}"),
+    )?;
+    let fstab = debugfs(&root, "cat /etc/fstab")?;
+    check(
+        fstab.contains("LABEL=cloudimg-rootfs / ext4 defaults 0 1"),
+        format!("fstab:\n{fstab}"),
+    )?;
+    Ok(uuid)
+}
+
+/// `sha256sum -c` and `md5sum -c` accept the --checksum files.
+fn checksums_verify(out: &Path, ext: &str) -> Result<(), Failed> {
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let name = format!(
+        "{}.{ext}",
+        out.file_name().unwrap_or_default().to_string_lossy()
+    );
+    for tool in ["sha256", "md5"] {
+        let o = Command::new(format!("{tool}sum"))
+            .arg("-c")
+            .arg(format!("{name}.{tool}"))
+            .current_dir(dir)
+            .output()?;
+        succeeded(&o)?;
+    }
+    Ok(())
+}
+
+fn mbr_vm_image_boots_and_matches_its_plan() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = build_vm(&b, &[], "qcow2,raw")?;
+    let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
+    eq(
+        &marker,
+        "dib-boot-marker: root=/dev/vda1 fstype=ext4 efi=no",
+        "what the booted system says",
+    )?;
+    let raw = out.with_extension("raw");
+    let (label, parts) = partitions(&raw)?;
+    eq(
+        &format!("{label} {parts:?}"),
+        "dos [(2048, \"83\", true)]",
+        "the partition table",
+    )?;
+    check_root(&raw, 2048, &b.f.path("root.ext4"))?;
+    checksums_verify(&out, "qcow2")?;
+    checksums_verify(&out, "raw")?;
+    b.assert_clean()
+}
+
+fn gpt_bios_image_boots() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = build_vm(&b, &["block-device-gpt"], "qcow2")?;
+    let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
+    eq(
+        &marker,
+        "dib-boot-marker: root=/dev/vda2 fstype=ext4 efi=no",
+        "what the booted system says",
+    )?;
+    b.assert_clean()
+}
+
+fn efi_image_boots_under_ovmf_and_matches_its_plan() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = build_vm(&b, &["block-device-efi"], "qcow2,raw")?;
+    let marker = boot(&out.with_extension("qcow2"), Firmware::Uefi)?;
+    eq(
+        &marker,
+        "dib-boot-marker: root=/dev/vda3 fstype=ext4 efi=yes",
+        "what the booted system says",
+    )?;
+    let raw = out.with_extension("raw");
+    let (label, parts) = partitions(&raw)?;
+    let types: Vec<&str> = parts.iter().map(|p| p.1.as_str()).collect();
+    eq(
+        &format!("{label} {types:?}"),
+        "gpt [\"C12A7328-F81F-11D2-BA4B-00A0C93EC93B\", \"21686148-6449-6E6F-744E-656564454649\", \"0FC63DAF-8483-4772-8E79-3D69D8477DE4\"]",
+        "the partition table (ESP, BIOS boot, Linux)",
+    )?;
+    check_root(&raw, parts[2].0, &b.f.path("root.ext4"))?;
+    let esp = blkid(&raw, parts[0].0)?;
+    check(esp.contains("TYPE=vfat"), format!("the ESP: {esp}"))?;
+    let esp_uuid = esp
+        .split(' ')
+        .find_map(|k| k.strip_prefix("UUID="))
+        .unwrap_or_default();
+    let root = b.f.path("root.ext4");
+    let fstab = debugfs(&root, "cat /etc/fstab")?;
+    check(
+        fstab.contains(&format!("UUID={esp_uuid} /boot/efi vfat defaults 0 2")),
+        format!("fstab does not mount the ESP {esp_uuid}:\n{fstab}"),
+    )?;
+    let mdir = Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-b")
+        .arg("-i")
+        .arg(format!("{}@@{}", raw.display(), parts[0].0 * 512))
+        .arg("::/EFI/BOOT")
+        .output()?;
+    succeeded(&mdir)?;
+    check(
+        String::from_utf8_lossy(&mdir.stdout).contains("BOOTX64.EFI"),
+        format!(
+            "the ESP has no EFI/BOOT/BOOTX64.EFI: {}",
+            String::from_utf8_lossy(&mdir.stdout)
+        ),
+    )?;
+    // The ESP's files live on the ESP only.
+    let ls = debugfs(&root, "ls /boot/efi")?;
+    check(
+        !ls.contains("EFI"),
+        format!("/boot/efi on the root filesystem is not empty: {ls}"),
+    )?;
+    b.assert_clean()
+}
+
 /// Why tier 4 cannot run here, beyond tier 2's reasons.
 fn e2e_skip_reason() -> Option<String> {
     if let Some(r) = skip_reason() {
@@ -626,6 +873,21 @@ fn e2e_skip_reason() -> Option<String> {
             .iter()
             .any(|d| Path::new(d).join(tool).exists())
     };
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("sfdisk", "fdisk"),
+        ("mcopy", "mtools"),
+        ("mkfs.fat", "dosfstools"),
+    ] {
+        if !have(tool) {
+            return Some(format!(
+                "{tool} is not installed (Debian package {package}; scripts/prepare-host installs it)"
+            ));
+        }
+    }
+    if qemu::ovmf().is_none() {
+        return Some("OVMF is not installed (Debian package ovmf)".into());
+    }
     if !have("mmdebstrap") && !have("debootstrap") {
         return Some(
             "neither mmdebstrap nor debootstrap is installed (scripts/prepare-host installs them)"
@@ -664,6 +926,15 @@ fn main() {
         (
             "offline_builds_use_only_the_cache",
             offline_builds_use_only_the_cache,
+        ),
+        (
+            "mbr_vm_image_boots_and_matches_its_plan",
+            mbr_vm_image_boots_and_matches_its_plan,
+        ),
+        ("gpt_bios_image_boots", gpt_bios_image_boots),
+        (
+            "efi_image_boots_under_ovmf_and_matches_its_plan",
+            efi_image_boots_under_ovmf_and_matches_its_plan,
         ),
     ];
     let skip = if std::env::var("DIB_SKIP_TIER4").as_deref() == Ok("1") {

@@ -651,8 +651,11 @@ fn boot(image: &Path, firmware: Firmware) -> Result<String, Failed> {
     Ok(line)
 }
 
-/// `sfdisk --json` of an image: (label, [(start, type, bootable)]).
-fn partitions(image: &Path) -> Result<(String, Vec<(u64, String, bool)>), Failed> {
+/// A partition as sfdisk lists it: start sector, type, bootable.
+type Part = (u64, String, bool);
+
+/// `sfdisk --json` of an image: its label and partitions.
+fn partitions(image: &Path) -> Result<(String, Vec<Part>), Failed> {
     let o = Command::new("sfdisk").arg("--json").arg(image).output()?;
     succeeded(&o)?;
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;

@@ -16,7 +16,7 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build, Test};
@@ -413,6 +413,28 @@ fn a_failed_build_leaves_no_output() -> Result<(), Failed> {
         )
         .output()?;
     check(!o.status.success(), "the build should fail")?;
+    // A failure after the tar is written (mkfs rejects an option) leaves
+    // neither the disk image nor the finished tar.
+    let o = b
+        .dib(
+            &[
+                "create",
+                "-n",
+                "-t",
+                "tar,raw,qcow2",
+                "--mkfs-options",
+                "-O no_such_feature",
+                "-o",
+                &out,
+                "tiny-os",
+            ],
+            &[],
+        )
+        .output()?;
+    check(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("mkfs.ext4 failed"),
+        format!("the mkfs failure: {}", String::from_utf8_lossy(&o.stderr)),
+    )?;
     let left: Vec<_> = fs::read_dir(b.f.path("images"))?
         .flatten()
         .map(|e| e.file_name())
@@ -422,6 +444,269 @@ fn a_failed_build_leaves_no_output() -> Result<(), Failed> {
         format!("left in the output directory: {left:?}"),
     )?;
     b.assert_clean()
+}
+
+/// A GPT layout with every filesystem kind the offline backend builds,
+/// and fixed identifiers.
+const FULL_LAYOUT: &str = "
+- local_loop:
+    name: image0
+- partitioning:
+    base: image0
+    label: gpt
+    partitions:
+      - name: ESP
+        type: 'EF00'
+        size: 40MiB
+        mkfs:
+          type: vfat
+          label: EFI
+          uuid: 1234-ABCD
+          mount:
+            mount_point: /boot/efi
+            fstab:
+              options: umask=0077
+              fsck-passno: 2
+      - name: BSP
+        type: 'EF02'
+        size: 1MiB
+      - name: swap
+        type: '8200'
+        size: 8MiB
+        mkfs:
+          type: swap
+          uuid: 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11
+- mkfs:
+    name: root_fs
+    base: root
+    type: ext4
+    label: myroot
+    uuid: 0b9d8a7c-3e2f-4d1a-8b6c-5a4f3e2d1c0b
+    mount:
+      mount_point: /
+      fstab:
+        options: defaults,noatime
+        fsck-passno: 1
+";
+
+/// (type, label, uuid) of the filesystem at byte `offset` of `image`.
+fn probe_fs(image: &Path, offset: u64) -> Result<String, Failed> {
+    let o = Command::new("blkid")
+        .args(["-p", "-o", "export", "-O", &offset.to_string()])
+        .arg(image)
+        .output()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("-")
+            .to_string()
+    };
+    Ok(format!("{} {} {}", get("TYPE"), get("LABEL"), get("UUID")))
+}
+
+fn offline_image_matches_its_configuration() -> Result<(), Failed> {
+    let b = Build::new();
+    // The root partition is added by a flat node, after the nested ones.
+    let layout = FULL_LAYOUT.replace(
+        "          uuid: 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11\n",
+        "          uuid: 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11\n      - name: root\n        size: 100%\n",
+    );
+    b.f.file(
+        "e/probe/root.d/50-files",
+        "#!/bin/bash\nset -eu\nmkdir -p \"$TARGET_ROOT/boot/efi/EFI\" \"$TARGET_ROOT/srv\"\n\
+         echo hello > \"$TARGET_ROOT/boot/efi/EFI/hello.txt\"\n\
+         touch \"$TARGET_ROOT/srv/owned\"\nchown 1234:4321 \"$TARGET_ROOT/srv/owned\"\nchmod 4750 \"$TARGET_ROOT/srv/owned\"\n",
+        0o755,
+    );
+    // finalise.d sees the image and what dib planned, and can write to it.
+    b.f.file(
+        "e/probe/finalise.d/50-saw",
+        "#!/bin/sh\nset -eu\n\
+         echo \"$IMAGE_BLOCK_DEVICE|$DIB_BLOCK_DEVICE_LABEL|$DIB_ROOT_FS_UUID|$DIB_ROOT_LABEL|$DIB_EFI_MOUNT_POINT|$DIB_BIOS_BOOT_SECTORS\" > /etc/finalise-saw\n\
+         echo dib-finalise-wrote | dd of=\"$IMAGE_BLOCK_DEVICE\" bs=512 seek=\"$DIB_BIOS_BOOT_SECTOR\" conv=notrunc 2>/dev/null\n",
+        0o755,
+    );
+    let out = b.f.path("images/img");
+    let out_s = out.display().to_string();
+    let o = b
+        .dib(
+            &[
+                "create", "-n", "-t", "raw,tar", "-o", &out_s, "tiny-os", "probe",
+            ],
+            &[("DIB_BLOCK_DEVICE_CONFIG", &layout)],
+        )
+        .output()?;
+    succeeded(&o)?;
+    let raw = out.with_extension("raw");
+    let table = Command::new("sfdisk").arg("--json").arg(&raw).output()?;
+    succeeded(&table)?;
+    let v: serde_json::Value = serde_json::from_slice(&table.stdout)?;
+    let parts = v["partitiontable"]["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let summary: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap_or("?"),
+                p["type"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    eq(
+        &format!("{} {summary:?}", v["partitiontable"]["label"].as_str().unwrap_or("?")),
+        "gpt [\"ESP C12A7328-F81F-11D2-BA4B-00A0C93EC93B\", \"BSP 21686148-6449-6E6F-744E-656564454649\", \
+         \"swap 0657FD6D-A4AB-43C4-84E5-0933C84B4F4F\", \"root 0FC63DAF-8483-4772-8E79-3D69D8477DE4\"]",
+        "the partition table",
+    )?;
+    let start = |i: usize| parts[i]["start"].as_u64().unwrap_or(0);
+    check(
+        (0..4).all(|i| start(i) % 2048 == 0),
+        "partitions are 1 MiB aligned",
+    )?;
+    let fss: Vec<String> = [0, 2, 3]
+        .iter()
+        .map(|&i| probe_fs(&raw, start(i) * 512))
+        .collect::<Result<_, _>>()?;
+    eq(
+        &fss.join("; "),
+        "vfat EFI 1234-ABCD; swap - 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11; \
+         ext4 myroot 0b9d8a7c-3e2f-4d1a-8b6c-5a4f3e2d1c0b",
+        "the filesystems (type, label, UUID)",
+    )?;
+    // What finalise.d wrote into the image landed in the BIOS-boot partition.
+    let bsp = fs::read(&raw)?;
+    let at = (start(1) * 512) as usize;
+    check(
+        bsp[at..].starts_with(b"dib-finalise-wrote"),
+        "finalise.d's write to IMAGE_BLOCK_DEVICE is not in the image",
+    )?;
+    // The root filesystem: sound, with owners and modes, and only its files.
+    let root = b.f.path("root.ext4");
+    let dd = Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", root.display()))
+        .arg(format!("skip={}", start(3)))
+        .args(["bs=512", "conv=sparse", "status=none"])
+        .output()?;
+    succeeded(&dd)?;
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&root).output()?;
+    check(
+        fsck.status.success(),
+        format!("e2fsck -fn: {}", String::from_utf8_lossy(&fsck.stdout)),
+    )?;
+    let debugfs = |req: &str| -> Result<String, Failed> {
+        let o = Command::new("debugfs")
+            .args(["-R", req])
+            .arg(&root)
+            .output()?;
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let owned = debugfs("stat /srv/owned")?;
+    check(
+        owned.contains("Mode:  04750") && owned.contains("User:  1234   Group:  4321"),
+        format!("/srv/owned in the image:\n{owned}"),
+    )?;
+    eq(
+        debugfs("cat /etc/fstab")?.trim_end(),
+        "# Written by dib from the block-device configuration.\n\
+         LABEL=myroot / ext4 defaults,noatime 0 1\n\
+         UUID=1234-ABCD /boot/efi vfat umask=0077 0 2",
+        "the image's fstab",
+    )?;
+    let raw_in = format!("/{}", dib_sandbox::mounts::IMAGE_IN_TARGET);
+    eq(
+        debugfs("cat /etc/finalise-saw")?.trim_end(),
+        &format!(
+            "{raw_in}/disk.raw|gpt|0b9d8a7c-3e2f-4d1a-8b6c-5a4f3e2d1c0b|myroot|/boot/efi|2048"
+        ),
+        "what finalise.d was told",
+    )?;
+    let efi_dir = debugfs("ls /boot/efi")?;
+    check(
+        !efi_dir.contains("EFI"),
+        format!("the ESP's files are on the root filesystem too: {efi_dir}"),
+    )?;
+    let mtype = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", raw.display(), start(0) * 512))
+        .arg("::/EFI/hello.txt")
+        .output()?;
+    eq(
+        String::from_utf8_lossy(&mtype.stdout).trim_end(),
+        "hello",
+        "EFI/hello.txt on the ESP",
+    )?;
+    // The tar output has the whole tree, ESP files included.
+    let entries = tar_entries(fs::File::open(out.with_extension("tar"))?)?;
+    check(
+        entries.iter().any(|e| e.0 == "./boot/efi/EFI/hello.txt"),
+        "the tar output lacks /boot/efi's files",
+    )?;
+    b.assert_clean()
+}
+
+fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Failed> {
+    let lvm = "- lvm:\n    name: lvm\n    pvs: []\n";
+    let unknown = "- mkfs:\n    base: image0\n    sizes: 3\n";
+    // (extra arguments, environment, what the error must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
+        (
+            &[],
+            &[("DIB_BLOCK_DEVICE_CONFIG", "[1, 2")],
+            "DIB_BLOCK_DEVICE_CONFIG is not valid YAML",
+        ),
+        (
+            &[],
+            &[("DIB_BLOCK_DEVICE_CONFIG", lvm)],
+            "use the helper backend",
+        ),
+        (
+            &[],
+            &[("DIB_BLOCK_DEVICE_CONFIG", unknown)],
+            "mkfs: unknown key 'sizes'",
+        ),
+        (&[], &[("FS_TYPE", "xfs")], "filesystem 'mkfs_root' is xfs"),
+        (
+            &["--image-size", "0.01"],
+            &[],
+            "give a larger --image-size or none",
+        ),
+        (
+            &["block-device-mbr", "block-device-gpt"],
+            &[],
+            "include only one of them",
+        ),
+    ];
+    for (extra, env, want) in cases {
+        let b = Build::new();
+        let out = b.f.path("images/img").display().to_string();
+        let mut args = vec!["create", "-n", "-t", "raw", "-o", &out];
+        let (flags, elements): (Vec<&str>, Vec<&str>) = extra
+            .iter()
+            .partition(|a| a.starts_with('-') || a.parse::<f64>().is_ok());
+        args.extend(flags);
+        args.push("tiny-os");
+        args.extend(elements);
+        let o = b.dib(&args, env).output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        check(
+            !o.status.success() && err.contains(want),
+            format!("{extra:?} {env:?}: want an error with {want:?}, got:\n{err}"),
+        )?;
+        let images = b.f.path("images");
+        let left: Vec<_> = fs::read_dir(&images)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        check(left.is_empty(), format!("{want}: left {left:?}"))?;
+        b.assert_clean()?;
+    }
+    Ok(())
 }
 
 fn ubuntu_without_a_mirror_or_keyring_fails_clearly() -> Result<(), Failed> {
@@ -771,6 +1056,14 @@ fn as_root_ids_map_to_themselves() -> Result<(), Failed> {
 
 fn main() {
     let tests: Vec<(&'static str, Test)> = vec![
+        (
+            "offline_image_matches_its_configuration",
+            offline_image_matches_its_configuration,
+        ),
+        (
+            "bad_block_device_input_fails_clearly_and_leaves_nothing",
+            bad_block_device_input_fails_clearly_and_leaves_nothing,
+        ),
         (
             "chroot_phases_run_as_root_in_an_isolated_tree",
             chroot_phases_run_as_root_in_an_isolated_tree,

@@ -100,20 +100,40 @@ pub struct Settings {
     pub checksum: bool,
 }
 
+/// Outputs written under temporary names (removed if dropped), to be put
+/// in place together by [`Finished::persist`] once every output is done.
+#[derive(Debug, Default)]
+pub struct Finished {
+    files: Vec<(tempfile::TempPath, PathBuf)>,
+}
+
+impl Finished {
+    /// Rename every file into place (an existing one moved aside unless
+    /// `overwrite`).
+    pub fn persist(self, overwrite: bool, log: &Log) -> Result<()> {
+        for (tmp, path) in self.files {
+            move_aside(&path, overwrite, log)?;
+            tmp.persist(&path)
+                .with_context(|| format!("renaming the finished output to {path:?}"))?;
+            log.line(&format!("wrote {}", path.display()));
+        }
+        Ok(())
+    }
+}
+
 /// Write `outputs`, each from `tree` or `image` as its kind needs, in
 /// parallel (each is its own process; qcow2 compression is itself
-/// multi-threaded).
+/// multi-threaded), under temporary names.
 pub fn write_all(
     outputs: &[&Output],
     tree: &Path,
     image: Option<&Path>,
     settings: &Settings,
-    log: &Log,
-) -> Result<()> {
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
+) -> Result<Finished> {
+    let results: Vec<Result<Finished>> = std::thread::scope(|s| {
         let handles: Vec<_> = outputs
             .iter()
-            .map(|out| s.spawn(move || write_output(out, tree, image, settings, log)))
+            .map(|out| s.spawn(move || write_output(out, tree, image, settings)))
             .collect();
         handles
             .into_iter()
@@ -123,7 +143,11 @@ pub fn write_all(
             })
             .collect()
     });
-    results.into_iter().collect()
+    let mut all = Finished::default();
+    for r in results {
+        all.files.extend(r?.files);
+    }
+    Ok(all)
 }
 
 fn write_output(
@@ -131,8 +155,7 @@ fn write_output(
     tree: &Path,
     image: Option<&Path>,
     settings: &Settings,
-    log: &Log,
-) -> Result<()> {
+) -> Result<Finished> {
     // A random name beside the output (pid 1's process id is 1 in every
     // build, so it cannot tell two builds apart); removed on any error.
     let tmp = partial(&out.path)?;
@@ -151,17 +174,9 @@ fn write_output(
     } else {
         Vec::new()
     };
-    move_aside(&out.path, settings.overwrite, log)?;
-    tmp.persist(&out.path)
-        .with_context(|| format!("renaming the finished output to {:?}", out.path))?;
-    for (sum_tmp, sum_path) in sums {
-        move_aside(&sum_path, settings.overwrite, log)?;
-        sum_tmp
-            .persist(&sum_path)
-            .with_context(|| format!("renaming {sum_path:?} into place"))?;
-    }
-    log.line(&format!("wrote {}", out.path.display()));
-    Ok(())
+    let mut files = vec![(tmp, out.path.clone())];
+    files.extend(sums);
+    Ok(Finished { files })
 }
 
 /// A temporary file beside `path`, removed unless persisted.

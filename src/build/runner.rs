@@ -720,11 +720,12 @@ impl Ctx<'_> {
         let (from_disk, from_tree): (Vec<_>, Vec<_>) =
             job.outputs.iter().partition(|o| o.kind.from_disk());
         let s = &job.output_settings;
-        if !from_tree.is_empty() {
-            super::outputs::write_all(&from_tree, &self.built, None, s, self.log)?;
-        }
+        // Every output under a temporary name first: a failure at any point
+        // leaves none of them, not some.
+        let trees = super::outputs::write_all(&from_tree, &self.built, None, s)?;
         self.check_stopped()?;
         if from_disk.is_empty() {
+            trees.persist(s.overwrite, self.log)?;
             return Ok(());
         }
         let disk = self
@@ -743,11 +744,14 @@ impl Ctx<'_> {
         self.check_stopped()?;
         let started = Instant::now();
         self.log.status("converting the image".to_string());
-        super::outputs::write_all(&from_disk, &self.built, Some(&disk.file), s, self.log)?;
+        let images = super::outputs::write_all(&from_disk, &self.built, Some(&disk.file), s)?;
         self.log.line(&format!(
-            "wrote the disk outputs in {:.1}s",
+            "converted the disk image in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
+        self.check_stopped()?;
+        trees.persist(s.overwrite, self.log)?;
+        images.persist(s.overwrite, self.log)?;
         Ok(())
     }
 

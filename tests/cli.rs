@@ -317,14 +317,24 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
     let ep = tree(&f, "e").display().to_string();
     let cache = f.path("cache").display().to_string();
     let o = dib(
-        &["create", "--image-cache", &cache, "-o", "out", "os", "app"],
+        &[
+            "create",
+            "--image-cache",
+            &cache,
+            "-o",
+            "out",
+            "-t",
+            "qcow2,oci",
+            "os",
+            "app",
+        ],
         &[("ELEMENTS_PATH", &ep)],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).ends_with(
             "dib: error: not yet supported in this version of dib:\n\
-             \x20 - output type 'qcow2' (bootable disk images, issue #5)\n"
+             \x20 - output type 'oci' (no issue yet)\n"
         ),
         "{}",
         stderr(&o)
@@ -362,11 +372,11 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
         stdout(&o)
     );
     let o = dib(
-        &["create", "-n", "--image-cache", &cache, "-t", "vhd", "os"],
+        &["create", "-n", "--image-cache", &cache, "-t", "oci", "os"],
         &[("ELEMENTS_PATH", &nb)],
     );
     assert!(
-        stderr(&o).contains("output type 'vhd' (bootable disk images, issue #5)"),
+        stderr(&o).contains("output type 'oci' (no issue yet)"),
         "{}",
         stderr(&o)
     );

@@ -363,7 +363,7 @@ fn framework_elements_do_their_job() -> Result<(), Failed> {
     )?;
     eq(
         fs::read_to_string(x.join("etc/dib-probe-report"))?.trim_end(),
-        "pkg-map: nano\nmissing: other\ninit: none",
+        "pkg-map: nano\nmissing: other\ninit: systemd",
         "what the hooks saw",
     )?;
     eq(

@@ -123,3 +123,93 @@ pub fn hook_env(layout: &Layout, image: &Path) -> BTreeMap<String, String> {
     }
     env
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element(dir: &Path, name: &str, files: &[(&str, &str)]) -> (String, std::path::PathBuf) {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for (f, text) in files {
+            std::fs::write(d.join(f), text).unwrap();
+        }
+        (name.to_string(), d)
+    }
+
+    const ROOT_ONLY: &str = "- mkfs:\n    base: image0\n    mount:\n      mount_point: /\n";
+
+    #[test]
+    fn configuration_comes_from_env_then_one_element_then_the_default() {
+        let t = tempfile::tempdir().unwrap();
+        let mbr = element(
+            t.path(),
+            "layout",
+            &[
+                ("block-device-default.yaml", "- partitioning:\n    label: mbr\n    partitions:\n      - {name: root, size: 100%, mkfs: {mount: {mount_point: /}}}\n"),
+                ("block-device-arm64.yaml", ROOT_ONLY),
+            ],
+        );
+        let plain = element(t.path(), "plain", &[]);
+        let (c, origin) = select(None, &[plain.clone(), mbr.clone()], "amd64").unwrap();
+        assert!(c.table.is_some(), "{origin}");
+        assert!(origin.starts_with("element 'layout'"), "{origin}");
+        // The architecture's file wins over the default one.
+        let (c, _) = select(None, &[mbr.clone()], "arm64").unwrap();
+        assert!(c.table.is_none());
+        let (c, origin) = select(None, &[plain.clone()], "amd64").unwrap();
+        assert_eq!(c, config::default_config());
+        assert_eq!(origin, "the default (one filesystem)");
+        // The environment wins over elements, inline or as a file.
+        let (c, origin) = select(Some(ROOT_ONLY), &[mbr.clone()], "amd64").unwrap();
+        assert!(c.table.is_none());
+        assert_eq!(origin, "DIB_BLOCK_DEVICE_CONFIG");
+        let f = t.path().join("bd.yaml");
+        std::fs::write(&f, ROOT_ONLY).unwrap();
+        let (_, origin) = select(Some(&format!("file://{}", f.display())), &[], "amd64").unwrap();
+        assert!(origin.contains("bd.yaml"), "{origin}");
+        let e = select(Some("file:///nonexistent.yaml"), &[], "amd64").unwrap_err();
+        assert!(e.to_string().contains("cannot be read"), "{e}");
+        // Two elements with a layout: an error naming both.
+        let other = element(
+            t.path(),
+            "other",
+            &[("block-device-default.yaml", ROOT_ONLY)],
+        );
+        let e = select(None, &[mbr, other], "amd64").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "elements 'layout' and 'other' each give a block-device configuration: \
+             keep one of them, or set DIB_BLOCK_DEVICE_CONFIG"
+        );
+    }
+
+    #[test]
+    fn hooks_learn_where_the_image_and_its_parts_are() {
+        let c = config::parse(
+            include_str!("../../elements/block-device-efi/block-device-default.yaml"),
+            "t",
+        )
+        .unwrap();
+        let opts = Options {
+            image_size: None,
+            extra_size: 0,
+            fs_type: config::FsKind::Ext4,
+            root_label: "cloudimg-rootfs".into(),
+            journal: None,
+            mkfs_options: vec![],
+            max_online_resize: None,
+        };
+        let usage = [("/".to_string(), 100 << 20)].into();
+        let l = layout::plan(&c, &opts, &usage, &mut layout::RandomIds).unwrap();
+        let env = hook_env(&l, Path::new("/tmp/dib-image.d/disk.raw"));
+        assert_eq!(env["IMAGE_BLOCK_DEVICE"], "/tmp/dib-image.d/disk.raw");
+        assert_eq!(env["DIB_BLOCK_DEVICE_LABEL"], "gpt");
+        assert_eq!(env["DIB_ROOT_FS_UUID"], l.root().uuid);
+        assert_eq!(env["DIB_ROOT_LABEL"], "cloudimg-rootfs");
+        assert_eq!(env["DIB_EFI_MOUNT_POINT"], "/boot/efi");
+        // The BIOS-boot partition follows the 550 MiB ESP at 1 MiB.
+        assert_eq!(env["DIB_BIOS_BOOT_SECTOR"], (551u64 * 2048).to_string());
+        assert_eq!(env["DIB_BIOS_BOOT_SECTORS"], "16384");
+    }
+}

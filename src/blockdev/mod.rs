@@ -155,13 +155,13 @@ mod tests {
         assert!(c.table.is_some(), "{origin}");
         assert!(origin.starts_with("element 'layout'"), "{origin}");
         // The architecture's file wins over the default one.
-        let (c, _) = select(None, &[mbr.clone()], "arm64").unwrap();
+        let (c, _) = select(None, std::slice::from_ref(&mbr), "arm64").unwrap();
         assert!(c.table.is_none());
-        let (c, origin) = select(None, &[plain.clone()], "amd64").unwrap();
+        let (c, origin) = select(None, std::slice::from_ref(&plain), "amd64").unwrap();
         assert_eq!(c, config::default_config());
         assert_eq!(origin, "the default (one filesystem)");
         // The environment wins over elements, inline or as a file.
-        let (c, origin) = select(Some(ROOT_ONLY), &[mbr.clone()], "amd64").unwrap();
+        let (c, origin) = select(Some(ROOT_ONLY), std::slice::from_ref(&mbr), "amd64").unwrap();
         assert!(c.table.is_none());
         assert_eq!(origin, "DIB_BLOCK_DEVICE_CONFIG");
         let f = t.path().join("bd.yaml");

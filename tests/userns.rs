@@ -675,7 +675,7 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
         (
             &["--image-size", "0.01"],
             &[],
-            "give a larger --image-size or none",
+            "give a larger --image-size (or local_loop size) or none",
         ),
         (
             &["block-device-mbr", "block-device-gpt"],
@@ -707,6 +707,37 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
         b.assert_clean()?;
     }
     Ok(())
+}
+
+fn a_symlink_bound_for_a_fat_filesystem_fails_the_build() -> Result<(), Failed> {
+    let b = Build::new();
+    // mcopy runs outside the chroot: a link must never bring a host file
+    // onto the ESP.
+    b.f.file(
+        "e/probe/root.d/50-link",
+        "#!/bin/bash\nset -eu\nmkdir -p \"$TARGET_ROOT/boot/efi/EFI\"\nln -s /etc/passwd \"$TARGET_ROOT/boot/efi/EFI/leak\"\n",
+        0o755,
+    );
+    let config = "- partitioning:\n    label: gpt\n    partitions:\n      - {name: ESP, type: 'EF00', size: 8MiB, mkfs: {type: vfat, mount: {mount_point: /boot/efi}}}\n      - {name: root, size: 100%, mkfs: {mount: {mount_point: /}}}\n";
+    let out = b.f.path("images/img").display().to_string();
+    let o = b
+        .dib(
+            &["create", "-n", "-t", "raw", "-o", &out, "tiny-os", "probe"],
+            &[("DIB_BLOCK_DEVICE_CONFIG", config)],
+        )
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        !o.status.success()
+            && err.contains("/boot/efi/EFI/leak is a symlink: a FAT filesystem holds only files and directories"),
+        format!("want the symlink refused, got:\n{err}"),
+    )?;
+    let left: Vec<_> = fs::read_dir(b.f.path("images"))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    check(left.is_empty(), format!("left: {left:?}"))?;
+    b.assert_clean()
 }
 
 fn ubuntu_without_a_mirror_or_keyring_fails_clearly() -> Result<(), Failed> {
@@ -1063,6 +1094,10 @@ fn main() {
         (
             "bad_block_device_input_fails_clearly_and_leaves_nothing",
             bad_block_device_input_fails_clearly_and_leaves_nothing,
+        ),
+        (
+            "a_symlink_bound_for_a_fat_filesystem_fails_the_build",
+            a_symlink_bound_for_a_fat_filesystem_fails_the_build,
         ),
         (
             "chroot_phases_run_as_root_in_an_isolated_tree",

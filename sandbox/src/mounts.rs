@@ -21,9 +21,11 @@ use crate::ns::SandboxError;
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// Where the hook tree appears inside the chroot (DIB's path).
 pub const IN_TARGET: &str = "tmp/in_target.d";
-/// Where the directory holding the disk image appears in the chroot
-/// (finalise.d writes the bootloader into the image file there).
+/// The directory in the chroot where the disk image file appears
+/// (finalise.d writes the bootloader into it there).
 pub const IMAGE_IN_TARGET: &str = "tmp/dib-image.d";
+/// The disk image file's name there.
+pub const IMAGE_FILE_IN_TARGET: &str = "tmp/dib-image.d/disk.raw";
 
 fn err(what: String) -> impl FnOnce(nix::errno::Errno) -> SandboxError {
     move |e| SandboxError::Io {
@@ -233,8 +235,10 @@ pub struct ChrootMounts {
 
 impl ChrootMounts {
     /// Prepare `target` for a chroot phase, with `hooks` visible read-only at
-    /// /tmp/in_target.d and, if given, the directory `image` read-write at
-    /// /tmp/dib-image.d.
+    /// /tmp/in_target.d and, if given, the file `image` read-write at
+    /// /tmp/dib-image.d/disk.raw. Only the file is bound: a file mounted
+    /// over cannot be renamed or unlinked, so a hook can write the image but
+    /// not swap it for a symlink to something dib would then write to.
     pub fn setup(
         target: &Path,
         hooks: &Path,
@@ -248,7 +252,12 @@ impl ChrootMounts {
         // On error, drop undoes what was done so far.
         m.mount_all(hooks)?;
         if let Some(image) = image {
-            let at = m.mount_point(IMAGE_IN_TARGET)?;
+            m.mount_point(IMAGE_IN_TARGET)?;
+            let at = inside(&m.target, IMAGE_FILE_IN_TARGET)?;
+            if fs::symlink_metadata(&at).is_err() {
+                m.made.push(IMAGE_FILE_IN_TARGET);
+            }
+            fs::write(&at, b"").map_err(io(format!("creating {}", at.display())))?;
             bind(image, &at, false)?;
             m.mounted.push(at);
         }
@@ -345,10 +354,20 @@ impl ChrootMounts {
                 });
             }
         }
-        for rel in std::mem::take(&mut self.made) {
-            // Only if the path still leads to a real directory in the tree.
+        // Innermost first (the image file before its directory).
+        while let Some(rel) = self.made.pop() {
+            // Only if the path still leads to a real file or directory in
+            // the tree.
             if let Ok(p) = inside(&self.target, rel) {
-                let _ = fs::remove_dir(p);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => {
+                        let _ = fs::remove_dir(p);
+                    }
+                    Ok(m) if m.is_file() => {
+                        let _ = fs::remove_file(p);
+                    }
+                    _ => {}
+                }
             }
         }
         first_error.map_or(Ok(()), Err)

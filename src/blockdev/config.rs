@@ -354,9 +354,9 @@ impl Parser {
                 )?;
                 let base = base_of(m, parent, kind)?;
                 let options = opt_str(m, "options")?.unwrap_or_else(|| "defaults".into());
-                let num = |key: &str| -> Result<u32> {
+                let num = |key: &str, default: u32| -> Result<u32> {
                     match opt_str(m, key)? {
-                        None => Ok(0),
+                        None => Ok(default),
                         Some(s) => s.parse().map_err(|_| {
                             anyhow::anyhow!(
                                 "fstab of '{base}': '{key}' must be a number, not {s:?}"
@@ -366,8 +366,9 @@ impl Parser {
                 };
                 let fstab = Fstab {
                     options,
-                    dump_freq: num("dump-freq")?,
-                    fsck_passno: num("fsck-passno")?,
+                    // DIB's defaults.
+                    dump_freq: num("dump-freq", 0)?,
+                    fsck_passno: num("fsck-passno", 2)?,
                 };
                 self.fstabs.push(FstabNode { base, fstab });
             }
@@ -437,6 +438,12 @@ impl Parser {
                     }
                 }
                 Some(_) => bail!("partition '{name}': 'flags' must be a list (boot, primary)"),
+            }
+            if let Some(Value::Number(n)) = pm.get("type") {
+                bail!(
+                    "partition '{name}': 'type' {n} is a number to YAML (0x83 reads as 131): \
+                     quote it, like type: '0x83' or type: '8300'"
+                );
             }
             let ptype = match opt_str(pm, "type")? {
                 None => PartType::Linux,
@@ -563,6 +570,14 @@ impl Parser {
                 .expect("joined above");
             fs.fstab = Some(f.fstab);
         }
+        let mut labels = BTreeSet::new();
+        for fs in &self.mkfs {
+            if let Some(l) = &fs.label {
+                if !labels.insert(l.clone()) {
+                    bail!("two filesystems are labelled {l:?}: LABEL= would not tell them apart");
+                }
+            }
+        }
         let mut points = BTreeSet::new();
         for fs in &self.mkfs {
             if let Some(p) = &fs.mount_point {
@@ -626,7 +641,8 @@ fn base_of(m: &Mapping, parent: Option<&str>, kind: &str) -> Result<String> {
     }
 }
 
-/// `8MiB`, `1G`, `512`, `1.5GiB`: bytes. Units are binary (DIB's).
+/// `8MiB`, `1G`, `512`, `1.5GiB`: bytes. DIB's units: `KiB`..`TiB` are
+/// binary, `K`/`KB`..`T`/`TB` decimal.
 pub fn parse_abs_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t
@@ -638,12 +654,15 @@ pub fn parse_abs_size(s: &str) -> Result<u64> {
         .map_err(|_| anyhow::anyhow!("{s:?} is not a size (like 8MiB or 2GiB)"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
-        "k" | "K" | "KB" | "KiB" | "kiB" => 1 << 10,
-        "M" | "MB" | "MiB" => 1 << 20,
-        "G" | "GB" | "GiB" => 1 << 30,
-        "T" | "TB" | "TiB" => 1 << 40,
-        "s" | "S" => 512,
-        u => bail!("{s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB)"),
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "K" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        u => bail!("{s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, or decimal KB, MB, GB, TB)"),
     };
     let bytes = n * mult as f64;
     if !bytes.is_finite() || bytes <= 0.0 || bytes > u64::MAX as f64 {
@@ -809,7 +828,9 @@ mod tests {
         assert_eq!(parse_abs_size("8MiB").unwrap(), 8 << 20);
         assert_eq!(parse_abs_size("1.5GiB").unwrap(), 3 << 29);
         assert_eq!(parse_abs_size("4096").unwrap(), 4096);
-        assert_eq!(parse_abs_size("2G").unwrap(), 2 << 30);
+        // DIB's decimal units.
+        assert_eq!(parse_abs_size("2G").unwrap(), 2_000_000_000);
+        assert_eq!(parse_abs_size("3MB").unwrap(), 3_000_000);
         assert!(parse_abs_size("2 parsecs").is_err());
         assert!(parse_abs_size("-1M").is_err());
         assert_eq!(parse_rel_size("50%").unwrap(), Size::Percent(50.0));
@@ -852,6 +873,14 @@ mod tests {
             ),
             ("- mkfs: {base: image0, uuid: nope, mount: {mount_point: /}}", "is not a UUID"),
             ("[1, 2", "is not valid YAML"),
+            (
+                "- partitioning: {label: mbr, partitions: [{name: r, size: 1G, type: 0x83}]}",
+                "partition 'r': 'type' 131 is a number to YAML",
+            ),
+            (
+                "- partitioning: {label: gpt, partitions: [{name: a, size: 1G, mkfs: {label: x}}, {name: b, size: 1G, mkfs: {label: x, mount: {mount_point: /}}}]}",
+                "two filesystems are labelled \"x\"",
+            ),
         ];
         for (yaml, want) in cases {
             let err = format!("{:#}", parse(yaml, "DIB_BLOCK_DEVICE_CONFIG").unwrap_err());

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Config, FsKind, Fstab, Label, PartType, Size};
@@ -66,7 +66,11 @@ pub struct PlacedFs {
     /// Fixed before any build step: fstab, the bootloader and both backends
     /// use it.
     pub uuid: String,
+    /// Extra mkfs options (for ext, without `-E`: see `extended`).
     pub opts: Vec<String>,
+    /// ext: the options' `-E` values, merged into dib's one `-E` (mke2fs
+    /// keeps only the last `-E`, which would drop dib's `offset=`).
+    pub extended: Vec<String>,
     pub mount_point: Option<String>,
     pub fstab: Option<Fstab>,
     /// Byte offset and length in the image file.
@@ -138,7 +142,10 @@ impl Layout {
                 (Some(l), k) if k != FsKind::Vfat => format!("LABEL={l}"),
                 _ => format!("UUID={}", f.uuid),
             };
-            let point = f.mount_point.clone().unwrap_or_else(|| "none".into());
+            let point = f
+                .mount_point
+                .as_deref()
+                .map_or_else(|| "none".to_string(), fstab_escape);
             out.push_str(&format!(
                 "{spec} {point} {} {} {} {}\n",
                 f.kind, t.options, t.dump_freq, t.fsck_passno
@@ -146,6 +153,14 @@ impl Layout {
         }
         out
     }
+}
+
+/// fstab's octal escapes for the characters that separate its fields.
+fn fstab_escape(p: &str) -> String {
+    p.replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012")
 }
 
 /// Bytes of content under each mount point (from [`super::measure`]).
@@ -232,7 +247,8 @@ pub fn plan(config: &Config, opts: &Options, usage: &Usage, ids: &mut dyn Ids) -
             let size = fixed_size(config, opts).unwrap_or(want);
             if size < want {
                 bail!(
-                    "the image is {} but its filesystem needs {}: give a larger --image-size or none",
+                    "the image is {} but its filesystem needs {}: give a larger --image-size \
+                     (or local_loop size) or none",
                     human(size),
                     human(want)
                 );
@@ -287,7 +303,7 @@ pub fn plan(config: &Config, opts: &Options, usage: &Usage, ids: &mut dyn Ids) -
                 if !auto {
                     bail!(
                         "the image ({}) is too small for its filesystems (about {} more is needed): \
-                         give a larger --image-size or none",
+                         give a larger --image-size (or local_loop size) or none",
                         human(total),
                         human(short)
                     );
@@ -332,12 +348,15 @@ pub fn plan(config: &Config, opts: &Options, usage: &Usage, ids: &mut dyn Ids) -
         if is_root {
             o.extend(opts.mkfs_options.iter().cloned());
         }
+        let (o, extended) = split_mkfs_options(kind, &o)
+            .with_context(|| format!("mkfs options of '{}'", fs.name))?;
         filesystems.push(PlacedFs {
             name: fs.name.clone(),
             kind,
             label,
             uuid,
             opts: o,
+            extended,
             mount_point: fs.mount_point.clone(),
             fstab: fs.fstab.clone(),
             offset,
@@ -347,6 +366,14 @@ pub fn plan(config: &Config, opts: &Options, usage: &Usage, ids: &mut dyn Ids) -
             max_online_resize: (is_root && kind.is_ext())
                 .then(|| opts.max_online_resize.unwrap_or(DEFAULT_MAX_ONLINE_RESIZE)),
         });
+    }
+    let mut labels = std::collections::BTreeSet::new();
+    for f in &filesystems {
+        if let Some(l) = &f.label {
+            if !labels.insert(l.as_str()) {
+                bail!("two filesystems are labelled {l:?} (the root's comes from --root-label): LABEL= would not tell them apart");
+            }
+        }
     }
     let mut partitions = parts;
     for p in &mut partitions {
@@ -363,6 +390,43 @@ pub fn plan(config: &Config, opts: &Options, usage: &Usage, ids: &mut dyn Ids) -
         partitions,
         filesystems,
     })
+}
+
+/// Options that would move or resize a filesystem dib places itself are
+/// refused; ext's `-E` values are split out to merge with dib's.
+fn split_mkfs_options(kind: FsKind, opts: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let mut rest = Vec::new();
+    let mut extended = Vec::new();
+    let mut it = opts.iter();
+    while let Some(o) = it.next() {
+        let placing = match kind {
+            FsKind::Vfat => ["-S", "--offset", "-C", "--sector-size"]
+                .iter()
+                .any(|p| o == p || o.starts_with(&format!("{p}="))),
+            _ => false,
+        };
+        if placing {
+            bail!("{o} changes where or how big the filesystem is, which the layout decides");
+        }
+        if kind.is_ext() && o.starts_with("-E") {
+            let value = match o.strip_prefix("-E").filter(|v| !v.is_empty()) {
+                Some(v) => v.to_string(),
+                None => it
+                    .next()
+                    .with_context(|| "-E needs a value".to_string())?
+                    .clone(),
+            };
+            for v in value.split(',').filter(|v| !v.is_empty()) {
+                if v.starts_with("offset") {
+                    bail!("-E {v}: the layout decides the filesystem's offset");
+                }
+                extended.push(v.to_string());
+            }
+            continue;
+        }
+        rest.push(o.clone());
+    }
+    Ok((rest, extended))
 }
 
 /// A size fixed by the config (`local_loop` size) or `--image-size`.
@@ -383,7 +447,13 @@ fn place(table: &super::config::Table, total: u64) -> Result<Vec<PlacedPartition
         0
     };
     let end = total.saturating_sub(tail) / SECTOR * SECTOR;
-    let mut cursor = table.align.max(SECTOR);
+    // GPT's header and 128 entries take the first 34 sectors.
+    let first = if table.label == Label::Gpt {
+        34 * SECTOR
+    } else {
+        SECTOR
+    };
+    let mut cursor = round_up(first, table.align).max(table.align);
     let mut out = Vec::new();
     for (i, p) in table.partitions.iter().enumerate() {
         if cursor >= end {
@@ -551,7 +621,8 @@ mod tests {
         let usable = (1 << 30) - GPT_TAIL - MIB;
         assert_eq!(a.size, usable / 2 / 512 * 512);
         assert_eq!(b.start, round_up(a.start + a.size, MIB));
-        assert!(b.start + b.size <= (1 << 30) - GPT_TAIL);
+        // 100% of what is left: up to the GPT backup area.
+        assert_eq!(b.start + b.size, (1 << 30) - GPT_TAIL);
     }
 
     #[test]
@@ -583,6 +654,82 @@ mod tests {
         };
         let e = plan(&default_config(), &x, &usage(&[]), &mut Seq(0)).unwrap_err();
         assert!(e.to_string().contains("helper backend"), "{e}");
+    }
+
+    #[test]
+    fn gpt_partitions_never_overlap_the_table_whatever_the_alignment() {
+        for (align, first) in [("4KiB", 5 * 4096), ("512", 34 * 512), ("1MiB", MIB)] {
+            let c = parse(
+                &format!("- partitioning:\n    label: gpt\n    align: {align}\n    partitions:\n      - {{name: r, size: 100%, mkfs: {{mount: {{mount_point: /}}}}}}\n"),
+                "t",
+            )
+            .unwrap();
+            let l = plan(&c, &opts(), &usage(&[("/", MIB)]), &mut Seq(0)).unwrap();
+            assert_eq!(l.partitions[0].start, first, "align {align}");
+        }
+    }
+
+    #[test]
+    fn mkfs_options_merge_extended_and_refuse_placement() {
+        let (rest, ext) = split_mkfs_options(
+            FsKind::Ext4,
+            &[
+                "-E".into(),
+                "lazy_itable_init=0,stride=16".into(),
+                "-Enodiscard".into(),
+                "-m".into(),
+                "1".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(rest, ["-m", "1"]);
+        assert_eq!(ext, ["lazy_itable_init=0", "stride=16", "nodiscard"]);
+        let e = split_mkfs_options(FsKind::Ext4, &["-E".into(), "offset=0".into()]).unwrap_err();
+        assert!(e.to_string().contains("offset"), "{e}");
+        let e = split_mkfs_options(FsKind::Vfat, &["-S".into(), "4096".into()]).unwrap_err();
+        assert!(e.to_string().contains("-S changes"), "{e}");
+        // Through plan: --mkfs-options reach the root only, split.
+        let o = Options {
+            mkfs_options: vec!["-E".into(), "stride=8".into(), "-m".into(), "0".into()],
+            ..opts()
+        };
+        let l = plan(&default_config(), &o, &usage(&[("/", MIB)]), &mut Seq(0)).unwrap();
+        assert_eq!(
+            (l.root().opts.clone(), l.root().extended.clone()),
+            (vec!["-m".into(), "0".into()], vec!["stride=8".to_string()])
+        );
+    }
+
+    #[test]
+    fn fstab_escapes_spaces_and_dib_defaults_apply() {
+        let c = parse(
+            "- mkfs:\n    base: image0\n    mount:\n      mount_point: /\n      fstab: {}\n",
+            "t",
+        )
+        .unwrap();
+        let mut l = plan(&c, &opts(), &usage(&[]), &mut Seq(0)).unwrap();
+        l.filesystems[0].mount_point = Some("/my data".into());
+        assert!(
+            l.fstab()
+                .contains("LABEL=cloudimg-rootfs /my\\040data ext4 defaults 0 2\n"),
+            "{}",
+            l.fstab()
+        );
+        let dup = Options {
+            root_label: "data".into(),
+            ..opts()
+        };
+        let c = parse(
+            "- partitioning:\n    label: gpt\n    partitions:\n      - {name: d, size: 1GiB, mkfs: {label: data}}\n      - {name: r, size: 100%, mkfs: {mount: {mount_point: /}}}\n",
+            "t",
+        )
+        .unwrap();
+        let e = plan(&c, &dup, &usage(&[]), &mut Seq(0)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("two filesystems are labelled \"data\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -210,6 +210,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
             if let Some(r) = fs.max_online_resize {
                 ext.push(format!("resize={}", r / 4096));
             }
+            ext.extend(fs.extended.iter().cloned());
             let mut cmd = Command::new(format!("mkfs.{k}"));
             cmd.args(["-F", "-q", "-b", "4096", "-E", &ext.join(",")])
                 .args(["-U", &fs.uuid]);
@@ -237,6 +238,9 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
                 .arg((fs.size / 1024).to_string());
             run(cmd, "dosfstools")?;
             let Some(src) = src else { return Ok(()) };
+            // mcopy runs outside the chroot and would copy what a symlink
+            // points at on the host; FAT cannot hold one anyway.
+            refuse_links(src, fs.mount_point.as_deref().unwrap_or(""))?;
             let mut names: Vec<PathBuf> = fs::read_dir(src)?
                 .map(|e| e.map(|e| e.path()))
                 .collect::<std::io::Result<_>>()?;
@@ -277,6 +281,38 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
         }
         k => bail!("the offline backend cannot build {k} (use the helper backend)"),
     }
+}
+
+/// Fail on any symlink or special file under `dir` (shown as under `shown`).
+fn refuse_links(dir: &Path, shown: &str) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {dir:?}"))? {
+        let entry = entry?;
+        let t = entry.file_type()?;
+        let here = format!("{shown}/{}", entry.file_name().to_string_lossy());
+        if t.is_dir() {
+            refuse_links(&entry.path(), &here)?;
+        } else if !t.is_file() {
+            bail!(
+                "{here} is a {}: a FAT filesystem holds only files and directories",
+                if t.is_symlink() {
+                    "symlink"
+                } else {
+                    "special file"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The image file's identity, to check that nothing replaced it (finalise.d
+/// can write to it) before dib writes into it again.
+pub fn identity(path: &Path) -> Result<(u64, u64)> {
+    let md = fs::symlink_metadata(path).with_context(|| format!("examining {path:?}"))?;
+    if !md.file_type().is_file() {
+        bail!("{path:?} is no longer a regular file: a hook replaced the disk image");
+    }
+    Ok((md.dev(), md.ino()))
 }
 
 fn run(mut cmd: Command, package: &str) -> Result<()> {

@@ -108,6 +108,11 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Add `other`'s files, to be put in place with these.
+    pub fn extend(&mut self, other: Finished) {
+        self.files.extend(other.files);
+    }
+
     /// Rename every file into place (an existing one moved aside unless
     /// `overwrite`).
     pub fn persist(self, overwrite: bool, log: &Log) -> Result<()> {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use dib_sandbox::init::{chrooted, exit_code, kill_all_and_reap, reap_zombies};
-use dib_sandbox::mounts::{bind, mount_tmpfs, ChrootMounts, IMAGE_IN_TARGET, IN_TARGET};
+use dib_sandbox::mounts::{bind, mount_tmpfs, ChrootMounts, IMAGE_FILE_IN_TARGET, IN_TARGET};
 
 use super::job::{BreakAt, BuildJob};
 use super::log::Log;
@@ -195,8 +195,8 @@ struct Ctx<'a> {
 /// A disk image being built: its layout and its file.
 struct Disk {
     layout: crate::blockdev::Layout,
-    /// The directory holding it (bound into the chroot for finalise.d).
-    dir: PathBuf,
+    /// The image file's device and inode when made.
+    identity: (u64, u64),
     file: PathBuf,
 }
 
@@ -211,7 +211,7 @@ struct InTarget {
 
 impl InTarget {
     fn enter(ctx: &Ctx<'_>) -> Result<InTarget> {
-        let image = ctx.disk.as_ref().map(|d| d.dir.as_path());
+        let image = ctx.disk.as_ref().map(|d| d.file.as_path());
         let mounts =
             ChrootMounts::setup(&ctx.mnt, &ctx.hooks, image).context("preparing the chroot")?;
         let resolv = ResolvConf::install(&ctx.mnt)?;
@@ -342,7 +342,7 @@ impl Ctx<'_> {
         }
         if let Some(disk) = &self.disk {
             let file = if phase.chroot {
-                Path::new("/").join(IMAGE_IN_TARGET).join(IMAGE_FILE)
+                Path::new("/").join(IMAGE_FILE_IN_TARGET)
             } else {
                 disk.file.clone()
             };
@@ -675,12 +675,15 @@ impl Ctx<'_> {
         fs::create_dir(&dir).with_context(|| format!("creating {dir:?}"))?;
         let file = dir.join(IMAGE_FILE);
         offline::create(&file, &layout)?;
+        let identity = offline::identity(&file)?;
         let etc = dib_sandbox::mounts::inside(&self.built, "etc").context("writing /etc/fstab")?;
         fs::create_dir_all(&etc).with_context(|| format!("creating {etc:?}"))?;
         let fstab = etc.join("fstab");
         // Replaced, not written through: a symlinked fstab must not lead out.
         let _ = fs::remove_file(&fstab);
         fs::write(&fstab, layout.fstab()).with_context(|| format!("writing {fstab:?}"))?;
+        fs::set_permissions(&fstab, fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("chmod {fstab:?}"))?;
         for p in layout
             .filesystems
             .iter()
@@ -710,7 +713,11 @@ impl Ctx<'_> {
             "laid out the image in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
-        Ok(Disk { layout, dir, file })
+        Ok(Disk {
+            layout,
+            identity,
+            file,
+        })
     }
 
     /// Every output: tree outputs from the final tree, then the filesystems
@@ -722,10 +729,10 @@ impl Ctx<'_> {
         let s = &job.output_settings;
         // Every output under a temporary name first: a failure at any point
         // leaves none of them, not some.
-        let trees = super::outputs::write_all(&from_tree, &self.built, None, s)?;
+        let mut done = super::outputs::write_all(&from_tree, &self.built, None, s)?;
         self.check_stopped()?;
         if from_disk.is_empty() {
-            trees.persist(s.overwrite, self.log)?;
+            done.persist(s.overwrite, self.log)?;
             return Ok(());
         }
         let disk = self
@@ -736,6 +743,12 @@ impl Ctx<'_> {
         self.log.status("writing the filesystems".to_string());
         let scratch = job.build_dir.join("fs-aside");
         fs::create_dir(&scratch).with_context(|| format!("creating {scratch:?}"))?;
+        if crate::blockdev::offline::identity(&disk.file)? != disk.identity {
+            return Err(Stop::Failed(anyhow::anyhow!(
+                "the disk image {:?} was replaced during the build (by a hook?)",
+                disk.file
+            )));
+        }
         crate::blockdev::offline::fill(&disk.file, &disk.layout, &self.built, &scratch)?;
         self.log.line(&format!(
             "wrote the filesystems in {:.1}s",
@@ -750,8 +763,8 @@ impl Ctx<'_> {
             started.elapsed().as_secs_f64()
         ));
         self.check_stopped()?;
-        trees.persist(s.overwrite, self.log)?;
-        images.persist(s.overwrite, self.log)?;
+        done.extend(images);
+        done.persist(s.overwrite, self.log)?;
         Ok(())
     }
 

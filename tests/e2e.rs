@@ -784,7 +784,7 @@ fn mbr_vm_image_boots_and_matches_its_plan() -> Result<(), Failed> {
     let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
     eq(
         &marker,
-        "dib-boot-marker: root=/dev/vda1 fstype=ext4 efi=no",
+        "dib-boot-marker: root=/dev/vda1 fstype=ext4 efi=no ssh=inactive",
         "what the booted system says",
     )?;
     let raw = out.with_extension("raw");
@@ -800,13 +800,33 @@ fn mbr_vm_image_boots_and_matches_its_plan() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+/// The README's first command: `debian vm` boots with sshd running (host
+/// keys made on first boot, though no cloud-init datasource answers).
+fn debian_vm_boots_with_ssh() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.f.path("debian");
+    let out_s = out.display().to_string();
+    succeeded(&create(
+        &b,
+        &cache(),
+        &["-o", &out_s, "debian", "vm", "boot-marker"],
+    )?)?;
+    let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
+    eq(
+        &marker,
+        "dib-boot-marker: root=/dev/vda1 fstype=ext4 efi=no ssh=active",
+        "what the booted system says",
+    )?;
+    b.assert_clean()
+}
+
 fn gpt_bios_image_boots() -> Result<(), Failed> {
     let b = Build::new();
     let out = build_vm(&b, &["block-device-gpt"], "qcow2")?;
     let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
     eq(
         &marker,
-        "dib-boot-marker: root=/dev/vda2 fstype=ext4 efi=no",
+        "dib-boot-marker: root=/dev/vda2 fstype=ext4 efi=no ssh=inactive",
         "what the booted system says",
     )?;
     b.assert_clean()
@@ -818,7 +838,7 @@ fn efi_image_boots_under_ovmf_and_matches_its_plan() -> Result<(), Failed> {
     let marker = boot(&out.with_extension("qcow2"), Firmware::Uefi)?;
     eq(
         &marker,
-        "dib-boot-marker: root=/dev/vda3 fstype=ext4 efi=yes",
+        "dib-boot-marker: root=/dev/vda3 fstype=ext4 efi=yes ssh=inactive",
         "what the booted system says",
     )?;
     let raw = out.with_extension("raw");
@@ -935,6 +955,7 @@ fn main() {
             mbr_vm_image_boots_and_matches_its_plan,
         ),
         ("gpt_bios_image_boots", gpt_bios_image_boots),
+        ("debian_vm_boots_with_ssh", debian_vm_boots_with_ssh),
         (
             "efi_image_boots_under_ovmf_and_matches_its_plan",
             efi_image_boots_under_ovmf_and_matches_its_plan,

@@ -532,7 +532,14 @@ fn offline_image_matches_its_configuration() -> Result<(), Failed> {
     let o = b
         .dib(
             &[
-                "create", "-n", "-t", "raw,tar", "-o", &out_s, "tiny-os", "probe",
+                "create",
+                "-n",
+                "-t",
+                "raw,tar,vhd,squashfs",
+                "-o",
+                &out_s,
+                "tiny-os",
+                "probe",
             ],
             &[("DIB_BLOCK_DEVICE_CONFIG", &layout)],
         )
@@ -640,6 +647,31 @@ fn offline_image_matches_its_configuration() -> Result<(), Failed> {
         String::from_utf8_lossy(&mtype.stdout).trim_end(),
         "hello",
         "EFI/hello.txt on the ESP",
+    )?;
+    // vhd: the same disk, as qemu-img reads it.
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(out.with_extension("vhd"))
+        .output()?;
+    succeeded(&info)?;
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout)?;
+    eq(
+        &format!("{} {}", info["format"], info["virtual-size"]),
+        &format!("\"vpc\" {}", fs::metadata(&raw)?.len()),
+        "the vhd's format and size",
+    )?;
+    // squashfs: the whole tree, owners kept.
+    let ls = Command::new("unsquashfs")
+        .args(["-lln", "-d", "/nonexistent"])
+        .arg(out.with_extension("squashfs"))
+        .output()?;
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    check(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rwsr-x--- 1234/4321") && l.ends_with("/srv/owned"))
+            && listing.contains("/boot/efi/EFI/hello.txt"),
+        format!("the squashfs listing:\n{listing}"),
     )?;
     // The tar output has the whole tree, ESP files included.
     let entries = tar_entries(fs::File::open(out.with_extension("tar"))?)?;

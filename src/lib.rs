@@ -18,3 +18,4 @@ pub mod logging;
 pub mod packages;
 pub mod phases;
 pub mod runparts;
+pub mod tool;

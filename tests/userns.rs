@@ -1016,6 +1016,96 @@ fn kill_9_of_dib_takes_the_build_down() -> Result<(), Failed> {
     )
 }
 
+/// Start a build whose squashfs output takes a while (200 MB of random
+/// data through xz) and return it once mksquashfs runs.
+fn start_slow_output(b: &Build) -> Result<Child, Failed> {
+    b.f.file(
+        "e/probe/root.d/50-bulk",
+        "#!/bin/bash\nset -eu\nhead -c 200M /dev/urandom > \"$TARGET_ROOT/bulk\"\n",
+        0o755,
+    );
+    let out = b.f.path("images/img").display().to_string();
+    let mut child = b
+        .dib(
+            &[
+                "create",
+                "-n",
+                "-t",
+                "raw,squashfs",
+                "-o",
+                &out,
+                "tiny-os",
+                "probe",
+            ],
+            &[],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let marker = b.tmp.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !processes_with(&marker)
+        .iter()
+        .any(|p| p.contains("mksquashfs"))
+    {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            return Err("mksquashfs never ran".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(child)
+}
+
+fn images_left(b: &Build) -> Result<Vec<std::ffi::OsString>, Failed> {
+    Ok(fs::read_dir(b.f.path("images"))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect())
+}
+
+fn stopping_while_writing_outputs_leaves_no_file() -> Result<(), Failed> {
+    // SIGTERM: the running tool is killed at once, the build reports the
+    // signal, and nothing is left.
+    let b = Build::new();
+    let child = start_slow_output(&b)?;
+    let asked = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let o = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        asked.elapsed() < Duration::from_secs(5),
+        format!("the build took {:?} to stop", asked.elapsed()),
+    )?;
+    check(
+        o.status.code() == Some(128 + 15) && err.contains("build interrupted by signal 15"),
+        format!("status {:?}, stderr:\n{err}", o.status),
+    )?;
+    let left = images_left(&b)?;
+    check(
+        left.is_empty(),
+        format!("SIGTERM while writing outputs left: {left:?}"),
+    )?;
+    wait_until_gone(&b.tmp.display().to_string())?;
+    b.assert_clean()?;
+
+    // kill -9 of dib: the unnamed outputs go with the processes.
+    let b = Build::new();
+    let mut child = start_slow_output(&b)?;
+    child.kill()?;
+    child.wait()?;
+    wait_until_gone(&b.tmp.display().to_string())?;
+    let left = images_left(&b)?;
+    check(
+        left.is_empty(),
+        format!("kill -9 while writing outputs left: {left:?}"),
+    )
+}
+
 fn skipped_hooks_are_listed_with_x() -> Result<(), Failed> {
     let b = Build::new();
     b.f.file("e/probe/install.d/10-foo.sh", "#!/bin/sh\ntrue\n", 0o755);
@@ -1130,6 +1220,10 @@ fn main() {
         (
             "a_symlink_bound_for_a_fat_filesystem_fails_the_build",
             a_symlink_bound_for_a_fat_filesystem_fails_the_build,
+        ),
+        (
+            "stopping_while_writing_outputs_leaves_no_file",
+            stopping_while_writing_outputs_leaves_no_file,
         ),
         (
             "chroot_phases_run_as_root_in_an_isolated_tree",

@@ -15,11 +15,13 @@ use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicI32;
 
 use anyhow::{bail, Context as _, Result};
 
 use super::config::{FsKind, Label, PartType};
 use super::layout::{Layout, PlacedFs, Usage};
+use crate::tool::run;
 
 const SECTOR: u64 = 512;
 
@@ -169,7 +171,13 @@ fn write_gpt(mut f: File, layout: &Layout) -> Result<()> {
 /// mount points (`/boot/efi`) are moved out of the tree into `scratch`
 /// first, so each filesystem gets only its own files; the tree is spent
 /// afterwards (tree outputs are written before this).
-pub fn fill(image: &Path, layout: &Layout, tree: &Path, scratch: &Path) -> Result<()> {
+pub fn fill(
+    image: &Path,
+    layout: &Layout,
+    tree: &Path,
+    scratch: &Path,
+    stop: &AtomicI32,
+) -> Result<()> {
     let mut fss: Vec<&PlacedFs> = layout.filesystems.iter().collect();
     // Deepest first: a mount point's content leaves before its parent's.
     fss.sort_by_key(|f| std::cmp::Reverse(f.mount_point.as_deref().map_or(0, |p| p.len())));
@@ -195,13 +203,14 @@ pub fn fill(image: &Path, layout: &Layout, tree: &Path, scratch: &Path) -> Resul
         sources.push((fs, src));
     }
     for (fs, src) in sources {
-        make_fs(image, fs, src.as_deref())
+        make_fs(image, fs, src.as_deref(), stop)
             .with_context(|| format!("building the {} filesystem '{}'", fs.kind, fs.name))?;
     }
     Ok(())
 }
 
-fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
+fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) -> Result<()> {
+    let what = format!("building {}", fs.mount_point.as_deref().unwrap_or(&fs.name));
     match fs.kind {
         k if k.is_ext() => {
             // 4 KiB blocks, whole blocks only.
@@ -224,7 +233,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
                 cmd.arg("-d").arg(s);
             }
             cmd.args(&fs.opts).arg(image).arg(format!("{kib}k"));
-            run(cmd, "e2fsprogs")
+            run(cmd, "e2fsprogs", &what, stop)
         }
         FsKind::Vfat => {
             let mut cmd = Command::new("mkfs.fat");
@@ -236,7 +245,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
             cmd.args(&fs.opts)
                 .arg(image)
                 .arg((fs.size / 1024).to_string());
-            run(cmd, "dosfstools")?;
+            run(cmd, "dosfstools", &what, stop)?;
             let Some(src) = src else { return Ok(()) };
             // mcopy runs outside the chroot and would copy what a symlink
             // points at on the host; FAT cannot hold one anyway.
@@ -254,7 +263,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
                 .arg(format!("{}@@{}", image.display(), fs.offset))
                 .args(&names)
                 .arg("::/");
-            run(cmd, "mtools")
+            run(cmd, "mtools", &what, stop)
         }
         FsKind::Swap => {
             // mkswap cannot write at an offset: make the header in a sparse
@@ -267,7 +276,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>) -> Result<()> {
                 cmd.args(["-L", l]);
             }
             cmd.arg(tmp.path());
-            run(cmd, "util-linux")?;
+            run(cmd, "util-linux", &what, stop)?;
             let head = {
                 let mut b = vec![0u8; 64 << 10];
                 let n = std::io::Read::read(&mut File::open(tmp.path())?, &mut b)?;
@@ -313,20 +322,4 @@ pub fn identity(path: &Path) -> Result<(u64, u64)> {
         bail!("{path:?} is no longer a regular file: a hook replaced the disk image");
     }
     Ok((md.dev(), md.ino()))
-}
-
-fn run(mut cmd: Command, package: &str) -> Result<()> {
-    let prog = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {prog} (Debian package {package})"))?;
-    if !out.status.success() {
-        bail!(
-            "{prog} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(())
 }

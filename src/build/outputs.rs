@@ -1,9 +1,10 @@
 //! Writing a build's outputs from the finished tree, inside pid 1 (which can
 //! read every file of the tree, whatever id owns it).
 //!
-//! Each output is written under a temporary name beside its final one and
-//! renamed into place only when complete, so a failed or interrupted build
-//! never leaves a half-written image under the name a user expects. An
+//! Each output is written into a file with no name (`O_TMPFILE`) in its
+//! final directory, and every output is named only when all are complete,
+//! so a failed, interrupted or killed build never leaves a half-written
+//! image, under any name. An
 //! existing output is moved aside with a timestamp, as DIB does, unless
 //! `OVERWRITE_OLD_IMAGE=1`. Disk images come from the image file the
 //! block-device step wrote (qemu-img), tree outputs from the final tree.
@@ -11,12 +12,14 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicI32;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::log::Log;
+use crate::tool::run;
 
 /// Mode of a finished output.
 const OUTPUT_MODE: u32 = 0o644;
@@ -100,11 +103,69 @@ pub struct Settings {
     pub checksum: bool,
 }
 
-/// Outputs written under temporary names (removed if dropped), to be put
-/// in place together by [`Finished::persist`] once every output is done.
+/// An output being written: a file with no name yet (`O_TMPFILE`) in the
+/// output's directory. Whatever ends the build before [`Finished::persist`]
+/// (an error, a signal, even `kill -9`), the file goes with the last open
+/// descriptor: no half-written image is ever left under any name.
+#[derive(Debug)]
+struct Unnamed {
+    file: std::fs::File,
+    /// Where it will be linked.
+    path: PathBuf,
+}
+
+impl Unnamed {
+    fn new(path: &Path) -> Result<Unnamed> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let file =
+            tempfile::tempfile_in(dir).with_context(|| format!("creating a file in {dir:?}"))?;
+        Ok(Unnamed {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A path other processes (tar, qemu-img, ...) open the file by.
+    fn proc_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.file.as_raw_fd()
+        ))
+    }
+
+    /// Give the file its name: linked under a hidden temporary name, then
+    /// renamed over the final one (atomic, also when overwriting).
+    fn link(self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let hidden = dir.join(format!(
+            ".{name}.{}.dib-partial",
+            uuid::Uuid::new_v4().simple()
+        ));
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            self.proc_path(),
+            rustix::fs::CWD,
+            &hidden,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        )
+        .with_context(|| format!("naming the finished output {:?}", self.path))?;
+        if let Err(e) = std::fs::rename(&hidden, &self.path) {
+            let _ = std::fs::remove_file(&hidden);
+            return Err(e)
+                .with_context(|| format!("renaming the finished output to {:?}", self.path));
+        }
+        Ok(())
+    }
+}
+
+/// Outputs written but not yet named, to be put in place together by
+/// [`Finished::persist`] once every output is done.
 #[derive(Debug, Default)]
 pub struct Finished {
-    files: Vec<(tempfile::TempPath, PathBuf)>,
+    files: Vec<Unnamed>,
 }
 
 impl Finished {
@@ -113,13 +174,12 @@ impl Finished {
         self.files.extend(other.files);
     }
 
-    /// Rename every file into place (an existing one moved aside unless
-    /// `overwrite`).
+    /// Name every file (an existing one moved aside unless `overwrite`).
     pub fn persist(self, overwrite: bool, log: &Log) -> Result<()> {
-        for (tmp, path) in self.files {
-            move_aside(&path, overwrite, log)?;
-            tmp.persist(&path)
-                .with_context(|| format!("renaming the finished output to {path:?}"))?;
+        for f in self.files {
+            move_aside(&f.path, overwrite, log)?;
+            let path = f.path.clone();
+            f.link()?;
             log.line(&format!("wrote {}", path.display()));
         }
         Ok(())
@@ -134,11 +194,12 @@ pub fn write_all(
     tree: &Path,
     image: Option<&Path>,
     settings: &Settings,
+    stop: &AtomicI32,
 ) -> Result<Finished> {
     let results: Vec<Result<Finished>> = std::thread::scope(|s| {
         let handles: Vec<_> = outputs
             .iter()
-            .map(|out| s.spawn(move || write_output(out, tree, image, settings)))
+            .map(|out| s.spawn(move || write_output(out, tree, image, settings, stop)))
             .collect();
         handles
             .into_iter()
@@ -160,45 +221,35 @@ fn write_output(
     tree: &Path,
     image: Option<&Path>,
     settings: &Settings,
+    stop: &AtomicI32,
 ) -> Result<Finished> {
-    // A random name beside the output (pid 1's process id is 1 in every
-    // build, so it cannot tell two builds apart); removed on any error.
-    let tmp = partial(&out.path)?;
+    let tmp = Unnamed::new(&out.path)?;
+    let to = tmp.proc_path();
+    let what = format!("writing {}", out.path.display());
     if out.kind.from_disk() {
         let image = image.context("a disk image output needs a disk image (internal error)")?;
-        convert(&out.kind, image, &tmp, settings)?;
+        convert(&out.kind, image, &to, settings, &what, stop)?;
     } else {
-        write_tree(&out.kind, tree, &tmp)?;
+        write_tree(&out.kind, tree, &to, &what, stop)?;
     }
-    // The temporary file was made 0600; an image is as readable as any
-    // file the user writes (umask 022).
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(OUTPUT_MODE))
-        .with_context(|| format!("setting the mode of {:?}", &*tmp))?;
+    // The file was made 0600; an image is as readable as any file the user
+    // writes (umask 022).
+    tmp.file
+        .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
+        .with_context(|| format!("setting the mode of {:?}", out.path))?;
     let sums = if settings.checksum {
-        checksums(&tmp, &out.path)?
+        checksums(&to, &out.path)?
     } else {
         Vec::new()
     };
-    let mut files = vec![(tmp, out.path.clone())];
+    let mut files = vec![tmp];
     files.extend(sums);
     Ok(Finished { files })
 }
 
-/// A temporary file beside `path`, removed unless persisted.
-fn partial(path: &Path) -> Result<tempfile::TempPath> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    Ok(tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".dib-partial")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {dir:?}"))?
-        .into_temp_path())
-}
-
-/// `<output>.md5` and `<output>.sha256` in md5sum's format, as temporary
-/// files to rename beside the output.
-fn checksums(file: &Path, named: &Path) -> Result<Vec<(tempfile::TempPath, PathBuf)>> {
+/// `<output>.md5` and `<output>.sha256` in md5sum's format, as unnamed
+/// files to link beside the output.
+fn checksums(file: &Path, named: &Path) -> Result<Vec<Unnamed>> {
     use md5::Digest as _;
     use std::io::Read as _;
     let mut f = std::fs::File::open(file).with_context(|| format!("reading {file:?}"))?;
@@ -222,11 +273,12 @@ fn checksums(file: &Path, named: &Path) -> Result<Vec<(tempfile::TempPath, PathB
         ("sha256", hex(&sha.finalize())),
     ] {
         let path = PathBuf::from(format!("{}.{ext}", named.display()));
-        let tmp = partial(&path)?;
-        std::fs::write(&tmp, format!("{hex}  {name}\n"))
+        let mut tmp = Unnamed::new(&path)?;
+        std::io::Write::write_all(&mut tmp.file, format!("{hex}  {name}\n").as_bytes())
             .with_context(|| format!("writing {path:?}"))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(OUTPUT_MODE))?;
-        out.push((tmp, path));
+        tmp.file
+            .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))?;
+        out.push(tmp);
     }
     Ok(out)
 }
@@ -236,13 +288,20 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The disk image in another format, with qemu-img (or a sparse copy for raw).
-fn convert(kind: &Kind, image: &Path, to: &Path, settings: &Settings) -> Result<()> {
+fn convert(
+    kind: &Kind,
+    image: &Path,
+    to: &Path,
+    settings: &Settings,
+    what: &str,
+    stop: &AtomicI32,
+) -> Result<()> {
     if *kind == Kind::Raw {
         let mut cmd = Command::new("cp");
         cmd.args(["--sparse=always", "--reflink=auto"])
             .arg(image)
             .arg(to);
-        return run(cmd, "coreutils", to);
+        return run(cmd, "coreutils", what, stop);
     }
     let mut cmd = Command::new("qemu-img");
     // -W with several coroutines: blocks are converted (and compressed) in
@@ -273,19 +332,19 @@ fn convert(kind: &Kind, image: &Path, to: &Path, settings: &Settings) -> Result<
         cmd.args(["-o", &options.join(",")]);
     }
     cmd.arg(image).arg(to);
-    run(cmd, "qemu-utils", to)
+    run(cmd, "qemu-utils", what, stop)
 }
 
 /// The tree as a tar archive (numeric owners, modes, xattrs and ACLs kept,
 /// sparse files stored sparse, entries sorted so the same tree gives the
 /// same archive order) or a squashfs.
-fn write_tree(kind: &Kind, tree: &Path, to: &Path) -> Result<()> {
+fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32) -> Result<()> {
     if *kind == Kind::Squashfs {
         let mut cmd = Command::new("mksquashfs");
         cmd.arg(tree)
             .arg(to)
             .args(["-noappend", "-comp", "xz", "-no-progress", "-quiet"]);
-        return run(cmd, "squashfs-tools", to);
+        return run(cmd, "squashfs-tools", what, stop);
     }
     let mut cmd = Command::new("tar");
     cmd.args([
@@ -303,23 +362,7 @@ fn write_tree(kind: &Kind, tree: &Path, to: &Path) -> Result<()> {
         _ => cmd.arg("-cf"),
     };
     cmd.arg(to).arg(".");
-    run(cmd, "tar", to)
-}
-
-fn run(mut cmd: Command, package: &str, to: &Path) -> Result<()> {
-    let prog = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {prog} (Debian package {package})"))?;
-    if !out.status.success() {
-        bail!(
-            "{prog} failed writing {} ({}): {}",
-            to.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    run(cmd, "tar", what, stop)
 }
 
 /// Move an existing `path` aside (unless `overwrite`), making room for the

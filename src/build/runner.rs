@@ -656,6 +656,15 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// An error of a step a stop signal may have cut short: the stop, if
+    /// there was one (the tool was killed for it), else the failure.
+    fn stop_or_fail(&self, e: anyhow::Error) -> Stop {
+        match self.stopped.load(Ordering::SeqCst) {
+            0 => Stop::Failed(e),
+            sig => Stop::Interrupted(sig),
+        }
+    }
+
     /// Lay out the disk image from the tree as it is now, create the image
     /// file with its partition table, and write `/etc/fstab` (and the mount
     /// points) into the tree, for finalise.d to see.
@@ -729,7 +738,8 @@ impl Ctx<'_> {
         let s = &job.output_settings;
         // Every output under a temporary name first: a failure at any point
         // leaves none of them, not some.
-        let mut done = super::outputs::write_all(&from_tree, &self.built, None, s)?;
+        let mut done = super::outputs::write_all(&from_tree, &self.built, None, s, self.stopped)
+            .map_err(|e| self.stop_or_fail(e))?;
         self.check_stopped()?;
         if from_disk.is_empty() {
             done.persist(s.overwrite, self.log)?;
@@ -749,7 +759,14 @@ impl Ctx<'_> {
                 disk.file
             )));
         }
-        crate::blockdev::offline::fill(&disk.file, &disk.layout, &self.built, &scratch)?;
+        crate::blockdev::offline::fill(
+            &disk.file,
+            &disk.layout,
+            &self.built,
+            &scratch,
+            self.stopped,
+        )
+        .map_err(|e| self.stop_or_fail(e))?;
         self.log.line(&format!(
             "wrote the filesystems in {:.1}s",
             started.elapsed().as_secs_f64()
@@ -757,7 +774,9 @@ impl Ctx<'_> {
         self.check_stopped()?;
         let started = Instant::now();
         self.log.status("converting the image".to_string());
-        let images = super::outputs::write_all(&from_disk, &self.built, Some(&disk.file), s)?;
+        let images =
+            super::outputs::write_all(&from_disk, &self.built, Some(&disk.file), s, self.stopped)
+                .map_err(|e| self.stop_or_fail(e))?;
         self.log.line(&format!(
             "converted the disk image in {:.1}s",
             started.elapsed().as_secs_f64()

@@ -1,0 +1,98 @@
+//! Running a host tool (mkfs, qemu-img, tar, ...) from pid 1: its output
+//! kept for the error, the Debian package named when it is missing, and
+//! stopped at once when the build is asked to stop.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+/// Why a tool did not finish: the build was told to stop.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by signal {0}")]
+pub struct Stopped(pub i32);
+
+/// Run `cmd` to its end (`what` says what for, in errors). When `stop`
+/// becomes non-zero the tool is killed and the error is [`Stopped`].
+pub fn run(mut cmd: Command, package: &str, what: &str, stop: &AtomicI32) -> Result<()> {
+    let prog = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| {
+        format!("running {prog} for {what} (is the Debian package {package} installed?)")
+    })?;
+    // Both pipes drained while waiting, so a chatty tool never blocks.
+    let drain = |p: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for a tool")? {
+            break status;
+        }
+        let sig = stop.load(Ordering::SeqCst);
+        if sig != 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Stopped(sig).into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    if !status.success() {
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&err).trim(),
+            String::from_utf8_lossy(&out).trim()
+        );
+        bail!("{prog} failed {what} ({status}): {}", text.trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_say_what_and_show_the_output() {
+        let stop = AtomicI32::new(0);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let e = run(cmd, "dash", "testing", &stop).unwrap_err().to_string();
+        assert_eq!(e, "sh failed testing (exit status: 3): err\nout");
+        let e = run(
+            Command::new("/nonexistent/mkfs.zz"),
+            "zzfsprogs",
+            "x",
+            &stop,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("Debian package zzfsprogs"), "{e}");
+    }
+
+    #[test]
+    fn a_stop_kills_the_tool_at_once() {
+        let stop = AtomicI32::new(15);
+        let started = std::time::Instant::now();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let e = run(cmd, "coreutils", "waiting", &stop).unwrap_err();
+        assert!(e.downcast_ref::<Stopped>().is_some());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -27,7 +27,7 @@ pub enum Feature {
     DiskImages,
     /// The privileged helper backend (issue #6).
     Helper,
-    /// Ramdisks and kernel extraction (issue #7).
+    /// Ramdisk builds (issue #7).
     Ramdisks,
     /// OCI image layout output (not planned in an issue yet).
     Oci,

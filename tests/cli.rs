@@ -620,9 +620,35 @@ fn get_kernel_checks_its_image() {
         stderr(&o),
         "dib: error: image \"/nonexistent.qcow2\" does not exist or is not a file\n"
     );
+    // Not a disk image at all: no kernel in it, said plainly.
     let f = Fixture::new();
-    let img = f.file("img.qcow2", "", 0o644);
-    let o = dib(&["get-kernel", &img.display().to_string()], &[]);
+    let img = f.file("img.qcow2", "not an image\n", 0o644);
+    let o = dib(
+        &[
+            "get-kernel",
+            "-d",
+            &f.path("").display().to_string(),
+            &img.display().to_string(),
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not yet supported"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no kernel (/boot/vmlinuz-*) in"),
+        "{}",
+        stderr(&o)
+    );
+    let o = dib(
+        &[
+            "get-kernel",
+            "-d",
+            "/nonexistent",
+            &img.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        stderr(&o),
+        "dib: error: destination \"/nonexistent\" (-d) is not a directory\n"
+    );
 }

@@ -780,7 +780,7 @@ fn checksums_verify(out: &Path, ext: &str) -> Result<(), Failed> {
 
 fn mbr_vm_image_boots_and_matches_its_plan() -> Result<(), Failed> {
     let b = Build::new();
-    let out = build_vm(&b, &[], "qcow2,raw")?;
+    let out = build_vm(&b, &[], "qcow2,raw,tar")?;
     let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
     eq(
         &marker,
@@ -797,6 +797,42 @@ fn mbr_vm_image_boots_and_matches_its_plan() -> Result<(), Failed> {
     check_root(&raw, 2048, &b.f.path("root.ext4"))?;
     checksums_verify(&out, "qcow2")?;
     checksums_verify(&out, "raw")?;
+    // get-kernel: the image's kernel and initrd, byte for byte.
+    let got = b.f.path("got");
+    fs::create_dir_all(&got)?;
+    let o = b
+        .dib(
+            &[
+                "get-kernel",
+                "-d",
+                &got.display().to_string(),
+                &out.with_extension("qcow2").display().to_string(),
+            ],
+            &[],
+        )
+        .output()?;
+    succeeded(&o)?;
+    let tree = b.f.path("tree");
+    extract(&out.with_extension("tar"), &tree, &["./boot"])?;
+    let newest = |prefix: &str| -> Result<PathBuf, Failed> {
+        let mut v: Vec<PathBuf> = fs::read_dir(tree.join("boot"))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .collect();
+        v.sort();
+        v.pop()
+            .ok_or_else(|| format!("no /boot/{prefix}* in the tree").into())
+    };
+    for (mine, theirs) in [("deb-vmlinuz", "vmlinuz-"), ("deb-initrd", "initrd.img-")] {
+        check(
+            fs::read(got.join(mine))? == fs::read(newest(theirs)?)?,
+            format!("get-kernel's {mine} differs from the image's /boot/{theirs}*"),
+        )?;
+    }
     b.assert_clean()
 }
 

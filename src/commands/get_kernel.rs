@@ -1,9 +1,19 @@
-//! `dib get-kernel` / `disk-image-get-kernel`.
+//! `dib get-kernel` / `disk-image-get-kernel`: the kernel and initrd out
+//! of a built disk image, with no privilege and no mount: a qcow2 (or any
+//! qemu-img format) is converted to a sparse raw file, the partition table
+//! read, and the files dumped from the ext filesystem with debugfs.
 
-use anyhow::{bail, ensure, Result};
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context as _, Result};
 
 use crate::cli::GetKernelArgs;
-use crate::features::Feature;
+
+const SECTOR: u64 = 512;
 
 pub fn run(args: &GetKernelArgs) -> Result<()> {
     let Some(image) = args.image.as_ref().or(args.image_arg.as_ref()) else {
@@ -13,12 +23,286 @@ pub fn run(args: &GetKernelArgs) -> Result<()> {
         image.is_file(),
         "image {image:?} does not exist or is not a file"
     );
-    if let Some(dest) = &args.dest {
-        ensure!(
-            dest.is_dir(),
-            "destination {dest:?} (-d) is not a directory"
+    let dest = args.dest.clone().unwrap_or_else(|| PathBuf::from("."));
+    ensure!(
+        dest.is_dir(),
+        "destination {dest:?} (-d) is not a directory"
+    );
+    let prefix = match &args.prefix {
+        Some(p) => p.clone(),
+        None => image
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into()),
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("dib-get-kernel.")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let raw = as_raw(image, scratch.path())?;
+    let mut tried = Vec::new();
+    for offset in filesystem_offsets(&raw)? {
+        if !is_ext(&raw, offset)? {
+            continue;
+        }
+        let fs = format!("{}?offset={offset}", raw.display());
+        let Some((kernel, initrd)) = find_kernel(&fs)? else {
+            tried.push(offset);
+            continue;
+        };
+        let out_kernel = dest.join(format!("{prefix}-vmlinuz"));
+        let out_initrd = dest.join(format!("{prefix}-initrd"));
+        dump(&fs, &kernel, &out_kernel)?;
+        println!("{}", out_kernel.display());
+        match initrd {
+            Some(i) => {
+                dump(&fs, &i, &out_initrd)?;
+                println!("{}", out_initrd.display());
+            }
+            None => eprintln!("dib: warning: {image:?} has no initrd beside {kernel}"),
+        }
+        return Ok(());
+    }
+    bail!(
+        "no kernel (/boot/vmlinuz-*) in {image:?}: looked in {} ext filesystem(s); \
+         is it a bootable image built with a kernel?",
+        tried.len()
+    )
+}
+
+/// The image as a raw file: itself, or converted into `scratch`.
+fn as_raw(image: &Path, scratch: &Path) -> Result<PathBuf> {
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(image)
+        .output()
+        .context("running qemu-img (Debian package qemu-utils)")?;
+    ensure!(
+        info.status.success(),
+        "qemu-img cannot read {image:?}: {}",
+        String::from_utf8_lossy(&info.stderr).trim()
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&info.stdout).context("reading qemu-img info's output")?;
+    if v["format"] == "raw" {
+        return Ok(image.to_path_buf());
+    }
+    let raw = scratch.join("image.raw");
+    let o = Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "raw"])
+        .arg(image)
+        .arg(&raw)
+        .output()
+        .context("running qemu-img (Debian package qemu-utils)")?;
+    ensure!(
+        o.status.success(),
+        "qemu-img could not convert {image:?}: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    Ok(raw)
+}
+
+/// Byte offsets where a filesystem may start: every partition of a GPT or
+/// MBR table, else the whole image.
+fn filesystem_offsets(raw: &Path) -> Result<Vec<u64>> {
+    let mut f = File::open(raw).with_context(|| format!("reading {raw:?}"))?;
+    let mut lba1 = [0u8; 8];
+    f.seek(SeekFrom::Start(SECTOR))?;
+    let gpt = f.read_exact(&mut lba1).is_ok() && &lba1 == b"EFI PART";
+    if gpt {
+        let disk = gpt::GptConfig::new()
+            .writable(false)
+            .open_from_device(f)
+            .with_context(|| format!("reading the GPT of {raw:?}"))?;
+        return Ok(disk
+            .partitions()
+            .values()
+            .filter(|p| p.is_used())
+            .map(|p| p.first_lba * SECTOR)
+            .collect());
+    }
+    f.seek(SeekFrom::Start(0))?;
+    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32);
+    let offsets: Vec<u64> = match mbr {
+        Ok(mbr) => mbr
+            .iter()
+            .filter(|(_, p)| p.is_used())
+            .map(|(_, p)| u64::from(p.starting_lba) * SECTOR)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Ok(if offsets.is_empty() { vec![0] } else { offsets })
+}
+
+/// Whether an ext2/3/4 superblock is at `offset`.
+fn is_ext(raw: &Path, offset: u64) -> Result<bool> {
+    let mut f = File::open(raw)?;
+    let mut magic = [0u8; 2];
+    f.seek(SeekFrom::Start(offset + 1024 + 0x38))?;
+    Ok(f.read_exact(&mut magic).is_ok() && magic == [0x53, 0xef])
+}
+
+fn debugfs(fs: &str, request: &str) -> Result<String> {
+    let o = Command::new("debugfs")
+        .args(["-R", request])
+        .arg(fs)
+        .output()
+        .context("running debugfs (Debian package e2fsprogs)")?;
+    ensure!(
+        o.status.success(),
+        "debugfs {request:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The newest kernel and its initrd, as paths in the filesystem: under
+/// /boot (root filesystem) or at the top (a separate /boot).
+fn find_kernel(fs: &str) -> Result<Option<(String, Option<String>)>> {
+    for dir in ["/boot", ""] {
+        let listing = debugfs(
+            fs,
+            &format!("ls -p {}", if dir.is_empty() { "/" } else { dir }),
+        )?;
+        let names = regular_files(&listing);
+        if let Some((kernel, initrd)) = pick(&names) {
+            return Ok(Some((
+                format!("{dir}/{kernel}"),
+                initrd.map(|i| format!("{dir}/{i}")),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Names of regular files in `debugfs ls -p` output
+/// (`/inode/mode/uid/gid/name/size/`).
+fn regular_files(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().trim_matches('/').split('/').collect();
+            (f.len() >= 5 && f[1].starts_with("10")).then(|| f[4].to_string())
+        })
+        .collect()
+}
+
+/// The newest `vmlinuz-VERSION` (version order) and the initrd of that
+/// version (Debian's `initrd.img-V`, Red Hat's `initramfs-V.img`, `initrd-V`).
+fn pick(names: &[String]) -> Option<(String, Option<String>)> {
+    let kernel = names
+        .iter()
+        .filter(|n| n.starts_with("vmlinuz-") && !n.ends_with(".old"))
+        .max_by(|a, b| version_cmp(a, b))?;
+    let version = kernel.trim_start_matches("vmlinuz-");
+    let initrd = [
+        format!("initrd.img-{version}"),
+        format!("initramfs-{version}.img"),
+        format!("initrd-{version}"),
+    ]
+    .into_iter()
+    .find(|c| names.contains(c));
+    Some((kernel.clone(), initrd))
+}
+
+/// Compare as `sort -V` does for kernel names: digit runs as numbers.
+fn version_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, _) => return Ordering::Less,
+            (_, None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let na = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let nb = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (da, db) = (&a[..na], &b[..nb]);
+                let strip = |d: &[u8]| -> Vec<u8> {
+                    d.iter().copied().skip_while(|c| *c == b'0').collect()
+                };
+                let (sa, sb) = (strip(da), strip(db));
+                let ord = sa.len().cmp(&sb.len()).then_with(|| sa.cmp(&sb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+/// Dump `path` of the filesystem to `to` (written beside it, then renamed).
+fn dump(fs: &str, path: &str, to: &Path) -> Result<()> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".dib-get-kernel.")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {dir:?}"))?
+        .into_temp_path();
+    // debugfs's request language: quote the names.
+    debugfs(fs, &format!("dump \"{path}\" \"{}\"", tmp.display()))?;
+    let len = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+    ensure!(len > 0, "debugfs wrote nothing for {path}");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(to).with_context(|| format!("writing {to:?}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_sort_by_version_and_find_their_initrd() {
+        let names: Vec<String> = [
+            "vmlinuz-6.1.0-9-amd64",
+            "vmlinuz-6.1.0-10-amd64",
+            "vmlinuz-5.19.0-1-amd64",
+            "initrd.img-6.1.0-9-amd64",
+            "initrd.img-6.1.0-10-amd64",
+            "config-6.1.0-10-amd64",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            pick(&names),
+            Some((
+                "vmlinuz-6.1.0-10-amd64".into(),
+                Some("initrd.img-6.1.0-10-amd64".into())
+            ))
+        );
+        let rh: Vec<String> = [
+            "vmlinuz-5.14.0-70.el9.x86_64",
+            "initramfs-5.14.0-70.el9.x86_64.img",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            pick(&rh).unwrap().1.as_deref(),
+            Some("initramfs-5.14.0-70.el9.x86_64.img")
+        );
+        assert_eq!(pick(&["config-1".to_string()]), None);
+        assert_eq!(version_cmp("a-10", "a-9"), Ordering::Greater);
+        assert_eq!(version_cmp("a-010", "a-10"), Ordering::Equal);
+    }
+
+    #[test]
+    fn debugfs_listings_give_regular_files() {
+        let listing = "/13/040755/0/0/.//\n/2/040755/0/0/..//\n\
+                       /16/040755/0/0/grub//\n/303/100644/0/0/initrd.img-6.1.0-56-amd64/36386865/\n\
+                       /304/100644/0/0/vmlinuz-6.1.0-56-amd64/8247232/\n/9/120777/0/0/vmlinuz.old/26/\n";
+        assert_eq!(
+            regular_files(listing),
+            ["initrd.img-6.1.0-56-amd64", "vmlinuz-6.1.0-56-amd64"]
         );
     }
-    debug_assert!(!Feature::Ramdisks.available());
-    bail!("not yet supported in this version of dib:\n  - extracting a kernel from an image (ramdisks, issue #7)")
 }

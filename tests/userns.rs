@@ -687,7 +687,7 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
     let unknown = "- mkfs:\n    base: image0\n    sizes: 3\n";
     // (extra arguments, environment, what the error must say)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (
             &[],
             &[("DIB_BLOCK_DEVICE_CONFIG", "[1, 2")],
@@ -714,14 +714,23 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
             &[],
             "include only one of them",
         ),
+        (
+            &["-o", "/proc/img"],
+            &[],
+            "its directory \"/proc\" is not writable",
+        ),
     ];
     for (extra, env, want) in cases {
         let b = Build::new();
         let out = b.f.path("images/img").display().to_string();
-        let mut args = vec!["create", "-n", "-t", "raw", "-o", &out];
+        let mut args = vec!["create", "-n", "-t", "raw"];
+        if !extra.contains(&"-o") {
+            args.extend(["-o", &out]);
+        }
+        // Flags and their values (numbers, paths) before the elements.
         let (flags, elements): (Vec<&str>, Vec<&str>) = extra
             .iter()
-            .partition(|a| a.starts_with('-') || a.parse::<f64>().is_ok());
+            .partition(|a| a.starts_with('-') || a.starts_with('/') || a.parse::<f64>().is_ok());
         args.extend(flags);
         args.push("tiny-os");
         args.extend(elements);

@@ -97,6 +97,14 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         if let Some(dir) = out.path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the output directory {dir:?}"))?;
+            // Found now, not after the whole build.
+            tempfile::tempfile_in(dir).with_context(|| {
+                format!(
+                    "cannot write the output {:?}: its directory {dir:?} is not writable \
+                     (choose another -o, or fix the directory's permissions)",
+                    out.path
+                )
+            })?;
         }
     }
     // Caught from before anything exists on disk, so a SIGTERM at any point

@@ -93,6 +93,17 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
     } else {
         None
     };
+    let path_env = std::env::var("PATH").ok();
+    let missing: Vec<String> = needed_tools(&outputs, disk.as_ref())
+        .into_iter()
+        .filter(|(tool, _)| ns::find_tool(tool, path_env.as_deref()).is_none())
+        .map(|(tool, package)| format!("{tool} (Debian package {package})"))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "this build needs host tools that are not installed: {}",
+        missing.join(", ")
+    );
     for out in &outputs {
         if let Some(dir) = out.path.parent() {
             std::fs::create_dir_all(dir)
@@ -218,6 +229,42 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         0 => Ok(()),
         code => Err(Reported(code).into()),
     }
+}
+
+/// The host tools (and their Debian packages) that writing `outputs` and
+/// the filesystems of `disk` takes, each once, in a stable order.
+fn needed_tools(
+    outputs: &[outputs::Output],
+    disk: Option<&crate::blockdev::DiskJob>,
+) -> Vec<(&'static str, &'static str)> {
+    use crate::blockdev::config::FsKind;
+    use outputs::Kind;
+    let mut tools = Vec::new();
+    if let Some(d) = disk {
+        for fs in &d.config.filesystems {
+            let kind = fs.kind.unwrap_or(d.options.fs_type);
+            tools.extend(match kind {
+                FsKind::Ext2 => vec![("mkfs.ext2", "e2fsprogs")],
+                FsKind::Ext3 => vec![("mkfs.ext3", "e2fsprogs")],
+                FsKind::Ext4 => vec![("mkfs.ext4", "e2fsprogs")],
+                FsKind::Vfat => vec![("mkfs.fat", "dosfstools"), ("mcopy", "mtools")],
+                FsKind::Swap => vec![("mkswap", "util-linux")],
+                // Refused with its own message when the layout is planned.
+                FsKind::Xfs | FsKind::Btrfs => vec![],
+            });
+        }
+    }
+    for out in outputs {
+        tools.push(match out.kind {
+            Kind::Tar | Kind::Tgz => ("tar", "tar"),
+            Kind::Squashfs => ("mksquashfs", "squashfs-tools"),
+            Kind::Raw => ("cp", "coreutils"),
+            Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_) => ("qemu-img", "qemu-utils"),
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    tools.retain(|t| seen.insert(*t));
+    tools
 }
 
 /// The layout settings from the command line and environment.
@@ -390,6 +437,55 @@ fn remove_same_fs(p: &Path, dev: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tools_a_build_needs_follow_its_outputs_and_filesystems() {
+        let outs: Vec<outputs::Output> = ["qcow2", "vhd", "tar", "squashfs"]
+            .iter()
+            .map(|t| outputs::Output::new(outputs::Kind::parse(t).unwrap(), "/o/x").unwrap())
+            .collect();
+        let (config, _) = crate::blockdev::select(
+            None,
+            &[(
+                "block-device-efi".to_string(),
+                std::path::PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/elements/block-device-efi"
+                )),
+            )],
+            "amd64",
+        )
+        .unwrap();
+        let disk = crate::blockdev::DiskJob {
+            config,
+            origin: "t".into(),
+            options: crate::blockdev::Options {
+                image_size: None,
+                extra_size: 0,
+                fs_type: crate::blockdev::config::FsKind::Ext4,
+                root_label: "r".into(),
+                journal: None,
+                mkfs_options: vec![],
+                max_online_resize: None,
+            },
+        };
+        let names: Vec<&str> = needed_tools(&outs, Some(&disk))
+            .iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "mkfs.fat",
+                "mcopy",
+                "mkfs.ext4",
+                "qemu-img",
+                "tar",
+                "mksquashfs"
+            ]
+        );
+        assert!(needed_tools(&[], None).is_empty());
+    }
 
     #[test]
     fn tmpfs_when_memory_allows() {

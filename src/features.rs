@@ -37,10 +37,12 @@ impl Feature {
     /// Whether the feature works in this build of dib.
     pub fn available(self) -> bool {
         match self {
-            Feature::Phases | Feature::TreeOutputs | Feature::Packages | Feature::DiskImages => {
-                true
-            }
-            Feature::ForeignArch | Feature::Helper | Feature::Ramdisks | Feature::Oci => false,
+            Feature::Phases
+            | Feature::TreeOutputs
+            | Feature::Packages
+            | Feature::DiskImages
+            | Feature::Ramdisks => true,
+            Feature::ForeignArch | Feature::Helper | Feature::Oci => false,
         }
     }
 

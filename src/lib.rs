@@ -17,5 +17,6 @@ pub mod lint;
 pub mod logging;
 pub mod packages;
 pub mod phases;
+pub mod ramdisk;
 pub mod runparts;
 pub mod tool;

@@ -9,6 +9,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
+/// A `Command` for the host tool `name`, found on `PATH` or in the system
+/// directories (`/usr/sbin`, `/sbin`, ...) that a plain user's `PATH` often
+/// lacks: mkfs, depmod and debugfs live there.
+pub fn command(name: &str) -> Command {
+    let path = std::env::var("PATH").ok();
+    match dib_sandbox::ns::find_tool(name, path.as_deref()) {
+        Some(p) => Command::new(p),
+        None => Command::new(name),
+    }
+}
+
 /// Why a tool did not finish: the build was told to stop.
 #[derive(Debug, thiserror::Error)]
 #[error("stopped by signal {0}")]
@@ -17,7 +28,11 @@ pub struct Stopped(pub i32);
 /// Run `cmd` to its end (`what` says what for, in errors). When `stop`
 /// becomes non-zero the tool is killed and the error is [`Stopped`].
 pub fn run(mut cmd: Command, package: &str, what: &str, stop: &AtomicI32) -> Result<()> {
-    let prog = cmd.get_program().to_string_lossy().into_owned();
+    let prog = std::path::Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

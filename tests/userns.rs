@@ -894,7 +894,18 @@ fn ubuntu_without_a_mirror_or_keyring_fails_clearly() -> Result<(), Failed> {
     for (env, want) in cases {
         let b = Build::new();
         let o = b
-            .dib(&["create", "-n", "-t", "tar", "ubuntu-minimal"], env)
+            .dib(
+                &[
+                    "create",
+                    "-n",
+                    "-t",
+                    "tar",
+                    "-o",
+                    &b.out.join("u").display().to_string(),
+                    "ubuntu-minimal",
+                ],
+                env,
+            )
             .output()?;
         let err = String::from_utf8_lossy(&o.stderr);
         check(

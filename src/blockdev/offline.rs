@@ -14,7 +14,6 @@ use std::io::{Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicI32;
 
 use anyhow::{bail, Context as _, Result};
@@ -220,7 +219,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
                 ext.push(format!("resize={}", r / 4096));
             }
             ext.extend(fs.extended.iter().cloned());
-            let mut cmd = Command::new(format!("mkfs.{k}"));
+            let mut cmd = crate::tool::command(&format!("mkfs.{k}"));
             cmd.args(["-F", "-q", "-b", "4096", "-E", &ext.join(",")])
                 .args(["-U", &fs.uuid]);
             if let Some(l) = &fs.label {
@@ -236,7 +235,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
             run(cmd, "e2fsprogs", &what, stop)
         }
         FsKind::Vfat => {
-            let mut cmd = Command::new("mkfs.fat");
+            let mut cmd = crate::tool::command("mkfs.fat");
             cmd.arg(format!("--offset={}", fs.offset / SECTOR))
                 .args(["-i", &fs.uuid.replace('-', "")]);
             if let Some(l) = &fs.label {
@@ -257,7 +256,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
                 return Ok(());
             }
             names.sort();
-            let mut cmd = Command::new("mcopy");
+            let mut cmd = crate::tool::command("mcopy");
             cmd.env("MTOOLS_SKIP_CHECK", "1")
                 .args(["-s", "-p", "-Q", "-m", "-i"])
                 .arg(format!("{}@@{}", image.display(), fs.offset))
@@ -270,7 +269,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
             // file of the partition's size and copy its first page in.
             let tmp = tempfile::NamedTempFile::new_in(image.parent().unwrap_or(Path::new(".")))?;
             tmp.as_file().set_len(fs.size)?;
-            let mut cmd = Command::new("mkswap");
+            let mut cmd = crate::tool::command("mkswap");
             cmd.args(["-q", "-U", &fs.uuid]);
             if let Some(l) = &fs.label {
                 cmd.args(["-L", l]);

@@ -48,6 +48,8 @@ pub struct BuildJob {
     pub output_settings: super::outputs::Settings,
     /// The block-device configuration, when an output is a disk image.
     pub disk: Option<crate::blockdev::DiskJob>,
+    /// The kernel and initramfs to write, for a ramdisk build.
+    pub ramdisk: Option<crate::ramdisk::RamdiskJob>,
     /// `-p`: installed with the image's `install-packages` after install.d.
     pub packages: Vec<String>,
     /// The element set with real paths, for files read per element

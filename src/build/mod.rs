@@ -58,7 +58,19 @@ pub fn use_tmpfs(policy: Tmpfs, meminfo: &str) -> bool {
 pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Result<()> {
     let mapping = ns::preflight()?;
     let final_image = !resolution.contains(NO_FINAL_IMAGE);
-    let outputs = if final_image {
+    // A ramdisk build writes NAME.kernel and NAME.initramfs, no disk image.
+    let ramdisk = if config.mode == crate::config::Mode::Ramdisk && final_image {
+        let name = std::path::absolute(&config.image_name)
+            .with_context(|| format!("resolving the output name {:?}", config.image_name))?;
+        let with = |ext: &str| std::path::PathBuf::from(format!("{}.{ext}", name.display()));
+        Some(crate::ramdisk::RamdiskJob {
+            kernel: with("kernel"),
+            initramfs: with("initramfs"),
+        })
+    } else {
+        None
+    };
+    let outputs = if final_image && ramdisk.is_none() {
         config
             .output_types
             .iter()
@@ -190,6 +202,7 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             checksum: config.checksum,
         },
         disk,
+        ramdisk,
         packages: config.packages.clone(),
         elements: resolution
             .elements

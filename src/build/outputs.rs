@@ -11,7 +11,6 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicI32;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -108,14 +107,15 @@ pub struct Settings {
 /// (an error, a signal, even `kill -9`), the file goes with the last open
 /// descriptor: no half-written image is ever left under any name.
 #[derive(Debug)]
-struct Unnamed {
-    file: std::fs::File,
+pub struct Unnamed {
+    pub file: std::fs::File,
     /// Where it will be linked.
     path: PathBuf,
 }
 
 impl Unnamed {
-    fn new(path: &Path) -> Result<Unnamed> {
+    /// A new unnamed file in `path`'s directory, to be linked as `path`.
+    pub fn new(path: &Path) -> Result<Unnamed> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let file =
             tempfile::tempfile_in(dir).with_context(|| format!("creating a file in {dir:?}"))?;
@@ -169,6 +169,15 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Add one unnamed file, made 0644 (as any output).
+    pub fn push(&mut self, f: Unnamed) -> Result<()> {
+        f.file
+            .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
+            .with_context(|| format!("setting the mode of {:?}", f.path))?;
+        self.files.push(f);
+        Ok(())
+    }
+
     /// Add `other`'s files, to be put in place with these.
     pub fn extend(&mut self, other: Finished) {
         self.files.extend(other.files);
@@ -297,13 +306,13 @@ fn convert(
     stop: &AtomicI32,
 ) -> Result<()> {
     if *kind == Kind::Raw {
-        let mut cmd = Command::new("cp");
+        let mut cmd = crate::tool::command("cp");
         cmd.args(["--sparse=always", "--reflink=auto"])
             .arg(image)
             .arg(to);
         return run(cmd, "coreutils", what, stop);
     }
-    let mut cmd = Command::new("qemu-img");
+    let mut cmd = crate::tool::command("qemu-img");
     // -W with several coroutines: blocks are converted (and compressed) in
     // parallel, not on one core.
     cmd.args(["convert", "-q", "-f", "raw", "-W", "-m", "16"]);
@@ -340,13 +349,13 @@ fn convert(
 /// same archive order) or a squashfs.
 fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32) -> Result<()> {
     if *kind == Kind::Squashfs {
-        let mut cmd = Command::new("mksquashfs");
+        let mut cmd = crate::tool::command("mksquashfs");
         cmd.arg(tree)
             .arg(to)
             .args(["-noappend", "-comp", "xz", "-no-progress", "-quiet"]);
         return run(cmd, "squashfs-tools", what, stop);
     }
-    let mut cmd = Command::new("tar");
+    let mut cmd = crate::tool::command("tar");
     cmd.args([
         "--numeric-owner",
         "--xattrs",

@@ -173,6 +173,21 @@ fn write_build_settings(job: &BuildJob, hooks: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `path` with the system directories appended that it lacks: hooks run
+/// as root of the build (DIB's run under sudo, whose PATH has them), and
+/// call chroot, mkfs, depmod, ... by name, which a plain user's PATH may
+/// not find.
+fn with_sbin(path: &str) -> String {
+    let mut out = path.to_string();
+    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        if !path.split(':').any(|p| p == d) {
+            out.push(':');
+            out.push_str(d);
+        }
+    }
+    out
+}
+
 fn dir_is_empty(d: &Path) -> Result<bool> {
     Ok(fs::read_dir(d)
         .with_context(|| format!("reading {d:?}"))?
@@ -337,7 +352,7 @@ impl Ctx<'_> {
             set(
                 &mut env,
                 "PATH",
-                format!("{}:{host_path}", self.bin.display()),
+                format!("{}:{}", self.bin.display(), with_sbin(&host_path)),
             );
         }
         if let Some(disk) = &self.disk {
@@ -733,6 +748,20 @@ impl Ctx<'_> {
     /// built into the image file and the disk outputs converted from it.
     fn write_outputs(&self) -> Result<(), Stop> {
         let job = self.job;
+        if let Some(r) = &job.ramdisk {
+            let started = Instant::now();
+            self.log.status("assembling the ramdisk".to_string());
+            let staging = job.build_dir.join("ramdisk");
+            let done = crate::ramdisk::write(r, &self.built, &self.hooks, &staging)
+                .context("building the ramdisk")?;
+            self.log.line(&format!(
+                "assembled the ramdisk in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            self.check_stopped()?;
+            done.persist(job.output_settings.overwrite, self.log)?;
+            return Ok(());
+        }
         let (from_disk, from_tree): (Vec<_>, Vec<_>) =
             job.outputs.iter().partition(|o| o.kind.from_disk());
         let s = &job.output_settings;
@@ -862,4 +891,19 @@ fn failed(what: String, status: std::process::ExitStatus, tail: Vec<String>) -> 
 
 fn file_name(p: &Path) -> &str {
     p.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outside_hooks_find_system_tools() {
+        assert_eq!(
+            super::with_sbin("/usr/bin:/bin"),
+            "/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+        );
+        assert_eq!(
+            super::with_sbin("/sbin:/usr/sbin:/usr/local/sbin"),
+            "/sbin:/usr/sbin:/usr/local/sbin"
+        );
+    }
 }

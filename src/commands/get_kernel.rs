@@ -7,7 +7,6 @@ use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, ensure, Context as _, Result};
 
@@ -72,7 +71,7 @@ pub fn run(args: &GetKernelArgs) -> Result<()> {
 
 /// The image as a raw file: itself, or converted into `scratch`.
 fn as_raw(image: &Path, scratch: &Path) -> Result<PathBuf> {
-    let info = Command::new("qemu-img")
+    let info = crate::tool::command("qemu-img")
         .args(["info", "--output=json"])
         .arg(image)
         .output()
@@ -88,7 +87,7 @@ fn as_raw(image: &Path, scratch: &Path) -> Result<PathBuf> {
         return Ok(image.to_path_buf());
     }
     let raw = scratch.join("image.raw");
-    let o = Command::new("qemu-img")
+    let o = crate::tool::command("qemu-img")
         .args(["convert", "-q", "-O", "raw"])
         .arg(image)
         .arg(&raw)
@@ -143,7 +142,7 @@ fn is_ext(raw: &Path, offset: u64) -> Result<bool> {
 }
 
 fn debugfs(fs: &str, request: &str) -> Result<String> {
-    let o = Command::new("debugfs")
+    let o = crate::tool::command("debugfs")
         .args(["-R", request])
         .arg(fs)
         .output()
@@ -189,7 +188,7 @@ fn regular_files(listing: &str) -> Vec<String> {
 
 /// The newest `vmlinuz-VERSION` (version order) and the initrd of that
 /// version (Debian's `initrd.img-V`, Red Hat's `initramfs-V.img`, `initrd-V`).
-fn pick(names: &[String]) -> Option<(String, Option<String>)> {
+pub fn pick(names: &[String]) -> Option<(String, Option<String>)> {
     let kernel = names
         .iter()
         .filter(|n| n.starts_with("vmlinuz-") && !n.ends_with(".old"))

@@ -63,7 +63,9 @@ impl Build {
         let mut cmd = Command::new(dib_bin());
         cmd.args(args)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            // A plain user's PATH, without the sbin directories: dib must
+            // find mkfs, depmod, ... there itself.
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.f.path("home"))
             .env(
                 "ELEMENTS_PATH",

@@ -10,10 +10,9 @@ use anyhow::{Context as _, Result};
 /// Write every entry under `root` (parents first, names sorted), owned by
 /// root, as a newc archive into `out`, and finish `out`.
 pub fn write_tree<W: Write>(root: &Path, mut out: W) -> Result<W> {
-    let mut ino = 1u32;
     let mut entries = Vec::new();
     collect(root, Path::new(""), &mut entries)?;
-    for rel in &entries {
+    for (ino, rel) in (1u32..).zip(entries.iter()) {
         let p = root.join(rel);
         let md = fs::symlink_metadata(&p).with_context(|| format!("reading {p:?}"))?;
         let data = if md.file_type().is_symlink() {
@@ -32,7 +31,6 @@ pub fn write_tree<W: Write>(root: &Path, mut out: W) -> Result<W> {
             &rel.to_string_lossy(),
             &data,
         )?;
-        ino += 1;
     }
     entry(&mut out, 0, 0, 1, "TRAILER!!!", &[])?;
     Ok(out)

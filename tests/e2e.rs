@@ -922,6 +922,90 @@ fn efi_image_boots_under_ovmf_and_matches_its_plan() -> Result<(), Failed> {
     b.assert_clean()
 }
 
+/// A Debian ramdisk: built as a plain user, booted with -kernel/-initrd;
+/// its init.d fragment runs and sees the kernel's arguments and the disk
+/// udev found; `troubleshoot` gives a shell that answers on the serial
+/// console; a failing fragment offers one too.
+fn debian_ramdisk_boots_runs_init_d_and_troubleshoots() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.f.path("rd");
+    let out_s = out.display().to_string();
+    let cache = cache().display().to_string();
+    let started = std::time::Instant::now();
+    let o = b
+        .dib(
+            &[
+                "ramdisk",
+                "--image-cache",
+                &cache,
+                "-o",
+                &out_s,
+                "debian-minimal",
+                "ramdisk-probe",
+            ],
+            &[],
+        )
+        .output()?;
+    succeeded(&o)?;
+    let kernel = out.with_extension("kernel");
+    let initrd = out.with_extension("initramfs");
+    let size = fs::metadata(&initrd)?.len();
+    eprintln!(
+        "  ramdisk built in {:.1}s (warm), initramfs {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        size as f64 / (1u64 << 20) as f64
+    );
+    check(
+        fs::read(&initrd)?.starts_with(&[0x1f, 0x8b]),
+        "the initramfs is not gzip-compressed",
+    )?;
+    let disk = b.f.path("disk.raw");
+    fs::File::create(&disk)?.set_len(1 << 20)?;
+    let boot = |append: &str, script: &[(&str, &str)]| {
+        qemu::converse(
+            &qemu::DirectBoot {
+                kernel: &kernel,
+                initrd: &initrd,
+                append,
+                disk: Some(&disk),
+            },
+            script,
+            BOOT_TIMEOUT,
+        )
+    };
+    boot(
+        "console=ttyS0 dib_probe_arg=hello",
+        &[
+            ("dib-ramdisk-marker: hello disks=vda", ""),
+            ("dib ramdisk: done", ""),
+        ],
+    )?;
+    boot(
+        "console=ttyS0 troubleshoot",
+        &[
+            ("troubleshooting shell", ""),
+            ("# ", "echo answer-$((6*7))\n"),
+            ("answer-42", "exit\n"),
+            ("dib-ramdisk-marker: none", ""),
+            ("troubleshooting shell", ""),
+            ("# ", "exit\n"),
+            ("Power down", ""),
+        ],
+    )?;
+    boot(
+        "console=ttyS0 dib_probe_fail=1",
+        &[
+            ("ERROR in 50-probe", ""),
+            ("press t", "t"),
+            ("troubleshooting shell", ""),
+            ("# ", "echo failed-$((2+3))\n"),
+            ("failed-5", "exit\n"),
+            ("Power down", ""),
+        ],
+    )?;
+    b.assert_clean()
+}
+
 /// Why tier 4 cannot run here, beyond tier 2's reasons.
 fn e2e_skip_reason() -> Option<String> {
     if let Some(r) = skip_reason() {
@@ -991,6 +1075,10 @@ fn main() {
             mbr_vm_image_boots_and_matches_its_plan,
         ),
         ("gpt_bios_image_boots", gpt_bios_image_boots),
+        (
+            "debian_ramdisk_boots_runs_init_d_and_troubleshoots",
+            debian_ramdisk_boots_runs_init_d_and_troubleshoots,
+        ),
         ("debian_vm_boots_with_ssh", debian_vm_boots_with_ssh),
         (
             "efi_image_boots_under_ovmf_and_matches_its_plan",

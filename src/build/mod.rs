@@ -106,7 +106,11 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         None
     };
     let path_env = std::env::var("PATH").ok();
-    let missing: Vec<String> = needed_tools(&outputs, disk.as_ref())
+    let mut needed = needed_tools(&outputs, disk.as_ref());
+    if ramdisk.is_some() {
+        needed.push(("depmod", "kmod"));
+    }
+    let missing: Vec<String> = needed
         .into_iter()
         .filter(|(tool, _)| ns::find_tool(tool, path_env.as_deref()).is_none())
         .map(|(tool, package)| format!("{tool} (Debian package {package})"))

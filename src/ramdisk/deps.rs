@@ -50,8 +50,8 @@ impl Copier {
     }
 
     /// An executable by name (searched in the tree's bin directories) or by
-    /// absolute path, with its libraries.
-    pub fn binary(&mut self, name: &str) -> Result<()> {
+    /// absolute path, with its libraries; returns where it is in the ramdisk.
+    pub fn binary(&mut self, name: &str) -> Result<PathBuf> {
         let rel = if let Some(abs) = name.strip_prefix('/') {
             let p = PathBuf::from(abs);
             if resolve(&self.tree, &p).is_none_or(|r| !self.tree.join(r).is_file()) {
@@ -67,7 +67,8 @@ impl Copier {
                     format!("{name} is not in the image's /usr/sbin, /usr/bin, /sbin or /bin")
                 })?
         };
-        self.file(&rel)
+        self.file(&rel)?;
+        Ok(rel)
     }
 
     /// Every file under the tree's `rel` directory (if there is one), ELF

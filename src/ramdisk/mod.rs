@@ -34,9 +34,9 @@ const INIT_HEAD: &str = include_str!("init-head.sh");
 /// The end of `/init`, after the fragments.
 const INIT_TAIL: &str = include_str!("init-tail.sh");
 
-/// Kernel module directories (under `kernel/`) a ramdisk carries: disks,
-/// filesystems and network.
-const MODULE_DIRS: &[&str] = &[
+/// Kernel modules (directories or files under `kernel/`) a ramdisk
+/// carries: disks, filesystems a deploy writes, wired network.
+const MODULES: &[&str] = &[
     "drivers/block",
     "drivers/ata",
     "drivers/scsi",
@@ -48,11 +48,45 @@ const MODULE_DIRS: &[&str] = &[
     "drivers/mmc",
     "drivers/usb/storage",
     "drivers/target",
-    "fs",
+    "fs/ext4",
+    "fs/jbd2",
+    "fs/mbcache.ko",
+    "fs/fat",
+    "fs/vfat",
+    "fs/nls",
+    "fs/isofs",
+    "fs/xfs",
+    "fs/btrfs",
+    "fs/squashfs",
+    "fs/overlayfs",
+    "fs/udf",
     "crypto",
     "lib",
     "arch",
-    "net",
+    "net/802",
+    "net/8021q",
+    "net/llc",
+];
+
+/// Under [`MODULES`], what no disk or wired network needs (the bulk of it).
+const MODULES_LEFT_OUT: &[&str] = &[
+    "drivers/net/wireless",
+    "drivers/net/can",
+    "drivers/net/wwan",
+    "drivers/net/ieee802154",
+    "drivers/net/hamradio",
+    "drivers/net/arcnet",
+    "drivers/net/fddi",
+    "drivers/net/wan",
+];
+
+/// Under [`COPIED_DIRS`], what the ramdisk leaves out: udev's hardware
+/// database (20 MB of device names, not needed to find or load drivers).
+const LEFT_OUT: &[&str] = &[
+    "lib/udev/hwdb.bin",
+    "lib/udev/hwdb.d",
+    "usr/lib/udev/hwdb.bin",
+    "usr/lib/udev/hwdb.d",
 ];
 
 /// Directories copied whole (files, with the libraries their ELF files
@@ -77,10 +111,15 @@ pub fn write(job: &RamdiskJob, tree: &Path, hooks: &Path, staging: &Path) -> Res
     ] {
         fs::create_dir_all(staging.join(d))?;
     }
-    // busybox first: /init runs on it.
-    copier
+    // busybox first: /init runs on it, as /bin/sh until it links its
+    // other applets at boot.
+    let busybox = copier
         .binary("busybox")
         .context("the ramdisk needs busybox in the image (the ramdisk element installs it)")?;
+    if busybox != Path::new("bin/busybox") {
+        std::os::unix::fs::symlink(Path::new("/").join(&busybox), staging.join("bin/busybox"))?;
+    }
+    std::os::unix::fs::symlink("busybox", staging.join("bin/sh"))?;
     for (file, names) in binary_deps(hooks)? {
         for name in names {
             copier
@@ -90,6 +129,14 @@ pub fn write(job: &RamdiskJob, tree: &Path, hooks: &Path, staging: &Path) -> Res
     }
     for d in COPIED_DIRS {
         copier.dir(d)?;
+    }
+    for l in LEFT_OUT {
+        let p = staging.join(l);
+        if p.is_dir() {
+            fs::remove_dir_all(&p)?;
+        } else if p.is_file() {
+            fs::remove_file(&p)?;
+        }
     }
     copy_modules(tree, staging, &version)?;
     let rules = staging.join("etc/udev/rules.d");
@@ -203,10 +250,16 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
         }
     }
     let mut seen = BTreeSet::new();
-    for d in MODULE_DIRS {
-        let src = from.join("kernel").join(d);
+    let kernel = from.join("kernel");
+    let left_out: Vec<PathBuf> = MODULES_LEFT_OUT.iter().map(|d| kernel.join(d)).collect();
+    for m in MODULES {
+        let src = kernel.join(m);
+        let dst = to.join("kernel").join(m);
         if src.is_dir() {
-            copy_plain_tree(&src, &to.join("kernel").join(d), &mut seen)?;
+            copy_plain_tree(&src, &dst, &left_out, &mut seen)?;
+        } else if src.is_file() {
+            fs::create_dir_all(dst.parent().unwrap_or(&to))?;
+            fs::copy(&src, &dst)?;
         }
     }
     let o = crate::tool::command("depmod")
@@ -224,15 +277,24 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
     Ok(())
 }
 
-/// Copy files and directories (no symlinks out of the tree) from `src` to `dst`.
-fn copy_plain_tree(src: &Path, dst: &Path, seen: &mut BTreeSet<PathBuf>) -> Result<()> {
+/// Copy files and directories (no symlinks) from `src` to `dst`, but none
+/// of `skip`.
+fn copy_plain_tree(
+    src: &Path,
+    dst: &Path,
+    skip: &[PathBuf],
+    seen: &mut BTreeSet<PathBuf>,
+) -> Result<()> {
     fs::create_dir_all(dst)?;
     for e in fs::read_dir(src).with_context(|| format!("reading {src:?}"))? {
         let e = e?;
         let t = e.file_type()?;
         let to = dst.join(e.file_name());
+        if skip.contains(&e.path()) {
+            continue;
+        }
         if t.is_dir() {
-            copy_plain_tree(&e.path(), &to, seen)?;
+            copy_plain_tree(&e.path(), &to, skip, seen)?;
         } else if t.is_file() && seen.insert(to.clone()) {
             fs::copy(e.path(), &to).with_context(|| format!("copying {:?}", e.path()))?;
         }

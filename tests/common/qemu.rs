@@ -111,3 +111,112 @@ pub fn boot_until(
         .into()),
     }
 }
+
+/// A machine booted straight into a kernel and initramfs.
+pub struct DirectBoot<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub append: &'a str,
+    /// A raw disk image to attach (virtio), if any.
+    pub disk: Option<&'a Path>,
+}
+
+/// Boot `m` and hold a conversation on its serial console: for each
+/// (expect, send) step, wait for `expect` to appear after what was seen
+/// so far, then type `send`. Returns the whole console log; a step that
+/// does not come within `timeout` (all steps together) is an error with
+/// the log.
+pub fn converse(
+    m: &DirectBoot<'_>,
+    script: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<String, Failed> {
+    use std::io::Write as _;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(m.kernel)
+        .arg("-initrd")
+        .arg(m.initrd)
+        .arg("-append")
+        .arg(m.append)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(d) = m.disk {
+        cmd.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            d.display()
+        ));
+    }
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut out = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut console = Vec::new();
+    let mut from = 0;
+    let mut failure = None;
+    'steps: for (expect, send) in script {
+        loop {
+            let text = String::from_utf8_lossy(&console[from..]).into_owned();
+            if let Some(at) = text.find(expect) {
+                from += at + expect.len();
+                break;
+            }
+            if started.elapsed() > timeout {
+                failure = Some(format!(
+                    "no {expect:?} on the console within {}s",
+                    timeout.as_secs()
+                ));
+                break 'steps;
+            }
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(chunk) => console.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    failure = Some(format!("the machine stopped before {expect:?}"));
+                    break 'steps;
+                }
+            }
+        }
+        if !send.is_empty() {
+            // Slowly: a serial console at 115200 baud drops a burst.
+            for b in send.bytes() {
+                let _ = stdin.write_all(&[b]);
+                let _ = stdin.flush();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    // Whatever follows (a poweroff), briefly.
+    let grace = Instant::now();
+    while failure.is_none() && grace.elapsed() < Duration::from_secs(5) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(chunk) => console.extend_from_slice(&chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdin);
+    let _ = reader.join();
+    let console = String::from_utf8_lossy(&console).into_owned();
+    match failure {
+        None => Ok(console),
+        Some(f) => Err(format!("{f}\n--- console ---\n{console}\n--- end ---").into()),
+    }
+}

@@ -63,6 +63,7 @@ const MODULES: &[&str] = &[
     "crypto",
     "lib",
     "arch",
+    "net/core",
     "net/802",
     "net/8021q",
     "net/llc",
@@ -70,6 +71,7 @@ const MODULES: &[&str] = &[
 
 /// Under [`MODULES`], what no disk or wired network needs (the bulk of it).
 const MODULES_LEFT_OUT: &[&str] = &[
+    "arch/x86/kvm",
     "drivers/net/wireless",
     "drivers/net/can",
     "drivers/net/wwan",
@@ -260,6 +262,18 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
         } else if src.is_file() {
             fs::create_dir_all(dst.parent().unwrap_or(&to))?;
             fs::copy(&src, &dst)?;
+            seen.insert(dst);
+        }
+    }
+    // And every module those need, wherever it lives (failover for
+    // virtio_net, configfs for the iSCSI target, ...), from the image's
+    // own modules.dep.
+    let deps_text = fs::read_to_string(from.join("modules.dep")).unwrap_or_default();
+    for extra in module_closure(&deps_text, &seen, &to) {
+        let (src, dst) = (from.join(&extra), to.join(&extra));
+        if src.is_file() {
+            fs::create_dir_all(dst.parent().unwrap_or(&to))?;
+            fs::copy(&src, &dst).with_context(|| format!("copying {src:?}"))?;
         }
     }
     let o = crate::tool::command("depmod")
@@ -275,6 +289,34 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The modules (paths relative to the modules directory) that those in
+/// `have` (absolute paths under `root`) need and are not among them, by
+/// `modules.dep` (`kernel/a.ko: kernel/b.ko kernel/c.ko`).
+fn module_closure(modules_dep: &str, have: &BTreeSet<PathBuf>, root: &Path) -> Vec<String> {
+    let deps: std::collections::BTreeMap<&str, Vec<&str>> = modules_dep
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(m, d)| (m.trim(), d.split_whitespace().collect()))
+        .collect();
+    let mut present: BTreeSet<String> = have
+        .iter()
+        .filter_map(|p| p.strip_prefix(root).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut todo: Vec<String> = present.iter().cloned().collect();
+    let mut extra = Vec::new();
+    while let Some(m) = todo.pop() {
+        for d in deps.get(m.as_str()).into_iter().flatten() {
+            if present.insert(d.to_string()) {
+                extra.push(d.to_string());
+                todo.push(d.to_string());
+            }
+        }
+    }
+    extra.sort();
+    extra
 }
 
 /// Copy files and directories (no symlinks) from `src` to `dst`, but none
@@ -300,4 +342,27 @@ fn copy_plain_tree(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_bring_what_they_depend_on() {
+        let dep = "kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n\
+                   kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n\
+                   kernel/net/core/failover.ko:\n\
+                   kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\n";
+        let root = Path::new("/s/lib/modules/6");
+        let have: BTreeSet<PathBuf> = [
+            root.join("kernel/drivers/net/virtio_net.ko"),
+            root.join("kernel/drivers/net/net_failover.ko"),
+        ]
+        .into();
+        assert_eq!(
+            module_closure(dep, &have, root),
+            ["kernel/net/core/failover.ko"]
+        );
+    }
 }

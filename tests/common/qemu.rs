@@ -119,6 +119,8 @@ pub struct DirectBoot<'a> {
     pub append: &'a str,
     /// A raw disk image to attach (virtio), if any.
     pub disk: Option<&'a Path>,
+    /// QEMU's `-nic` value (default: no network).
+    pub nic: Option<String>,
 }
 
 /// Boot `m` and hold a conversation on its serial console: for each
@@ -134,7 +136,8 @@ pub fn converse(
     use std::io::Write as _;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .args(["-nographic", "-no-reboot", "-nic"])
+        .arg(m.nic.as_deref().unwrap_or("none"))
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-kernel")
         .arg(m.kernel)

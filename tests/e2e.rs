@@ -977,7 +977,7 @@ fn debian_ramdisk_boots_runs_init_d_and_troubleshoots() -> Result<(), Failed> {
     boot(
         "console=ttyS0 dib_probe_arg=hello",
         &[
-            ("dib-ramdisk-marker: hello disks=vda", ""),
+            ("dib-ramdisk-marker: hello disks=vda lsblk=vda rule=vda", ""),
             ("dib ramdisk: done", ""),
         ],
     )?;

@@ -171,7 +171,8 @@ pub fn write(job: &RamdiskJob, tree: &Path, hooks: &Path, staging: &Path) -> Res
 
 /// The tree's newest `/boot/vmlinuz-VERSION`: its path and VERSION.
 fn newest_kernel(tree: &Path) -> Result<(PathBuf, String)> {
-    let boot = tree.join("boot");
+    // Resolved inside the tree: a symlinked /boot must not lead to the host.
+    let boot = deps::real_dir(tree, Path::new("boot"))?.unwrap_or_else(|| tree.join("boot"));
     let names: Vec<String> = fs::read_dir(&boot)
         .map(|d| {
             d.flatten()
@@ -186,7 +187,11 @@ fn newest_kernel(tree: &Path) -> Result<(PathBuf, String)> {
         );
     };
     let version = kernel.trim_start_matches("vmlinuz-").to_string();
-    Ok((boot.join(kernel), version))
+    let path = boot.join(&kernel);
+    if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        bail!("/boot/{kernel} is not a regular file");
+    }
+    Ok((path, version))
 }
 
 /// `binary-deps.d` files: (file name, the names it lists).
@@ -247,7 +252,7 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
     fs::create_dir_all(&to)?;
     for e in fs::read_dir(&from)?.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if (n.starts_with("modules.") && e.path().is_file()) && !n.ends_with(".bin") {
+        if n.starts_with("modules.") && e.file_type()?.is_file() && !n.ends_with(".bin") {
             fs::copy(e.path(), to.join(&n))?;
         }
     }
@@ -255,11 +260,18 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
     let kernel = from.join("kernel");
     let left_out: Vec<PathBuf> = MODULES_LEFT_OUT.iter().map(|d| kernel.join(d)).collect();
     for m in MODULES {
-        let src = kernel.join(m);
+        // Resolved inside the tree: a symlink must not lead to the host.
+        let Some(src) = deps::resolve(tree, &rel.join("kernel").join(m)).map(|r| tree.join(r))
+        else {
+            continue;
+        };
         let dst = to.join("kernel").join(m);
-        if src.is_dir() {
+        let Ok(md) = fs::symlink_metadata(&src) else {
+            continue;
+        };
+        if md.is_dir() {
             copy_plain_tree(&src, &dst, &left_out, &mut seen)?;
-        } else if src.is_file() {
+        } else if md.is_file() {
             fs::create_dir_all(dst.parent().unwrap_or(&to))?;
             fs::copy(&src, &dst)?;
             seen.insert(dst);
@@ -270,8 +282,11 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
     // own modules.dep.
     let deps_text = fs::read_to_string(from.join("modules.dep")).unwrap_or_default();
     for extra in module_closure(&deps_text, &seen, &to) {
-        let (src, dst) = (from.join(&extra), to.join(&extra));
-        if src.is_file() {
+        let dst = to.join(&extra);
+        let Some(src) = deps::resolve(tree, &rel.join(&extra)).map(|r| tree.join(r)) else {
+            continue;
+        };
+        if fs::symlink_metadata(&src).is_ok_and(|m| m.is_file()) {
             fs::create_dir_all(dst.parent().unwrap_or(&to))?;
             fs::copy(&src, &dst).with_context(|| format!("copying {src:?}"))?;
         }

@@ -641,10 +641,11 @@ fn boot(image: &Path, firmware: Firmware) -> Result<String, Failed> {
         image.display(),
         boot.seconds
     );
+    // From the marker on: a getty's prompt may share its line.
     let line = boot
         .console
         .lines()
-        .find(|l| l.contains("dib-boot-marker:"))
+        .find_map(|l| l.find("dib-boot-marker:").map(|at| &l[at..]))
         .unwrap_or_default()
         .trim()
         .to_string();
@@ -1112,7 +1113,7 @@ fn deploy_ironic_ramdisk_reports_and_exports_its_disk() -> Result<(), Failed> {
     let iqn = "iqn.2008-10.org.openstack:dib-e2e";
     let append = format!(
         "console=ttyS0 ironic_api_url=http://10.0.2.2:{api_port} deployment_id=node-1 \
-         deployment_key=k3y iscsi_target_iqn={iqn}"
+         deployment_key=k3y iscsi_target_iqn={iqn} disk=cciss/c0d0,sda,hda,vda"
     );
     let nic = format!(
         "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{iscsi_port}-:3260,\
@@ -1166,6 +1167,27 @@ fn deploy_ironic_ramdisk_reports_and_exports_its_disk() -> Result<(), Failed> {
         check(
             fs::read(&sector)? == first,
             "the first sector read over iSCSI is not the disk's",
+        )?;
+        // The deploy service writes the image through the target.
+        let url = format!("iscsi://127.0.0.1:{iscsi_port}/{iqn}/1");
+        let write = Command::new("qemu-io")
+            .args([
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x5a 4096 4096",
+                "-c",
+                "read -P 0x5a 4096 4096",
+            ])
+            .arg(&url)
+            .output()?;
+        succeeded(&write)?;
+        check(
+            !String::from_utf8_lossy(&write.stdout).contains("Pattern verification failed"),
+            format!(
+                "writing over iSCSI: {}",
+                String::from_utf8_lossy(&write.stdout)
+            ),
         )?;
         let mut s = std::net::TcpStream::connect(("127.0.0.1", done_port))?;
         std::io::Write::write_all(&mut s, b"done")?;

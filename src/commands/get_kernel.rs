@@ -147,10 +147,12 @@ fn debugfs(fs: &str, request: &str) -> Result<String> {
         .arg(fs)
         .output()
         .context("running debugfs (Debian package e2fsprogs)")?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    // debugfs exits 0 even when it could not open the filesystem.
     ensure!(
-        o.status.success(),
+        o.status.success() && !err.contains("while trying to open") && !err.contains("not open"),
         "debugfs {request:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr).trim()
+        err.trim()
     );
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -246,8 +248,13 @@ fn dump(fs: &str, path: &str, to: &Path) -> Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {dir:?}"))?
         .into_temp_path();
-    // debugfs's request language: quote the names.
-    debugfs(fs, &format!("dump \"{path}\" \"{}\"", tmp.display()))?;
+    // debugfs's request language: quoted names, which cannot hold a quote.
+    let out = tmp.display().to_string();
+    ensure!(
+        !path.contains('"') && !out.contains('"'),
+        "cannot dump {path:?} to {out:?}: debugfs cannot quote a '\"'"
+    );
+    debugfs(fs, &format!("dump \"{path}\" \"{out}\""))?;
     let len = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
     ensure!(len > 0, "debugfs wrote nothing for {path}");
     use std::os::unix::fs::PermissionsExt as _;

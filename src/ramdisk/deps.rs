@@ -34,6 +34,13 @@ pub struct Copier {
     done: BTreeSet<PathBuf>,
     /// Library directories from the tree's ld.so.conf, tree-relative.
     lib_dirs: Vec<PathBuf>,
+    /// Symlinks to make in the staging tree, only at the very end
+    /// ([`Copier::finish`]): until then the staging tree holds real
+    /// directories and files only, so no write into it can follow a link
+    /// out of it.
+    links: Vec<(PathBuf, PathBuf)>,
+    /// Directories (ramdisk paths) libraries were put in.
+    pub used_lib_dirs: BTreeSet<PathBuf>,
 }
 
 impl Copier {
@@ -46,6 +53,8 @@ impl Copier {
             staging: staging.to_path_buf(),
             done: BTreeSet::new(),
             lib_dirs,
+            links: Vec::new(),
+            used_lib_dirs: BTreeSet::new(),
         })
     }
 
@@ -91,13 +100,34 @@ impl Copier {
                     stack.push((f, d));
                 } else if t.is_symlink() {
                     let target = fs::read_link(self.tree.join(&f))?;
-                    let at = self.staging.join(&d);
-                    if fs::symlink_metadata(&at).is_err() {
-                        std::os::unix::fs::symlink(target, at)?;
-                    }
+                    self.link(target, d);
                 } else if t.is_file() {
                     self.copy_as(&f, &d)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A symlink at `at` (ramdisk path) to `target`, made by [`finish`].
+    ///
+    /// [`finish`]: Copier::finish
+    pub fn link(&mut self, target: PathBuf, at: PathBuf) {
+        self.links.push((target, at));
+    }
+
+    /// Make the symlinks, where nothing else took the place; nothing is
+    /// written into the staging tree after this.
+    pub fn finish(self) -> Result<()> {
+        for (target, at) in self.links {
+            let at = self.staging.join(at);
+            // Only in a real directory of the staging tree.
+            let parent_real = at
+                .parent()
+                .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+            if parent_real && fs::symlink_metadata(&at).is_err() {
+                std::os::unix::fs::symlink(&target, &at)
+                    .with_context(|| format!("linking {at:?}"))?;
             }
         }
         Ok(())
@@ -128,6 +158,7 @@ impl Copier {
         }
         let (interp, needed, paths) = elf_needs(&bytes, real)
             .with_context(|| format!("reading the ELF headers of /{}", rel.display()))?;
+        let kind = elf_kind(&bytes);
         if let Some(i) = interp {
             self.file(Path::new(i.trim_start_matches('/')))
                 .with_context(|| format!("the loader of /{}", rel.display()))?;
@@ -137,17 +168,40 @@ impl Copier {
                 .iter()
                 .chain(self.lib_dirs.iter())
                 .map(|d| d.join(&lib))
-                .find(|p| resolve(&self.tree, p).is_some_and(|r| self.tree.join(r).is_file()));
+                .find(|p| {
+                    resolve(&self.tree, p).is_some_and(|r| {
+                        let f = self.tree.join(r);
+                        // A library of the binary's own class and machine
+                        // (multiarch trees hold i386 ones beside amd64).
+                        f.is_file() && file_kind(&f) == kind
+                    })
+                });
             let Some(found) = found else {
                 bail!(
                     "/{} needs {lib}, which is in none of the image's library directories",
                     rel.display()
                 );
             };
+            if let Some(d) = found.parent() {
+                self.used_lib_dirs.insert(Path::new("/").join(d));
+            }
             self.file(&found)?;
         }
         Ok(())
     }
+}
+
+/// An ELF file's class and machine (`EI_CLASS`, `EI_DATA`, `e_machine`).
+fn elf_kind(bytes: &[u8]) -> Option<[u8; 4]> {
+    (bytes.len() >= 20 && bytes.starts_with(b"\x7fELF"))
+        .then(|| [bytes[4], bytes[5], bytes[18], bytes[19]])
+}
+
+fn file_kind(path: &Path) -> Option<[u8; 4]> {
+    use std::io::Read as _;
+    let mut head = [0u8; 20];
+    fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    elf_kind(&head)
 }
 
 /// The loader, the needed libraries and the run paths (tree-relative,

@@ -2,6 +2,9 @@
 # /init of a dib ramdisk: this head, then every element's init.d fragment
 # (in run-parts order), then the tail. POSIX sh, run by busybox.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+# The directories the copied libraries are in (there is no ld.so.cache).
+LD_LIBRARY_PATH=$(/bin/busybox cat /etc/dib-ld-library-path 2> /dev/null || true)
+export LD_LIBRARY_PATH
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 mkdir -p /proc /sys /dev /run /tmp
@@ -11,18 +14,24 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts
 
-# Kernel arguments: each KEY=VALUE as $KEY (names made shell-safe), and
-# `troubleshoot` as a flag.
+# Kernel arguments: each KEY=VALUE as $KEY (names made shell-safe; names
+# /init itself uses are left alone), and `troubleshoot` as a flag. No
+# globbing of the command line; the value is assigned, never evaluated.
 TROUBLESHOOT=
+set -f
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         troubleshoot) TROUBLESHOOT=1 ;;
         *=*)
             key=$(echo "${arg%%=*}" | tr -c 'A-Za-z0-9_\n' '_')
-            eval "$key=\"\${arg#*=}\"" 2> /dev/null || true
+            case "$key" in
+                '' | PATH | IFS | HOME | PS1 | PS2 | PS4 | LD_* | TROUBLESHOOT | DIB_* | BOOT_* | TARGET_* | arg | key | [0-9]*) ;;
+                *) eval "$key=\${arg#*=}" ;;
+            esac
             ;;
     esac
 done
+set +f
 
 dib_step() {
     DIB_STEP=$1
@@ -61,4 +70,15 @@ if [ -n "$TROUBLESHOOT" ]; then
     dib_shell
 fi
 set -e
-trap 'dib_fail "a command failed (status $?)"' EXIT
+# A fragment that fails (set -e) or exits lands here: /init must not end.
+dib_exit() {
+    status=$?
+    trap - EXIT
+    set +e
+    if [ "$status" = 0 ]; then
+        echo "dib ramdisk: ${DIB_STEP:-init} ended the ramdisk"
+        poweroff -f
+    fi
+    dib_fail "a command failed (status $status)"
+}
+trap dib_exit EXIT

@@ -119,9 +119,9 @@ pub fn write(job: &RamdiskJob, tree: &Path, hooks: &Path, staging: &Path) -> Res
         .binary("busybox")
         .context("the ramdisk needs busybox in the image (the ramdisk element installs it)")?;
     if busybox != Path::new("bin/busybox") {
-        std::os::unix::fs::symlink(Path::new("/").join(&busybox), staging.join("bin/busybox"))?;
+        copier.link(Path::new("/").join(&busybox), "bin/busybox".into());
     }
-    std::os::unix::fs::symlink("busybox", staging.join("bin/sh"))?;
+    copier.link("busybox".into(), "bin/sh".into());
     for (file, names) in binary_deps(hooks)? {
         for name in names {
             copier
@@ -146,6 +146,15 @@ pub fn write(job: &RamdiskJob, tree: &Path, hooks: &Path, staging: &Path) -> Res
     for (name, path) in run_parts_files(&hooks.join("udev.d"))? {
         fs::copy(&path, rules.join(&name)).with_context(|| format!("copying udev.d/{name}"))?;
     }
+    // Where the libraries went, for the loader (the ramdisk has no
+    // ld.so.cache).
+    let lib_path: Vec<String> = copier
+        .used_lib_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    fs::write(staging.join("etc/dib-ld-library-path"), lib_path.join(":"))?;
+    copier.finish()?;
     let init = staging.join("init");
     fs::write(&init, init_script(hooks)?).context("writing /init")?;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
@@ -164,7 +173,9 @@ pub fn write(job: &RamdiskJob, tree: &Path, hooks: &Path, staging: &Path) -> Res
     done.push(k)?;
     let mut i = Unnamed::new(&job.initramfs)?;
     let gz = flate2::write::GzEncoder::new(&mut i.file, flate2::Compression::new(6));
-    cpio::write_tree(staging, gz).context("writing the initramfs")?;
+    cpio::write_tree(staging, gz)
+        .and_then(|gz| Ok(gz.finish()?))
+        .context("writing the initramfs")?;
     done.push(i)?;
     Ok(done)
 }

@@ -174,9 +174,10 @@ pub fn converse(
     let mut failure = None;
     'steps: for (expect, send) in script {
         loop {
-            let text = String::from_utf8_lossy(&console[from..]).into_owned();
-            if let Some(at) = text.find(expect) {
-                from += at + expect.len();
+            // Bytes, not text: a console may print invalid UTF-8.
+            let e = expect.as_bytes();
+            if let Some(at) = console[from..].windows(e.len()).position(|w| w == e) {
+                from += at + e.len();
                 break;
             }
             if started.elapsed() > timeout {

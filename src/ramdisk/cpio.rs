@@ -62,6 +62,10 @@ fn entry<W: Write>(
     name: &str,
     data: &[u8],
 ) -> Result<()> {
+    anyhow::ensure!(
+        u32::try_from(data.len()).is_ok(),
+        "{name} is 4 GiB or more: too big for a newc archive"
+    );
     let namesize = name.len() + 1;
     let header = format!(
         "070701{ino:08X}{mode:08X}{:08X}{:08X}{nlink:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{namesize:08X}{:08X}",

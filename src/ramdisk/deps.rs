@@ -41,6 +41,8 @@ pub struct Copier {
     links: Vec<(PathBuf, PathBuf)>,
     /// Directories (ramdisk paths) libraries were put in.
     pub used_lib_dirs: BTreeSet<PathBuf>,
+    /// Directories copied by [`Copier::dir`]: real tree path to where.
+    dirs: std::collections::BTreeMap<PathBuf, PathBuf>,
 }
 
 impl Copier {
@@ -55,6 +57,7 @@ impl Copier {
             lib_dirs,
             links: Vec::new(),
             used_lib_dirs: BTreeSet::new(),
+            dirs: std::collections::BTreeMap::new(),
         })
     }
 
@@ -89,6 +92,14 @@ impl Copier {
         if !self.tree.join(&real).is_dir() {
             return Ok(());
         }
+        // With a merged /usr, lib/udev and usr/lib/udev are one directory:
+        // copied once, the other name a link to it.
+        if let Some(first) = self.dirs.get(&real) {
+            let target = Path::new("/").join(first);
+            self.link(target, PathBuf::from(rel));
+            return Ok(());
+        }
+        self.dirs.insert(real.clone(), PathBuf::from(rel));
         let mut stack = vec![(real, PathBuf::from(rel))];
         while let Some((from, to)) = stack.pop() {
             fs::create_dir_all(self.staging.join(&to))?;

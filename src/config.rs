@@ -529,15 +529,7 @@ impl BuildConfig {
             );
         }
         if let Some(cfg) = &self.block_device_config {
-            let (text, origin) = match cfg.strip_prefix("file://") {
-                Some(path) => (
-                    std::fs::read_to_string(path).with_context(|| {
-                        format!("DIB_BLOCK_DEVICE_CONFIG names {path:?}, which cannot be read")
-                    })?,
-                    format!("DIB_BLOCK_DEVICE_CONFIG file {path:?}"),
-                ),
-                None => (cfg.clone(), "DIB_BLOCK_DEVICE_CONFIG".to_string()),
-            };
+            let (text, origin) = crate::blockdev::env_config_text(cfg)?;
             serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
                 .with_context(|| format!("{origin} is not valid YAML"))?;
         }

@@ -67,6 +67,11 @@ pub fn run(mut cmd: Command, package: &str, what: &str, stop: &AtomicI32) -> Res
         out.join().unwrap_or_default(),
         err.join().unwrap_or_default(),
     );
+    // pid 1 may kill the tool for the stop before this loop saw the flag.
+    let sig = stop.load(Ordering::SeqCst);
+    if !status.success() && sig != 0 {
+        return Err(Stopped(sig).into());
+    }
     if !status.success() {
         let text = format!(
             "{}\n{}",
@@ -98,6 +103,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("Debian package zzfsprogs"), "{e}");
+    }
+
+    #[test]
+    fn a_tool_killed_for_a_stop_is_the_stop_not_a_failure() {
+        // pid 1 kills the namespace's processes on a stop signal: the tool
+        // may die before run() sees the flag.
+        let stop = AtomicI32::new(15);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "kill -9 $$"]);
+        let e = run(cmd, "dash", "dying", &stop).unwrap_err();
+        assert_eq!(e.downcast_ref::<Stopped>().map(|s| s.0), Some(15));
     }
 
     #[test]

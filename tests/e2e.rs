@@ -633,6 +633,11 @@ fn build_vm(b: &Build, extra: &[&str], types: &str) -> Result<PathBuf, Failed> {
     Ok(out)
 }
 
+/// Boot, and compare the marker line the booted system printed with `want`.
+fn boots_to(image: &Path, firmware: Firmware, want: &str) -> Result<(), Failed> {
+    eq(&boot(image, firmware)?, want, "what the booted system says")
+}
+
 /// Boot and return the marker line.
 fn boot(image: &Path, firmware: Firmware) -> Result<String, Failed> {
     let boot = qemu::boot_until(image, "qcow2", firmware, "dib-boot-marker:", BOOT_TIMEOUT)?;
@@ -782,11 +787,10 @@ fn checksums_verify(out: &Path, ext: &str) -> Result<(), Failed> {
 fn mbr_vm_image_boots_and_matches_its_plan() -> Result<(), Failed> {
     let b = Build::new();
     let out = build_vm(&b, &[], "qcow2,raw,tar")?;
-    let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
-    eq(
-        &marker,
+    boots_to(
+        &out.with_extension("qcow2"),
+        Firmware::Bios,
         "dib-boot-marker: root=/dev/vda1 fstype=ext4 efi=no ssh=inactive",
-        "what the booted system says",
     )?;
     let raw = out.with_extension("raw");
     let (label, parts) = partitions(&raw)?;
@@ -848,11 +852,10 @@ fn debian_vm_boots_with_ssh() -> Result<(), Failed> {
         &cache(),
         &["-o", &out_s, "debian", "vm", "boot-marker"],
     )?)?;
-    let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
-    eq(
-        &marker,
+    boots_to(
+        &out.with_extension("qcow2"),
+        Firmware::Bios,
         "dib-boot-marker: root=/dev/vda1 fstype=ext4 efi=no ssh=active",
-        "what the booted system says",
     )?;
     b.assert_clean()
 }
@@ -860,11 +863,10 @@ fn debian_vm_boots_with_ssh() -> Result<(), Failed> {
 fn gpt_bios_image_boots() -> Result<(), Failed> {
     let b = Build::new();
     let out = build_vm(&b, &["block-device-gpt"], "qcow2")?;
-    let marker = boot(&out.with_extension("qcow2"), Firmware::Bios)?;
-    eq(
-        &marker,
+    boots_to(
+        &out.with_extension("qcow2"),
+        Firmware::Bios,
         "dib-boot-marker: root=/dev/vda2 fstype=ext4 efi=no ssh=inactive",
-        "what the booted system says",
     )?;
     b.assert_clean()
 }
@@ -872,11 +874,10 @@ fn gpt_bios_image_boots() -> Result<(), Failed> {
 fn efi_image_boots_under_ovmf_and_matches_its_plan() -> Result<(), Failed> {
     let b = Build::new();
     let out = build_vm(&b, &["block-device-efi"], "qcow2,raw")?;
-    let marker = boot(&out.with_extension("qcow2"), Firmware::Uefi)?;
-    eq(
-        &marker,
+    boots_to(
+        &out.with_extension("qcow2"),
+        Firmware::Uefi,
         "dib-boot-marker: root=/dev/vda3 fstype=ext4 efi=yes ssh=inactive",
-        "what the booted system says",
     )?;
     let raw = out.with_extension("raw");
     let (label, parts) = partitions(&raw)?;

@@ -435,10 +435,7 @@ fn a_failed_build_leaves_no_output() -> Result<(), Failed> {
         !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("mkfs.ext4 failed"),
         format!("the mkfs failure: {}", String::from_utf8_lossy(&o.stderr)),
     )?;
-    let left: Vec<_> = fs::read_dir(b.f.path("images"))?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = images_left(&b)?;
     check(
         left.is_empty(),
         format!("left in the output directory: {left:?}"),
@@ -740,10 +737,7 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
             !o.status.success() && err.contains(want),
             format!("{extra:?} {env:?}: want an error with {want:?}, got:\n{err}"),
         )?;
-        let images = b.f.path("images");
-        let left: Vec<_> = fs::read_dir(&images)
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let left = images_left(&b)?;
         check(left.is_empty(), format!("{want}: left {left:?}"))?;
         b.assert_clean()?;
     }
@@ -773,10 +767,7 @@ fn a_symlink_bound_for_a_fat_filesystem_fails_the_build() -> Result<(), Failed> 
             && err.contains("/boot/efi/EFI/leak is a symlink: a FAT filesystem holds only files and directories"),
         format!("want the symlink refused, got:\n{err}"),
     )?;
-    let left: Vec<_> = fs::read_dir(b.f.path("images"))?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = images_left(&b)?;
     check(left.is_empty(), format!("left: {left:?}"))?;
     b.assert_clean()
 }
@@ -1173,11 +1164,14 @@ fn start_slow_output(b: &Build) -> Result<Child, Failed> {
     Ok(child)
 }
 
+/// What a build left in its output directory `images/` (nothing when the
+/// directory was never made).
 fn images_left(b: &Build) -> Result<Vec<std::ffi::OsString>, Failed> {
-    Ok(fs::read_dir(b.f.path("images"))?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect())
+    match fs::read_dir(b.f.path("images")) {
+        Ok(d) => Ok(d.flatten().map(|e| e.file_name()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn stopping_while_writing_outputs_leaves_no_file() -> Result<(), Failed> {

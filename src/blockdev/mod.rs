@@ -28,6 +28,20 @@ pub struct DiskJob {
     pub options: Options,
 }
 
+/// The text of `DIB_BLOCK_DEVICE_CONFIG` (inline YAML, or `file://PATH`
+/// read) and where it came from, for messages.
+pub fn env_config_text(cfg: &str) -> Result<(String, String)> {
+    Ok(match cfg.strip_prefix("file://") {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| {
+                format!("DIB_BLOCK_DEVICE_CONFIG names {path:?}, which cannot be read")
+            })?,
+            format!("DIB_BLOCK_DEVICE_CONFIG file {path:?}"),
+        ),
+        None => (cfg.to_string(), "DIB_BLOCK_DEVICE_CONFIG".to_string()),
+    })
+}
+
 /// The configuration of a build: `DIB_BLOCK_DEVICE_CONFIG` (inline YAML or
 /// `file://PATH`), else the one element of the set with a
 /// `block-device-ARCH.yaml` or `block-device-default.yaml`, else one
@@ -38,15 +52,7 @@ pub fn select(
     arch: &str,
 ) -> Result<(Config, String)> {
     if let Some(cfg) = from_env {
-        let (text, origin) = match cfg.strip_prefix("file://") {
-            Some(path) => (
-                std::fs::read_to_string(path).with_context(|| {
-                    format!("DIB_BLOCK_DEVICE_CONFIG names {path:?}, which cannot be read")
-                })?,
-                format!("DIB_BLOCK_DEVICE_CONFIG file {path:?}"),
-            ),
-            None => (cfg.to_string(), "DIB_BLOCK_DEVICE_CONFIG".to_string()),
-        };
+        let (text, origin) = env_config_text(cfg)?;
         return Ok((config::parse(&text, &origin)?, origin));
     }
     let mut found: Vec<(String, std::path::PathBuf)> = Vec::new();

@@ -58,11 +58,12 @@ pub fn use_tmpfs(policy: Tmpfs, meminfo: &str) -> bool {
 pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Result<()> {
     let mapping = ns::preflight()?;
     let final_image = !resolution.contains(NO_FINAL_IMAGE);
+    // Absolute: hooks run in the build directory, not where dib was started.
+    let image_name = std::path::absolute(&config.image_name)
+        .with_context(|| format!("resolving the output name {:?}", config.image_name))?;
     // A ramdisk build writes NAME.kernel and NAME.initramfs, no disk image.
     let ramdisk = if config.mode == crate::config::Mode::Ramdisk && final_image {
-        let name = std::path::absolute(&config.image_name)
-            .with_context(|| format!("resolving the output name {:?}", config.image_name))?;
-        let with = |ext: &str| std::path::PathBuf::from(format!("{}.{ext}", name.display()));
+        let with = |ext: &str| std::path::PathBuf::from(format!("{}.{ext}", image_name.display()));
         Some(crate::ramdisk::RamdiskJob {
             kernel: with("kernel"),
             initramfs: with("initramfs"),
@@ -152,9 +153,6 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         env.insert(k.to_string(), v);
     };
     set("ARCH", config.arch.to_string());
-    // Absolute: hooks run in the build directory, not where dib was started.
-    let image_name = std::path::absolute(&config.image_name)
-        .with_context(|| format!("resolving the output name {:?}", config.image_name))?;
     set("IMAGE_NAME", image_name.display().to_string());
     set("IMAGE_ELEMENT", image_element);
     set("IMAGE_ELEMENT_YAML", image_element_yaml);

@@ -66,8 +66,16 @@ pub enum Stop {
 }
 
 impl From<anyhow::Error> for Stop {
+    /// A host tool killed for a stop signal ([`crate::tool::Stopped`],
+    /// however deep in the error's chain) is the stop, not a failure.
     fn from(e: anyhow::Error) -> Self {
-        Stop::Failed(e)
+        match e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::tool::Stopped>())
+        {
+            Some(s) => Stop::Interrupted(s.0),
+            None => Stop::Failed(e),
+        }
     }
 }
 
@@ -671,15 +679,6 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// An error of a step a stop signal may have cut short: the stop, if
-    /// there was one (the tool was killed for it), else the failure.
-    fn stop_or_fail(&self, e: anyhow::Error) -> Stop {
-        match self.stopped.load(Ordering::SeqCst) {
-            0 => Stop::Failed(e),
-            sig => Stop::Interrupted(sig),
-        }
-    }
-
     /// Lay out the disk image from the tree as it is now, create the image
     /// file with its partition table, and write `/etc/fstab` (and the mount
     /// points) into the tree, for finalise.d to see.
@@ -767,8 +766,7 @@ impl Ctx<'_> {
         let s = &job.output_settings;
         // Every output under a temporary name first: a failure at any point
         // leaves none of them, not some.
-        let mut done = super::outputs::write_all(&from_tree, &self.built, None, s, self.stopped)
-            .map_err(|e| self.stop_or_fail(e))?;
+        let mut done = super::outputs::write_all(&from_tree, &self.built, None, s, self.stopped)?;
         self.check_stopped()?;
         if from_disk.is_empty() {
             done.persist(s.overwrite, self.log)?;
@@ -794,8 +792,7 @@ impl Ctx<'_> {
             &self.built,
             &scratch,
             self.stopped,
-        )
-        .map_err(|e| self.stop_or_fail(e))?;
+        )?;
         self.log.line(&format!(
             "wrote the filesystems in {:.1}s",
             started.elapsed().as_secs_f64()
@@ -804,8 +801,7 @@ impl Ctx<'_> {
         let started = Instant::now();
         self.log.status("converting the image".to_string());
         let images =
-            super::outputs::write_all(&from_disk, &self.built, Some(&disk.file), s, self.stopped)
-                .map_err(|e| self.stop_or_fail(e))?;
+            super::outputs::write_all(&from_disk, &self.built, Some(&disk.file), s, self.stopped)?;
         self.log.line(&format!(
             "converted the disk image in {:.1}s",
             started.elapsed().as_secs_f64()

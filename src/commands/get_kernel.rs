@@ -71,34 +71,35 @@ pub fn run(args: &GetKernelArgs) -> Result<()> {
 
 /// The image as a raw file: itself, or converted into `scratch`.
 fn as_raw(image: &Path, scratch: &Path) -> Result<PathBuf> {
-    let info = crate::tool::command("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(image)
-        .output()
-        .context("running qemu-img (Debian package qemu-utils)")?;
-    ensure!(
-        info.status.success(),
-        "qemu-img cannot read {image:?}: {}",
-        String::from_utf8_lossy(&info.stderr).trim()
-    );
+    let info = qemu_img(&["info", "--output=json"], image, None, "cannot read")?;
     let v: serde_json::Value =
-        serde_json::from_slice(&info.stdout).context("reading qemu-img info's output")?;
+        serde_json::from_slice(&info).context("reading qemu-img info's output")?;
     if v["format"] == "raw" {
         return Ok(image.to_path_buf());
     }
     let raw = scratch.join("image.raw");
-    let o = crate::tool::command("qemu-img")
-        .args(["convert", "-q", "-O", "raw"])
-        .arg(image)
-        .arg(&raw)
+    qemu_img(
+        &["convert", "-q", "-O", "raw"],
+        image,
+        Some(&raw),
+        "could not convert",
+    )?;
+    Ok(raw)
+}
+
+/// `qemu-img ARGS IMAGE [TO]`, its stdout; `failing` says what went wrong.
+fn qemu_img(args: &[&str], image: &Path, to: Option<&Path>, failing: &str) -> Result<Vec<u8>> {
+    let mut cmd = crate::tool::command("qemu-img");
+    cmd.args(args).arg(image).args(to);
+    let o = cmd
         .output()
         .context("running qemu-img (Debian package qemu-utils)")?;
     ensure!(
         o.status.success(),
-        "qemu-img could not convert {image:?}: {}",
+        "qemu-img {failing} {image:?}: {}",
         String::from_utf8_lossy(&o.stderr).trim()
     );
-    Ok(raw)
+    Ok(o.stdout)
 }
 
 /// Byte offsets where a filesystem may start: every partition of a GPT or

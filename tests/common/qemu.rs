@@ -24,6 +24,24 @@ pub fn ovmf() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The machine's serial console (its stdout), chunk by chunk, from a
+/// thread that ends with it.
+fn console_reader(
+    child: &mut std::process::Child,
+) -> (mpsc::Receiver<Vec<u8>>, std::thread::JoinHandle<()>) {
+    let mut out = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
+}
+
 /// What a boot printed, and when the line was seen.
 pub struct Boot {
     pub console: String,
@@ -60,16 +78,7 @@ pub fn boot_until(
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
-    let mut out = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = console_reader(&mut child);
     let mut console = Vec::new();
     let mut seen = None;
     while started.elapsed() < timeout {
@@ -159,16 +168,7 @@ pub fn converse(
         .spawn()
         .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped");
-    let mut out = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = console_reader(&mut child);
     let mut console = Vec::new();
     let mut from = 0;
     let mut failure = None;

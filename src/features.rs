@@ -41,8 +41,9 @@ impl Feature {
             | Feature::TreeOutputs
             | Feature::Packages
             | Feature::DiskImages
+            | Feature::Helper
             | Feature::Ramdisks => true,
-            Feature::ForeignArch | Feature::Helper | Feature::Oci => false,
+            Feature::ForeignArch | Feature::Oci => false,
         }
     }
 
@@ -196,7 +197,7 @@ mod tests {
     fn every_used_missing_feature_is_listed() {
         let args = CreateArgs {
             elements: vec!["x".into()],
-            types: vec!["qcow2".into(), "tar".into()],
+            types: vec!["qcow2".into(), "oci".into()],
             packages: vec!["vim".into()],
             block_backend: BlockBackend::Helper,
             ..Default::default()
@@ -207,7 +208,7 @@ mod tests {
         assert_eq!(
             msg,
             "not yet supported in this version of dib:\n\
-             \x20 - --block-backend helper (the dib-helper backend, issue #6)"
+             \x20 - output type 'oci' (no issue yet)"
         );
     }
 

@@ -690,11 +690,7 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
             &[("DIB_BLOCK_DEVICE_CONFIG", "[1, 2")],
             "DIB_BLOCK_DEVICE_CONFIG is not valid YAML",
         ),
-        (
-            &[],
-            &[("DIB_BLOCK_DEVICE_CONFIG", lvm)],
-            "use the helper backend",
-        ),
+        (&[], &[("DIB_BLOCK_DEVICE_CONFIG", lvm)], "LVM ('lvm' node)"),
         (
             &[],
             &[("DIB_BLOCK_DEVICE_CONFIG", unknown)],

@@ -2,16 +2,21 @@
 //!
 //! A security reviewer audits this crate alone: the `dib` crate decides what
 //! to do, and only code here may change what a process is allowed to do.
-//! Today: `subid` (subordinate id ranges), `ns` (entering the namespaces
-//! from the host side), `init` (pid 1 and the supervisor inside), `mounts`
-//! (the chroot's /proc, /sys, /dev and friends), and the skeleton of the
-//! helper's command line. The helper's protocol (`proto`, `client`) and its
-//! server come with issue #6 (docs/ARCHITECTURE.md).
+//! `subid` (subordinate id ranges), `ns` (entering the namespaces from the
+//! host side), `init` (pid 1 and the supervisor inside), `mounts` (the
+//! chroot's /proc, /sys, /dev and friends); the helper protocol (`proto`,
+//! spoken by `client` in dib and by `helper` in dib-helper) and the data it
+//! carries (`table`, `mkfs`), which both block-device backends share.
 
+pub mod client;
+pub mod helper;
 pub mod init;
+pub mod mkfs;
 pub mod mounts;
 pub mod ns;
+pub mod proto;
 pub mod subid;
+pub mod table;
 
 /// Version of the helper protocol this build will speak; its `Hello` handshake
 /// compares it.

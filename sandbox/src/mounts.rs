@@ -391,6 +391,26 @@ impl Drop for ChrootMounts {
     }
 }
 
+/// Attach the detached mount `mnt` (from dib-helper) at `at`.
+pub fn attach_detached(mnt: std::os::fd::BorrowedFd<'_>, at: &Path) -> Result<(), SandboxError> {
+    rustix::mount::move_mount(
+        mnt,
+        "",
+        rustix::fs::CWD,
+        at,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| SandboxError::Io {
+        what: format!("mounting a filesystem at {}", at.display()),
+        source: e.into(),
+    })
+}
+
+/// Unmount what is mounted at `at`.
+pub fn unmount(at: &Path) -> Result<(), SandboxError> {
+    umount2(at, MntFlags::empty()).map_err(err(format!("unmounting {}", at.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

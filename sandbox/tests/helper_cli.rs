@@ -1,27 +1,60 @@
-//! The dib-helper skeleton must never pass for a working helper.
+//! dib-helper's command line: errors that need no privilege to see.
 
 use std::process::Command;
 
 const HELPER: &str = env!("CARGO_BIN_EXE_dib-helper");
 
-#[test]
-fn serve_says_it_is_not_there_yet() {
-    let o = Command::new(HELPER)
-        .args(["serve", "--socket", "/nonexistent/dib-helper.sock"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&o.stderr),
-        "dib-helper: error: not yet supported in this version of dib: serving clients \
-         (protocol version 1) lands with issue #6\n"
-    );
-    assert!(!std::path::Path::new("/nonexistent/dib-helper.sock").exists());
+fn stderr(args: &[&str]) -> String {
+    let o = Command::new(HELPER).args(args).output().unwrap();
+    assert!(!o.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
-fn serve_requires_a_socket() {
-    let o = Command::new(HELPER).arg("serve").output().unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--socket <PATH>"));
+fn unknown_users_and_groups_are_named() {
+    let e = stderr(&[
+        "serve",
+        "--socket",
+        "/nonexistent/s",
+        "--allow-user",
+        "no-such-user-x",
+    ]);
+    assert_eq!(
+        e,
+        "dib-helper: error: --allow-user no-such-user-x: no such user\n"
+    );
+    let e = stderr(&[
+        "serve",
+        "--socket",
+        "/nonexistent/s",
+        "--allow-group",
+        "no-such-group-x",
+    ]);
+    assert_eq!(
+        e,
+        "dib-helper: error: --allow-group no-such-group-x: no such group\n"
+    );
+}
+
+#[test]
+fn a_socket_it_cannot_create_is_an_error() {
+    let e = stderr(&["serve", "--socket", "/nonexistent/dib-helper.sock"]);
+    let want = if rustix::process::geteuid().is_root() {
+        "dib-helper: error: binding /nonexistent/dib-helper.sock: No such file or directory (os error 2)\n"
+    } else {
+        "dib-helper: error: dib-helper must run as root (it attaches loop devices and mounts)\n"
+    };
+    assert_eq!(e, want);
+}
+
+#[test]
+fn systemd_mode_without_a_socket_says_so() {
+    if !rustix::process::geteuid().is_root() {
+        return; // the root check comes first; nothing to see here
+    }
+    let e = stderr(&["serve", "--systemd"]);
+    assert_eq!(
+        e,
+        "dib-helper: error: --systemd: no socket was passed (run it from dib-helper.socket)\n"
+    );
 }

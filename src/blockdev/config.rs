@@ -277,9 +277,8 @@ impl Parser {
             }
             "partitioning" => self.partitioning(m, parent)?,
             "lvm" => bail!(
-                "LVM ('lvm' node) needs real block devices: use the helper backend \
-                 (--block-backend=helper, issue #6); the offline backend writes \
-                 filesystems straight into the image file"
+                "{}",
+                lvm_unsupported(&std::fs::read_to_string("/proc/misc").unwrap_or_default())
             ),
             "mkfs" => {
                 check_keys(
@@ -597,6 +596,24 @@ impl Parser {
     }
 }
 
+/// Why an `lvm` node cannot be built, given /proc/misc (where the kernel
+/// lists device-mapper when it has it).
+pub fn lvm_unsupported(proc_misc: &str) -> String {
+    let has_dm = proc_misc
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"));
+    if has_dm {
+        "LVM ('lvm' node) is not supported by this version of dib: neither backend \
+         creates volume groups yet; use partitions"
+            .into()
+    } else {
+        "LVM ('lvm' node) needs the kernel's device-mapper, which this machine's kernel \
+         lacks (no device-mapper in /proc/misc): use partitions, or build on a machine \
+         whose kernel has device-mapper"
+            .into()
+    }
+}
+
 fn normalize_point(p: &str) -> String {
     let parts: Vec<&str> = p
         .split('/')
@@ -838,9 +855,15 @@ mod tests {
     }
 
     #[test]
+    fn lvm_says_whether_the_kernel_lacks_device_mapper() {
+        assert!(lvm_unsupported(" 10 loop-control\n").contains("lacks (no device-mapper"));
+        assert!(lvm_unsupported("236 device-mapper\n").contains("neither backend"));
+    }
+
+    #[test]
     fn errors_name_the_node_and_key() {
         let cases: &[(&str, &str)] = &[
-            ("- lvm: {name: lvm}", "helper backend"),
+            ("- lvm: {name: lvm}", "LVM ('lvm' node)"),
             ("- frobnicate: {}", "unknown node type \"frobnicate\""),
             (
                 "- partitioning: {base: image0, label: mbr, partitions: [{name: root}]}",

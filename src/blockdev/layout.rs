@@ -95,6 +95,31 @@ pub struct Layout {
     pub filesystems: Vec<PlacedFs>,
 }
 
+impl PlacedFs {
+    /// What mkfs gets, whichever backend runs it (`None`: a type neither
+    /// backend makes, refused when the configuration is parsed).
+    pub fn mkfs_spec(&self) -> Option<dib_sandbox::mkfs::MkfsSpec> {
+        use dib_sandbox::mkfs::{FsType, MkfsSpec};
+        Some(MkfsSpec {
+            fs: match self.kind {
+                FsKind::Ext2 => FsType::Ext2,
+                FsKind::Ext3 => FsType::Ext3,
+                FsKind::Ext4 => FsType::Ext4,
+                FsKind::Vfat => FsType::Vfat,
+                FsKind::Swap => FsType::Swap,
+                FsKind::Xfs | FsKind::Btrfs => return None,
+            },
+            label: self.label.clone(),
+            uuid: self.uuid.clone(),
+            size: self.size,
+            journal: self.journal,
+            max_online_resize: self.max_online_resize,
+            extended: self.extended.clone(),
+            options: self.opts.clone(),
+        })
+    }
+}
+
 impl Layout {
     /// The filesystem mounted at `/`.
     pub fn root(&self) -> &PlacedFs {
@@ -119,6 +144,38 @@ impl Layout {
                 .find(|p| p.ptype == PartType::BiosBoot)
                 .map(|p| (p.start / SECTOR, p.size / SECTOR)),
         }
+    }
+
+    /// The partition table both backends write (`None`: no table).
+    pub fn table(&self) -> Option<dib_sandbox::table::Table> {
+        use dib_sandbox::table::{Entry, Kind, Label as L, Table};
+        Some(Table {
+            label: match self.label? {
+                Label::Mbr => L::Mbr,
+                Label::Gpt => L::Gpt,
+            },
+            disk_id: self.disk_id.clone(),
+            entries: self
+                .partitions
+                .iter()
+                .map(|p| Entry {
+                    number: p.number,
+                    start: p.start,
+                    size: p.size,
+                    kind: match p.ptype {
+                        PartType::Linux => Kind::Linux,
+                        PartType::Esp => Kind::Esp,
+                        PartType::BiosBoot => Kind::BiosBoot,
+                        PartType::Swap => Kind::Swap,
+                        PartType::Lvm => Kind::Lvm,
+                        PartType::Mbr(b) => Kind::Mbr(b),
+                    },
+                    bootable: p.boot,
+                    name: p.name.clone(),
+                    guid: p.guid.clone(),
+                })
+                .collect(),
+        })
     }
 
     /// `/etc/fstab` of the image: one line per filesystem with an fstab
@@ -184,6 +241,46 @@ impl Ids for RandomIds {
     fn vfat_id(&mut self) -> String {
         let b = uuid::Uuid::new_v4();
         let b = b.as_bytes();
+        format!("{:02X}{:02X}-{:02X}{:02X}", b[0], b[1], b[2], b[3])
+    }
+}
+
+/// Identifiers derived from a seed (`DIB_IMAGE_UUID_SEED`): the same
+/// seed and configuration give the same disk, partition and filesystem
+/// identifiers, whichever backend builds the image (reproducible images).
+#[derive(Debug)]
+pub struct SeededIds {
+    seed: String,
+    n: u64,
+}
+
+impl SeededIds {
+    pub fn new(seed: &str) -> Self {
+        SeededIds {
+            seed: seed.to_string(),
+            n: 0,
+        }
+    }
+
+    fn next(&mut self) -> uuid::Uuid {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.seed.as_bytes());
+        h.update(self.n.to_le_bytes());
+        self.n += 1;
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+}
+
+impl Ids for SeededIds {
+    fn uuid(&mut self) -> String {
+        self.next().to_string()
+    }
+    fn vfat_id(&mut self) -> String {
+        let b = *self.next().as_bytes();
         format!("{:02X}{:02X}-{:02X}{:02X}", b[0], b[1], b[2], b[3])
     }
 }
@@ -535,6 +632,23 @@ mod tests {
 
     const EFI: &str = include_str!("../../elements/block-device-efi/block-device-default.yaml");
     const MBR: &str = include_str!("../../elements/block-device-mbr/block-device-default.yaml");
+
+    #[test]
+    fn a_seed_gives_the_same_identifiers_every_time() {
+        let c = crate::blockdev::config::parse(
+            include_str!("../../elements/block-device-efi/block-device-default.yaml"),
+            "t",
+        )
+        .unwrap();
+        let u = usage(&[("/", 10 << 20)]);
+        let a = plan(&c, &opts(), &u, &mut SeededIds::new("x")).unwrap();
+        let b = plan(&c, &opts(), &u, &mut SeededIds::new("x")).unwrap();
+        let other = plan(&c, &opts(), &u, &mut SeededIds::new("y")).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.disk_id, other.disk_id);
+        assert_ne!(a.root().uuid, other.root().uuid);
+        uuid::Uuid::parse_str(&a.root().uuid).unwrap();
+    }
 
     #[test]
     fn root_is_content_over_fill_plus_journal_rounded() {

@@ -7,6 +7,7 @@
 //! tree, plans the layout and writes the image.
 
 pub mod config;
+pub mod helper;
 pub mod layout;
 pub mod offline;
 
@@ -26,6 +27,8 @@ pub struct DiskJob {
     /// Where the configuration came from, for messages.
     pub origin: String,
     pub options: Options,
+    /// The helper's socket, when the helper backend builds the image.
+    pub helper: Option<std::path::PathBuf>,
 }
 
 /// The text of `DIB_BLOCK_DEVICE_CONFIG` (inline YAML, or `file://PATH`

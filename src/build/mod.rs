@@ -102,6 +102,7 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             config: block_config,
             origin,
             options: disk_options(config)?,
+            helper: pick_backend(config.block_backend)?,
         })
     } else {
         None
@@ -283,6 +284,34 @@ fn needed_tools(
 }
 
 /// The layout settings from the command line and environment.
+/// The helper's socket when the helper backend builds the image: always
+/// with `--block-backend helper` (an error when it does not answer), with
+/// `auto` when it answers.
+fn pick_backend(backend: crate::cli::BlockBackend) -> Result<Option<std::path::PathBuf>> {
+    use crate::cli::BlockBackend;
+    use dib_sandbox::client::{socket_path, Client};
+    if backend == BlockBackend::Offline {
+        return Ok(None);
+    }
+    let path = socket_path();
+    match (backend, Client::connect(&path)) {
+        (_, Ok(_)) => {
+            tracing::info!("block devices: dib-helper at {}", path.display());
+            Ok(Some(path))
+        }
+        (BlockBackend::Helper, Err(e)) => Err(e).context(
+            "--block-backend helper needs a running dib-helper: start one with \
+             `sudo dib-helper serve --allow-user $USER` (or its systemd units, \
+             docs/security.md), point DIB_HELPER_SOCKET at its socket, or use \
+             --block-backend offline",
+        ),
+        (_, Err(e)) => {
+            tracing::debug!("block devices: offline ({e})");
+            Ok(None)
+        }
+    }
+}
+
 fn disk_options(config: &BuildConfig) -> Result<crate::blockdev::Options> {
     use crate::blockdev::config::FsKind;
     let fs_type = FsKind::parse(config.fs_type.as_str()).with_context(|| {
@@ -474,6 +503,7 @@ mod tests {
         let disk = crate::blockdev::DiskJob {
             config,
             origin: "t".into(),
+            helper: None,
             options: crate::blockdev::Options {
                 image_size: None,
                 extra_size: 0,

@@ -218,10 +218,16 @@ struct Ctx<'a> {
 /// A disk image being built: its layout and its file.
 struct Disk {
     layout: crate::blockdev::Layout,
+    /// With the helper backend: the attached image, its filesystems
+    /// mounted at `built` (the tree was copied in).
+    attached: Option<crate::blockdev::helper::Attached>,
     /// The image file's device and inode when made.
     identity: (u64, u64),
     file: PathBuf,
 }
+
+/// Derive the image's identifiers from this string (reproducible images).
+const UUID_SEED_ENV: &str = "DIB_IMAGE_UUID_SEED";
 
 /// The image file's name in its directory.
 const IMAGE_FILE: &str = "disk.raw";
@@ -682,7 +688,7 @@ impl Ctx<'_> {
     /// Lay out the disk image from the tree as it is now, create the image
     /// file with its partition table, and write `/etc/fstab` (and the mount
     /// points) into the tree, for finalise.d to see.
-    fn prepare_disk(&self, disk: &crate::blockdev::DiskJob) -> Result<Disk, Stop> {
+    fn prepare_disk(&mut self, disk: &crate::blockdev::DiskJob) -> Result<Disk, Stop> {
         use crate::blockdev::{layout, offline};
         let started = Instant::now();
         let points: Vec<String> = disk
@@ -692,12 +698,21 @@ impl Ctx<'_> {
             .filter_map(|f| f.mount_point.clone())
             .collect();
         let usage = offline::measure(&self.built, &points).context("measuring the tree")?;
-        let layout = layout::plan(&disk.config, &disk.options, &usage, &mut layout::RandomIds)
+        let mut ids: Box<dyn layout::Ids> = match self.job.env.get(UUID_SEED_ENV) {
+            Some(seed) if !seed.is_empty() => Box::new(layout::SeededIds::new(seed)),
+            _ => Box::new(layout::RandomIds),
+        };
+        let layout = layout::plan(&disk.config, &disk.options, &usage, ids.as_mut())
             .with_context(|| format!("laying out the image ({})", disk.origin))?;
         let dir = self.job.build_dir.join("image");
         fs::create_dir(&dir).with_context(|| format!("creating {dir:?}"))?;
         let file = dir.join(IMAGE_FILE);
-        offline::create(&file, &layout)?;
+        if disk.helper.is_some() {
+            // The helper writes the partition table onto the loop device.
+            offline::create_file(&file, &layout)?;
+        } else {
+            offline::create(&file, &layout)?;
+        }
         let identity = offline::identity(&file)?;
         let etc = dib_sandbox::mounts::inside(&self.built, "etc").context("writing /etc/fstab")?;
         fs::create_dir_all(&etc).with_context(|| format!("creating {etc:?}"))?;
@@ -736,16 +751,63 @@ impl Ctx<'_> {
             "laid out the image in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
+        let attached = match &disk.helper {
+            Some(socket) => Some(self.attach_image(socket, &layout, &file)?),
+            None => None,
+        };
         Ok(Disk {
             layout,
+            attached,
             identity,
             file,
         })
     }
 
+    /// The helper backend's step after block-device.d: attach, partition
+    /// and format through dib-helper, mount the filesystems at `image/root`
+    /// and copy the tree in; from here on the build's tree (`TARGET_ROOT`,
+    /// `TMP_MOUNT_PATH`) is the mounted image, as in DIB.
+    fn attach_image(
+        &mut self,
+        socket: &Path,
+        layout: &crate::blockdev::Layout,
+        file: &Path,
+    ) -> Result<crate::blockdev::helper::Attached, Stop> {
+        let started = Instant::now();
+        let image = fs::File::options()
+            .read(true)
+            .write(true)
+            .open(file)
+            .with_context(|| format!("opening {file:?}"))?;
+        let mut attached = crate::blockdev::helper::attach(socket, &image, layout)?;
+        self.check_stopped()?;
+        let root = self.job.build_dir.join("image/root");
+        fs::create_dir(&root).with_context(|| format!("creating {root:?}"))?;
+        attached.mount_all(layout, &root)?;
+        self.log
+            .status("copying the tree into the image".to_string());
+        let mut cp = crate::tool::command("cp");
+        cp.arg("-a").arg(self.built.join(".")).arg(&root);
+        crate::tool::run(
+            cp,
+            "coreutils",
+            "copying the tree into the image",
+            self.stopped,
+        )?;
+        dib_sandbox::mounts::unmount(&self.mnt).context("moving TMP_MOUNT_PATH to the image")?;
+        bind(&root, &self.mnt, true).context("moving TMP_MOUNT_PATH to the image")?;
+        self.built = root;
+        self.log.line(&format!(
+            "dib-helper: {} partitioned, formatted and filled in {:.1}s",
+            attached.device,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(attached)
+    }
+
     /// Every output: tree outputs from the final tree, then the filesystems
     /// built into the image file and the disk outputs converted from it.
-    fn write_outputs(&self) -> Result<(), Stop> {
+    fn write_outputs(&mut self) -> Result<(), Stop> {
         let job = self.job;
         if let Some(r) = &job.ramdisk {
             let started = Instant::now();
@@ -774,7 +836,7 @@ impl Ctx<'_> {
         }
         let disk = self
             .disk
-            .as_ref()
+            .as_mut()
             .context("no disk image was laid out (internal error)")?;
         let started = Instant::now();
         self.log.status("writing the filesystems".to_string());
@@ -786,13 +848,27 @@ impl Ctx<'_> {
                 disk.file
             )));
         }
-        crate::blockdev::offline::fill(
-            &disk.file,
-            &disk.layout,
-            &self.built,
-            &scratch,
-            self.stopped,
-        )?;
+        let attached = disk.attached.take();
+        let disk = self
+            .disk
+            .as_ref()
+            .context("no disk image was laid out (internal error)")?;
+        match attached {
+            Some(attached) => {
+                // The recursive bind at TMP_MOUNT_PATH holds the mounts too.
+                dib_sandbox::mounts::unmount_all_under(&self.mnt)
+                    .and_then(|()| dib_sandbox::mounts::unmount(&self.mnt))
+                    .context("unmounting TMP_MOUNT_PATH")?;
+                attached.finish(&disk.file, self.stopped)?
+            }
+            None => crate::blockdev::offline::fill(
+                &disk.file,
+                &disk.layout,
+                &self.built,
+                &scratch,
+                self.stopped,
+            )?,
+        }
         self.log.line(&format!(
             "wrote the filesystems in {:.1}s",
             started.elapsed().as_secs_f64()

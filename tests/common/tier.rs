@@ -72,7 +72,10 @@ impl Build {
                 format!("{}:{}", fixtures().display(), self.f.path("e").display()),
             )
             .env("TMP_DIR", &self.tmp)
-            .env("DIB_TEST_OUT", &self.out);
+            .env("DIB_TEST_OUT", &self.out)
+            // `--block-backend auto` must not find a helper running on the
+            // machine; the root tier names its own.
+            .env("DIB_HELPER_SOCKET", self.f.path("no-helper.sock"));
         for (k, v) in env {
             cmd.env(k, v);
         }

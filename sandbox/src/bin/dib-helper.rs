@@ -1,11 +1,21 @@
-//! dib-helper: the small privileged helper for loop devices, partitions, mkfs
-//! and mounts. The server lands with issue #6; until then every command says
-//! so and exits non-zero, so nothing mistakes this skeleton for a helper.
+//! dib-helper: the small privileged helper for loop devices, partitions,
+//! mkfs and mounts (docs/security.md). It listens on a Unix socket, checks
+//! each peer (SO_PEERCRED) against `--allow-user` and `--allow-group`, and
+//! serves each connection on its own thread; the policy lives in
+//! `dib_sandbox::helper`, the kernel work in `dib_sandbox::helper::kernel`.
 
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dib_sandbox::helper::{kernel, Allow, Peer, Session, LIMITS};
+use dib_sandbox::proto::{self, ErrorKind, Reply};
+use rustix::net::{
+    accept_with, bind, listen, socket_with, sockopt, AddressFamily, SocketAddrUnix, SocketFlags,
+    SocketType,
+};
 
 /// dib-helper: privileged block-device helper for dib (loop, partitions, mkfs, mounts).
 #[derive(Debug, Parser)]
@@ -17,10 +27,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve dib clients on a Unix socket.
+    /// Serve dib clients on a Unix socket (as root).
     Serve {
-        /// Socket path to listen on.
-        #[arg(long, value_name = "PATH")]
+        /// Socket path to listen on (dib's default: /run/dib-helper.sock).
+        #[arg(long, value_name = "PATH", default_value = dib_sandbox::client::DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Allow this user to connect (repeatable).
         #[arg(long, value_name = "NAME")]
@@ -28,19 +38,137 @@ enum Command {
         /// Allow members of this group to connect (repeatable).
         #[arg(long, value_name = "NAME")]
         allow_group: Vec<String>,
+        /// Use the listening socket passed by systemd (fd 3) instead of
+        /// creating one.
+        #[arg(long)]
+        systemd: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { .. } => {
+        Command::Serve {
+            socket,
+            allow_user,
+            allow_group,
+            systemd,
+        } => match serve(&socket, &allow_user, &allow_group, systemd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dib-helper: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn allow_list(users: &[String], groups: &[String]) -> Result<Allow, String> {
+    let mut allow = Allow::default();
+    for u in users {
+        let user = nix::unistd::User::from_name(u)
+            .map_err(|e| format!("looking up user {u}: {e}"))?
+            .ok_or_else(|| format!("--allow-user {u}: no such user"))?;
+        allow.uids.push(user.uid.as_raw());
+    }
+    for g in groups {
+        let group = nix::unistd::Group::from_name(g)
+            .map_err(|e| format!("looking up group {g}: {e}"))?
+            .ok_or_else(|| format!("--allow-group {g}: no such group"))?;
+        allow.gids.push(group.gid.as_raw());
+    }
+    Ok(allow)
+}
+
+fn serve(socket: &Path, users: &[String], groups: &[String], systemd: bool) -> Result<(), String> {
+    let allow = allow_list(users, groups)?;
+    if !rustix::process::geteuid().is_root() {
+        return Err("dib-helper must run as root (it attaches loop devices and mounts)".into());
+    }
+    let listener = if systemd {
+        kernel::systemd_listener()?
+    } else {
+        listen_on(socket)?
+    };
+    kernel::confine()?;
+    eprintln!(
+        "dib-helper: serving protocol version {} on {}",
+        proto::VERSION,
+        socket.display()
+    );
+    loop {
+        let conn = match accept_with(&listener, SocketFlags::CLOEXEC) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("dib-helper: accept: {e}");
+                continue;
+            }
+        };
+        let peer = match sockopt::socket_peercred(&conn) {
+            Ok(c) => Peer {
+                uid: c.uid.as_raw(),
+                gid: c.gid.as_raw(),
+                pid: c.pid.as_raw_nonzero().get(),
+            },
+            Err(e) => {
+                eprintln!("dib-helper: reading a peer's credentials: {e}");
+                continue;
+            }
+        };
+        if let Err(message) = allow.check(&peer) {
             eprintln!(
-                "dib-helper: error: not yet supported in this version of dib: serving clients \
-                 (protocol version {}) lands with issue #6",
-                dib_sandbox::PROTOCOL_VERSION
+                "dib-helper: refused pid {} (uid {}): {message}",
+                peer.pid, peer.uid
             );
-            ExitCode::FAILURE
+            let _ = proto::send(
+                &conn,
+                &Reply::Error {
+                    kind: ErrorKind::NotAllowed,
+                    message,
+                },
+                &[],
+            );
+            continue;
         }
+        std::thread::spawn(move || {
+            Session::new(kernel::Kernel, peer, LIMITS).serve(&conn);
+        });
+    }
+}
+
+/// A fresh socket at `path`, connectable by anyone: the peer check
+/// decides who is served.
+fn listen_on(path: &Path) -> Result<OwnedFd, String> {
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket_like() => {
+            std::fs::remove_file(path).map_err(|e| err("removing the old socket", &e))?
+        }
+        Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
+        Err(_) => {}
+    }
+    let sock = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| err("creating a socket for", &e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| err("socket path", &e))?;
+    bind(&sock, &addr).map_err(|e| err("binding", &e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| err("chmod", &e))?;
+    listen(&sock, 64).map_err(|e| err("listening on", &e))?;
+    Ok(sock)
+}
+
+trait SocketLike {
+    fn is_socket_like(&self) -> bool;
+}
+
+impl SocketLike for std::fs::FileType {
+    fn is_socket_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt as _;
+        self.is_socket()
     }
 }

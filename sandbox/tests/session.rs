@@ -1,0 +1,386 @@
+//! Tier 1: the helper's request checks, over a real socket pair, with a
+//! fake device layer standing in for the kernel (tier 3 runs the real one).
+//! Every refusal the protocol promises is here, with the message the
+//! client sees.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use dib_sandbox::client::{Client, ClientError};
+use dib_sandbox::helper::{Devices, Fail, Peer, Session, LIMITS};
+use dib_sandbox::mkfs::{FsType, MkfsSpec};
+use dib_sandbox::proto::{self, ErrorKind, Reply, Request};
+use dib_sandbox::table::Table;
+use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+/// Records what the session asked of it.
+#[derive(Debug, Clone, Default)]
+struct Fake {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fake {
+    fn note(&self, s: String) {
+        self.log.lock().unwrap().push(s);
+    }
+}
+
+impl Devices for Fake {
+    type Loop = u32;
+    fn attach(&mut self, _image: OwnedFd, read_only: bool) -> Result<u32, Fail> {
+        let n = self.log.lock().unwrap().len() as u32;
+        self.note(format!("attach {n} ro={read_only}"));
+        Ok(n)
+    }
+    fn size(&self, _l: &u32) -> u64 {
+        64 << 20
+    }
+    fn name(&self, l: &u32) -> String {
+        format!("/dev/fake{l}")
+    }
+    fn write_table(&mut self, l: &mut u32, t: &Table) -> Result<Vec<String>, Fail> {
+        t.check(64 << 20)
+            .map_err(|e| (ErrorKind::Invalid, e.to_string()))?;
+        self.note(format!("table {l}"));
+        Ok(vec![format!("/dev/fake{l}p1")])
+    }
+    fn mkfs(&mut self, l: &u32, partition: u32, spec: &MkfsSpec) -> Result<(), Fail> {
+        self.note(format!("mkfs {l} {partition} {}", spec.fs.name()));
+        Ok(())
+    }
+    fn mount(
+        &mut self,
+        l: &u32,
+        partition: u32,
+        _fs: FsType,
+        _userns: BorrowedFd<'_>,
+    ) -> Result<OwnedFd, Fail> {
+        self.note(format!("mount {l} {partition}"));
+        Ok(File::open("/").unwrap().into())
+    }
+    fn detach(&mut self, l: u32) -> Result<(), Fail> {
+        self.note(format!("detach {l}"));
+        Ok(())
+    }
+}
+
+fn me() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// A session for a peer with uid `uid`, served on a thread; the client end.
+fn serve(uid: u32) -> (OwnedFd, Fake, std::thread::JoinHandle<()>) {
+    let (a, b) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let fake = Fake::default();
+    let peer = Peer {
+        uid,
+        gid: uid,
+        pid: 1,
+    };
+    let f = fake.clone();
+    let t = std::thread::spawn(move || Session::new(f, peer, LIMITS).serve(&b));
+    (a, fake, t)
+}
+
+fn greeted(uid: u32) -> (Client, Fake, std::thread::JoinHandle<()>) {
+    let (sock, fake, t) = serve(uid);
+    (Client::greet(sock).unwrap(), fake, t)
+}
+
+fn image() -> File {
+    tempfile::tempfile().unwrap()
+}
+
+fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> (ErrorKind, String) {
+    match r {
+        Err(ClientError::Refused { kind, message }) => (kind, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn spec() -> MkfsSpec {
+    MkfsSpec {
+        fs: FsType::Ext4,
+        label: None,
+        uuid: "6f3e0c0a-3a5d-4b5e-9a6b-0c7c1b2a3d4e".into(),
+        size: 10 << 20,
+        journal: None,
+        max_online_resize: None,
+        extended: vec![],
+        options: vec![],
+    }
+}
+
+#[test]
+fn hello_comes_first_and_versions_must_match() {
+    let (sock, _, t) = serve(me());
+    proto::send(&sock, &Request::Ping, &[]).unwrap();
+    let (r, _) = proto::recv::<Reply>(&sock).unwrap();
+    assert_eq!(
+        r,
+        Reply::Error {
+            kind: ErrorKind::Version,
+            message: "Hello must come first".into()
+        }
+    );
+    t.join().unwrap();
+    let (sock, _, t) = serve(me());
+    proto::send(&sock, &Request::Hello { version: 999 }, &[]).unwrap();
+    let (r, _) = proto::recv::<Reply>(&sock).unwrap();
+    assert_eq!(
+        r,
+        Reply::Error {
+            kind: ErrorKind::Version,
+            message: "dib speaks helper protocol version 999, this dib-helper speaks version 1: \
+                      install dib and dib-helper from the same release"
+                .into()
+        }
+    );
+    // The helper hangs up after a failed handshake.
+    assert!(matches!(
+        proto::recv::<Reply>(&sock),
+        Err(proto::ProtoError::Closed)
+    ));
+    t.join().unwrap();
+}
+
+#[test]
+fn image_fds_must_be_regular_files_of_the_peer_open_for_writing() {
+    let (c, fake, t) = greeted(me());
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let dir = File::open("/").unwrap();
+    let ro = File::open(tempfile::NamedTempFile::new().unwrap().path()).unwrap();
+    let cases: [(BorrowedFd<'_>, &str); 3] = [
+        (
+            null.as_fd(),
+            "the image fd is a character device: send an image file you own",
+        ),
+        (
+            dir.as_fd(),
+            "the image fd is a directory: send an image file you own",
+        ),
+        (
+            ro.as_fd(),
+            "the image fd is not open for reading and writing",
+        ),
+    ];
+    for (fd, want) in cases {
+        assert_eq!(
+            refused(c.attach_loop(fd, false)),
+            (ErrorKind::BadFd, want.to_string())
+        );
+    }
+    // Read-only attachment of a read-only fd is fine.
+    c.attach_loop(ro.as_fd(), true).unwrap();
+    // No fd at all, or two.
+    proto::send(c.socket(), &Request::AttachLoop { read_only: false }, &[]).unwrap();
+    let (r, _) = proto::recv::<Reply>(c.socket()).unwrap();
+    assert_eq!(
+        r,
+        Reply::Error {
+            kind: ErrorKind::BadFd,
+            message: "this request takes 1 fds, not 0".into()
+        }
+    );
+    let img = image();
+    proto::send(c.socket(), &Request::Ping, &[img.as_fd()]).unwrap();
+    let (r, _) = proto::recv::<Reply>(c.socket()).unwrap();
+    assert!(
+        matches!(
+            r,
+            Reply::Error {
+                kind: ErrorKind::BadFd,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    drop(c);
+    t.join().unwrap();
+    assert_eq!(*fake.log.lock().unwrap(), ["attach 0 ro=true", "detach 0"]);
+}
+
+#[test]
+fn a_file_of_another_user_is_refused() {
+    let (c, _, t) = greeted(me() + 4242);
+    let (kind, msg) = refused(c.attach_loop(image().as_fd(), false));
+    assert_eq!(kind, ErrorKind::BadFd);
+    assert_eq!(
+        msg,
+        format!(
+            "the image file belongs to uid {}, not to you (uid {}): send an image file you own",
+            me(),
+            me() + 4242
+        )
+    );
+    drop(c);
+    t.join().unwrap();
+}
+
+#[test]
+fn handles_of_other_connections_mean_nothing_here() {
+    let (a, _, ta) = greeted(me());
+    let (b, fake_b, tb) = greeted(me());
+    let (h, device, size) = a.attach_loop(image().as_fd(), false).unwrap();
+    assert_eq!((device.as_str(), size), ("/dev/fake0", 64 << 20));
+    for r in [
+        b.detach(h).map(|_| ()),
+        b.mkfs(h, 0, &spec()),
+        b.write_partitions(
+            h,
+            &Table {
+                label: dib_sandbox::table::Label::Mbr,
+                disk_id: "12345678".into(),
+                entries: vec![],
+            },
+        )
+        .map(|_| ()),
+    ] {
+        assert_eq!(
+            refused(r),
+            (
+                ErrorKind::NoSuchHandle,
+                format!("handle {h} is not a loop device this connection attached")
+            )
+        );
+    }
+    assert!(fake_b.log.lock().unwrap().is_empty());
+    a.detach(h).unwrap();
+    drop((a, b));
+    ta.join().unwrap();
+    tb.join().unwrap();
+}
+
+#[test]
+fn loop_devices_are_limited_per_connection_and_released_on_hangup() {
+    let (c, fake, t) = greeted(me());
+    for _ in 0..LIMITS.loops {
+        c.attach_loop(image().as_fd(), false).unwrap();
+    }
+    assert_eq!(
+        refused(c.attach_loop(image().as_fd(), false)),
+        (
+            ErrorKind::Limit,
+            "this connection already holds 4 loop devices, the limit".into()
+        )
+    );
+    drop(c);
+    t.join().unwrap();
+    let log = fake.log.lock().unwrap();
+    let detached = log.iter().filter(|l| l.starts_with("detach")).count();
+    assert_eq!(detached, LIMITS.loops, "{log:?}");
+}
+
+#[test]
+fn user_namespaces_must_be_the_peers() {
+    // The initial user namespace belongs to root; a peer that is not root
+    // may not idmap into it.
+    let (c, fake, t) = greeted(me() + 4242);
+    let sock = c.socket();
+    let userns = File::open("/proc/self/ns/user").unwrap();
+    let netns = File::open("/proc/self/ns/net").unwrap();
+    let plain = image();
+    let req = Request::MountIdmapped {
+        handle: 1,
+        partition: 0,
+        fs: FsType::Ext4,
+    };
+    for (fd, want) in [
+        (
+            userns.as_fd(),
+            "the user namespace sent for idmapping belongs to uid 0, not to you".to_string(),
+        ),
+        (
+            netns.as_fd(),
+            "the fd sent for idmapping is not a user namespace".to_string(),
+        ),
+        (
+            plain.as_fd(),
+            "the fd sent for idmapping is not a namespace".to_string(),
+        ),
+    ] {
+        proto::send(sock, &req, &[fd]).unwrap();
+        let (r, fds) = proto::recv::<Reply>(sock).unwrap();
+        assert!(fds.is_empty());
+        match r {
+            Reply::Error { kind, message } => {
+                assert_eq!(kind, ErrorKind::BadFd);
+                assert!(message.starts_with(&want), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(c);
+    t.join().unwrap();
+    assert!(fake.log.lock().unwrap().is_empty());
+}
+
+#[test]
+fn bad_tables_and_mkfs_options_never_reach_the_devices() {
+    let (c, fake, t) = greeted(me());
+    let (h, _, _) = c.attach_loop(image().as_fd(), false).unwrap();
+    let mut s = spec();
+    s.options = vec!["-d".into(), "/etc".into()];
+    let (kind, msg) = refused(c.mkfs(h, 0, &s));
+    assert_eq!(kind, ErrorKind::Invalid);
+    assert!(
+        msg.starts_with("the mkfs option -d is not allowed through dib-helper"),
+        "{msg}"
+    );
+    let bad = Table {
+        label: dib_sandbox::table::Label::Mbr,
+        disk_id: "12345678".into(),
+        entries: vec![dib_sandbox::table::Entry {
+            number: 1,
+            start: 0,
+            size: 1 << 20,
+            kind: dib_sandbox::table::Kind::Linux,
+            bootable: false,
+            name: String::new(),
+            guid: String::new(),
+        }],
+    };
+    let (kind, msg) = refused(c.write_partitions(h, &bad));
+    assert_eq!(kind, ErrorKind::Invalid);
+    assert!(msg.contains("lies outside the usable sectors"), "{msg}");
+    drop(c);
+    t.join().unwrap();
+    assert_eq!(*fake.log.lock().unwrap(), ["attach 0 ro=false", "detach 0"]);
+}
+
+#[test]
+fn malformed_packets_get_an_error_and_the_session_goes_on() {
+    let (c, _, t) = greeted(me());
+    for bad in [
+        &b"{\"request\":\"Ping\""[..],
+        b"{\"request\":\"Mount\",\"path\":\"/dev/sda\"}",
+        &vec![b'x'; proto::MAX_MESSAGE + 1],
+    ] {
+        rustix::net::send(c.socket(), bad, rustix::net::SendFlags::empty()).unwrap();
+        let (r, _) = proto::recv::<Reply>(c.socket()).unwrap();
+        assert!(
+            matches!(
+                r,
+                Reply::Error {
+                    kind: ErrorKind::Malformed,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+    c.ping().unwrap();
+    drop(c);
+    t.join().unwrap();
+}

@@ -443,49 +443,6 @@ fn a_failed_build_leaves_no_output() -> Result<(), Failed> {
     b.assert_clean()
 }
 
-/// A GPT layout with every filesystem kind the offline backend builds,
-/// and fixed identifiers.
-const FULL_LAYOUT: &str = "
-- local_loop:
-    name: image0
-- partitioning:
-    base: image0
-    label: gpt
-    partitions:
-      - name: ESP
-        type: 'EF00'
-        size: 40MiB
-        mkfs:
-          type: vfat
-          label: EFI
-          uuid: 1234-ABCD
-          mount:
-            mount_point: /boot/efi
-            fstab:
-              options: umask=0077
-              fsck-passno: 2
-      - name: BSP
-        type: 'EF02'
-        size: 1MiB
-      - name: swap
-        type: '8200'
-        size: 8MiB
-        mkfs:
-          type: swap
-          uuid: 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11
-- mkfs:
-    name: root_fs
-    base: root
-    type: ext4
-    label: myroot
-    uuid: 0b9d8a7c-3e2f-4d1a-8b6c-5a4f3e2d1c0b
-    mount:
-      mount_point: /
-      fstab:
-        options: defaults,noatime
-        fsck-passno: 1
-";
-
 /// (type, label, uuid) of the filesystem at byte `offset` of `image`.
 fn probe_fs(image: &Path, offset: u64) -> Result<String, Failed> {
     let o = Command::new("blkid")
@@ -504,11 +461,7 @@ fn probe_fs(image: &Path, offset: u64) -> Result<String, Failed> {
 
 fn offline_image_matches_its_configuration() -> Result<(), Failed> {
     let b = Build::new();
-    // The root partition is added by a flat node, after the nested ones.
-    let layout = FULL_LAYOUT.replace(
-        "          uuid: 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11\n",
-        "          uuid: 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11\n      - name: root\n        size: 100%\n",
-    );
+    let layout = common::full_gpt_layout();
     b.f.file(
         "e/probe/root.d/50-files",
         "#!/bin/bash\nset -eu\nmkdir -p \"$TARGET_ROOT/boot/efi/EFI\" \"$TARGET_ROOT/srv\"\n\

@@ -93,7 +93,15 @@ impl Client {
         req: &Request,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(Reply, Vec<OwnedFd>), ClientError> {
-        proto::send(&self.sock, req, fds)?;
+        if let Err(e) = proto::send(&self.sock, req, fds) {
+            // A helper that refused the connection said why, then hung up.
+            return match proto::recv::<Reply>(&self.sock) {
+                Ok((Reply::Error { kind, message }, _)) => {
+                    Err(ClientError::Refused { kind, message })
+                }
+                _ => Err(e.into()),
+            };
+        }
         let (reply, fds) = proto::recv::<Reply>(&self.sock)?;
         if let Reply::Error { kind, message } = reply {
             return Err(ClientError::Refused { kind, message });

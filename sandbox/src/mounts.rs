@@ -357,8 +357,9 @@ impl ChrootMounts {
         // Innermost first (the image file before its directory).
         while let Some(rel) = self.made.pop() {
             // Only if the path still leads to a real file or directory in
-            // the tree.
-            if let Ok(p) = inside(&self.target, rel) {
+            // the tree (`inside` takes directories only: check the parent).
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            if let Ok(p) = inside(&self.target, parent).map(|d| d.join(name)) {
                 match fs::symlink_metadata(&p) {
                     Ok(m) if m.is_dir() => {
                         let _ = fs::remove_dir(p);

@@ -8,6 +8,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dib_sandbox::helper::{kernel, Allow, Peer, Session, LIMITS};
@@ -63,6 +65,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Connections served at once, and refused ones being answered.
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+const MAX_CONNECTIONS: usize = 64;
+const MAX_REFUSING: usize = 16;
+/// How long a refused peer has to send its Hello.
+const REFUSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Answer the peer's first packet (its Hello) with the refusal, then hang
+/// up: replying before reading would reset the connection under the
+/// client's Hello, and the client would never see why.
+fn refuse(conn: &OwnedFd, kind: ErrorKind, message: String) {
+    let _ =
+        sockopt::set_socket_timeout(conn, rustix::net::sockopt::Timeout::Recv, Some(REFUSE_WAIT));
+    let _ = proto::recv::<proto::Request>(conn);
+    let _ = proto::send(conn, &Reply::Error { kind, message }, &[]);
+}
+
 fn allow_list(users: &[String], groups: &[String]) -> Result<Allow, String> {
     let mut allow = Allow::default();
     for u in users {
@@ -115,23 +134,35 @@ fn serve(socket: &Path, users: &[String], groups: &[String], systemd: bool) -> R
                 continue;
             }
         };
-        if let Err(message) = allow.check(&peer) {
-            eprintln!(
-                "dib-helper: refused pid {} (uid {}): {message}",
-                peer.pid, peer.uid
-            );
-            let _ = proto::send(
-                &conn,
-                &Reply::Error {
-                    kind: ErrorKind::NotAllowed,
-                    message,
-                },
-                &[],
-            );
+        let refusal = match allow.check(&peer) {
+            Err(message) => {
+                eprintln!(
+                    "dib-helper: refused pid {} (uid {}): {message}",
+                    peer.pid, peer.uid
+                );
+                Some((ErrorKind::NotAllowed, message))
+            }
+            Ok(()) if CONNECTIONS.load(Ordering::SeqCst) >= MAX_CONNECTIONS => Some((
+                ErrorKind::Limit,
+                format!("dib-helper is serving {MAX_CONNECTIONS} connections, its limit: try again later"),
+            )),
+            Ok(()) => None,
+        };
+        if CONNECTIONS.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS + MAX_REFUSING {
+            // A flood: no thread, no answer.
+            CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        if let Some((kind, message)) = refusal {
+            std::thread::spawn(move || {
+                refuse(&conn, kind, message);
+                CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+            });
             continue;
         }
         std::thread::spawn(move || {
             Session::new(kernel::Kernel, peer, LIMITS).serve(&conn);
+            CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

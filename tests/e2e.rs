@@ -633,6 +633,65 @@ fn build_vm(b: &Build, extra: &[&str], types: &str) -> Result<PathBuf, Failed> {
     Ok(out)
 }
 
+/// The dib-helper scripts/test started for the test user.
+fn helper_socket() -> Option<PathBuf> {
+    std::env::var_os("DIB_TEST_HELPER_SOCKET").map(PathBuf::from)
+}
+
+/// `build_vm` through dib-helper: the image's filesystems are made and
+/// filled on a loop device, finalise.d runs on them mounted.
+fn build_vm_with_helper(b: &Build, extra: &[&str], types: &str) -> Result<PathBuf, Failed> {
+    let socket = helper_socket().ok_or("no DIB_TEST_HELPER_SOCKET")?;
+    let socket = socket.display().to_string();
+    let out = b.f.path("deb");
+    let out_s = out.display().to_string();
+    let mut args = vec!["--block-backend", "helper", "-t", types, "-o", &out_s];
+    args.extend_from_slice(&["debian-minimal", "vm", "boot-marker"]);
+    args.extend_from_slice(extra);
+    let o = create_cmd(b, &cache(), &args, &[("DIB_HELPER_SOCKET", &socket)]).output()?;
+    succeeded(&o)?;
+    check(
+        stderr(&o).contains("dib-helper: /dev/loop"),
+        format!("the helper backend was not used:\n{}", stderr(&o)),
+    )?;
+    Ok(out)
+}
+
+fn helper_gpt_bios_image_boots() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = build_vm_with_helper(&b, &["block-device-gpt"], "qcow2,raw")?;
+    boots_to(
+        &out.with_extension("qcow2"),
+        Firmware::Bios,
+        "dib-boot-marker: root=/dev/vda2 fstype=ext4 efi=no ssh=inactive",
+    )?;
+    let raw = out.with_extension("raw");
+    let (_, parts) = partitions(&raw)?;
+    check_root(&raw, parts[1].0, &b.f.path("root.ext4"))?;
+    b.assert_clean()
+}
+
+/// The ESP is vfat, which this kernel may not mount: the helper makes it,
+/// dib fills it with mtools; the image boots under OVMF all the same.
+fn helper_efi_image_boots_under_ovmf() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = build_vm_with_helper(&b, &["block-device-efi"], "qcow2,raw")?;
+    boots_to(
+        &out.with_extension("qcow2"),
+        Firmware::Uefi,
+        "dib-boot-marker: root=/dev/vda3 fstype=ext4 efi=yes ssh=inactive",
+    )?;
+    let raw = out.with_extension("raw");
+    let (_, parts) = partitions(&raw)?;
+    check_root(&raw, parts[2].0, &b.f.path("root.ext4"))?;
+    let ls = debugfs(&b.f.path("root.ext4"), "ls /boot/efi")?;
+    check(
+        !ls.contains("EFI"),
+        format!("/boot/efi on the root filesystem is not empty: {ls}"),
+    )?;
+    b.assert_clean()
+}
+
 /// Boot, and compare the marker line the booted system printed with `want`.
 fn boots_to(image: &Path, firmware: Firmware, want: &str) -> Result<(), Failed> {
     eq(&boot(image, firmware)?, want, "what the booted system says")
@@ -1297,5 +1356,24 @@ fn main() {
     };
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER4").as_deref() == Ok("1");
-    run_trials("tier 4 (end to end)", tests, skip, in_ci, Vec::new());
+    // The helper backend's boots need a dib-helper serving the test user.
+    let helper_skip = skip.clone().or_else(|| {
+        helper_socket().is_none().then(|| {
+            "no dib-helper for the test user (DIB_TEST_HELPER_SOCKET; scripts/test starts one \
+             as root)"
+                .to_string()
+        })
+    });
+    if let (Some(r), None) = (&helper_skip, &skip) {
+        eprintln!("tier 4's helper trials skipped: {r}");
+    }
+    let helper: Vec<(&'static str, Test)> = vec![
+        ("helper_gpt_bios_image_boots", helper_gpt_bios_image_boots),
+        (
+            "helper_efi_image_boots_under_ovmf",
+            helper_efi_image_boots_under_ovmf,
+        ),
+    ];
+    let extra = common::tier::trials(helper, &helper_skip, in_ci);
+    run_trials("tier 4 (end to end)", tests, skip, in_ci, extra);
 }

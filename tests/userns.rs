@@ -629,6 +629,12 @@ fn offline_image_matches_its_configuration() -> Result<(), Failed> {
         entries.iter().any(|e| e.0 == "./boot/efi/EFI/hello.txt"),
         "the tar output lacks /boot/efi's files",
     )?;
+    // Regression: the chroot's mount point for the image file stayed in
+    // the image (tmp/dib-image.d/disk.raw).
+    check(
+        !entries.iter().any(|e| e.0.starts_with("./tmp/dib-image.d")),
+        "the image keeps the chroot's tmp/dib-image.d",
+    )?;
     b.assert_clean()
 }
 

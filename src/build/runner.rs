@@ -143,6 +143,17 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
                 ctx.disk = Some(ctx.prepare_disk(disk)?);
             }
         }
+        // The helper backend: finalise.d and cleanup.d run on the image's
+        // filesystems (pre-finalise.d still saw the tree: the dpkg
+        // element's bind mounts are gone by then).
+        let socket = job.disk.as_ref().and_then(|d| d.helper.as_ref());
+        if let (true, Some(socket)) = (phase.name == "pre-finalise", socket) {
+            if let Some(mut disk) = ctx.disk.take() {
+                let attached = ctx.attach_image(socket, &disk.layout, &disk.file);
+                disk.attached = Some(attached?);
+                ctx.disk = Some(disk);
+            }
+        }
         if phase.name == "root" && dir_is_empty(&ctx.built)? {
             return Err(Stop::Failed(anyhow::anyhow!(
                 "Failed to deploy the root element: root.d left TARGET_ROOT empty; \
@@ -751,19 +762,15 @@ impl Ctx<'_> {
             "laid out the image in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
-        let attached = match &disk.helper {
-            Some(socket) => Some(self.attach_image(socket, &layout, &file)?),
-            None => None,
-        };
         Ok(Disk {
             layout,
-            attached,
+            attached: None,
             identity,
             file,
         })
     }
 
-    /// The helper backend's step after block-device.d: attach, partition
+    /// The helper backend's step after pre-finalise.d: attach, partition
     /// and format through dib-helper, mount the filesystems at `image/root`
     /// and copy the tree in; from here on the build's tree (`TARGET_ROOT`,
     /// `TMP_MOUNT_PATH`) is the mounted image, as in DIB.
@@ -786,8 +793,13 @@ impl Ctx<'_> {
         attached.mount_all(layout, &root)?;
         self.log
             .status("copying the tree into the image".to_string());
+        // Whatever a hook left mounted in the tree stays out of the image.
+        dib_sandbox::mounts::unmount_all_under(&self.mnt)
+            .context("unmounting what hooks left mounted under TMP_MOUNT_PATH")?;
         let mut cp = crate::tool::command("cp");
-        cp.arg("-a").arg(self.built.join(".")).arg(&root);
+        cp.args(["-a", "--one-file-system"])
+            .arg(self.built.join("."))
+            .arg(&root);
         crate::tool::run(
             cp,
             "coreutils",

@@ -140,6 +140,28 @@ pub fn succeeded(o: &Output) -> Result<(), Failed> {
     )
 }
 
+/// Trials for `tests`: as themselves when they can run here; else each
+/// ignored with `skip`'s reason, or failing with it in CI (`in_ci`).
+pub fn trials(
+    tests: Vec<(&'static str, Test)>,
+    skip: &Option<String>,
+    in_ci: bool,
+) -> Vec<libtest_mimic::Trial> {
+    tests
+        .into_iter()
+        .map(|(name, f)| match (skip, in_ci) {
+            (None, _) => libtest_mimic::Trial::test(name, f),
+            (Some(reason), true) => {
+                let reason = reason.clone();
+                libtest_mimic::Trial::test(name, move || {
+                    Err(format!("CI=true, but this tier cannot run: {reason}").into())
+                })
+            }
+            (Some(_), false) => libtest_mimic::Trial::test(name, f).with_ignored_flag(true),
+        })
+        .collect()
+}
+
 /// Run a tier's trials: as themselves when the tier can run here; else each
 /// reported ignored with `skip`'s reason, or failing with it when this is CI
 /// running the tier on purpose (`in_ci`).
@@ -155,18 +177,8 @@ pub fn run_trials(
     if let Some(reason) = &skip {
         eprintln!("{name} skipped: {reason}");
     }
-    let trials = tests
+    let trials = trials(tests, &skip, in_ci)
         .into_iter()
-        .map(|(name, f)| match (&skip, in_ci) {
-            (None, _) => libtest_mimic::Trial::test(name, f),
-            (Some(reason), true) => {
-                let reason = reason.clone();
-                libtest_mimic::Trial::test(name, move || {
-                    Err(format!("CI=true, but this tier cannot run: {reason}").into())
-                })
-            }
-            (Some(_), false) => libtest_mimic::Trial::test(name, f).with_ignored_flag(true),
-        })
         .chain(extra)
         .collect();
     libtest_mimic::run(&args, trials).exit()

@@ -483,7 +483,6 @@ fn both_backends_build_the_same_image() -> Result<(), Failed> {
          chmod 4750 \"$TARGET_ROOT/srv/owned\"\nln \"$TARGET_ROOT/srv/owned\" \"$TARGET_ROOT/srv/d/hard\"\n\
          ln -s ../owned \"$TARGET_ROOT/srv/d/soft\"\nmkfifo \"$TARGET_ROOT/srv/fifo\"\n\
          chown -h 7:8 \"$TARGET_ROOT/srv/d/soft\"\nchmod 0711 \"$TARGET_ROOT/srv/d\"\n\
-         setfattr -n user.dib -v backends \"$TARGET_ROOT/srv/owned\" 2>/dev/null || \
          python3 -c 'import os,sys; os.setxattr(sys.argv[1], \"user.dib\", b\"backends\")' \"$TARGET_ROOT/srv/owned\"\n\
          yes dib-backends | head -c 3000000 > \"$TARGET_ROOT/srv/big\"\ntruncate -s 50M \"$TARGET_ROOT/srv/sparse\"\n",
         0o755,

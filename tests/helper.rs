@@ -432,7 +432,8 @@ fn describe(image: &Path, scratch: &Path) -> Result<String, Failed> {
                 .output()?;
             let mut keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .filter(|l| !l.starts_with("DEVNAME="))
+                // Which loop device showed it is no property of the image.
+                .filter(|l| !l.starts_with("DEVNAME=") && !l.starts_with("PART_ENTRY_DISK="))
                 .map(String::from)
                 .collect();
             keys.sort();

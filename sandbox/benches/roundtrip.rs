@@ -83,14 +83,20 @@ fn main() {
     };
     std::thread::spawn(move || Session::new(Nothing, peer, LIMITS).serve(&b));
     let c = Client::greet(a).expect("hello");
-    report("Ping, protocol only (socket pair, no-op devices)", time(20000, || c.ping().unwrap()));
+    report(
+        "Ping, protocol only (socket pair, no-op devices)",
+        time(20000, || c.ping().unwrap()),
+    );
     let Some(socket) = std::env::var_os("DIB_HELPER_SOCKET").map(PathBuf::from) else {
         println!("(set DIB_HELPER_SOCKET to a running dib-helper for its figures)");
         return;
     };
     let t = Instant::now();
     let c = Client::connect(&socket).expect("connecting to the helper");
-    println!("connect + Hello to dib-helper: {:.1} us", t.elapsed().as_secs_f64() * 1e6);
+    println!(
+        "connect + Hello to dib-helper: {:.1} us",
+        t.elapsed().as_secs_f64() * 1e6
+    );
     report("Ping, dib-helper", time(20000, || c.ping().unwrap()));
     let img = tempfile::tempfile().expect("temp file");
     img.set_len(64 << 20).unwrap();

@@ -640,7 +640,12 @@ fn helper_socket() -> Option<PathBuf> {
 
 /// `build_vm` through dib-helper: the image's filesystems are made and
 /// filled on a loop device, finalise.d runs on them mounted.
-fn build_vm_with_helper(b: &Build, extra: &[&str], types: &str) -> Result<PathBuf, Failed> {
+fn build_vm_with_helper(
+    b: &Build,
+    extra: &[&str],
+    types: &str,
+    env: &[(&str, &str)],
+) -> Result<PathBuf, Failed> {
     let socket = helper_socket().ok_or("no DIB_TEST_HELPER_SOCKET")?;
     let socket = socket.display().to_string();
     let out = b.f.path("deb");
@@ -648,7 +653,9 @@ fn build_vm_with_helper(b: &Build, extra: &[&str], types: &str) -> Result<PathBu
     let mut args = vec!["--block-backend", "helper", "-t", types, "-o", &out_s];
     args.extend_from_slice(&["debian-minimal", "vm", "boot-marker"]);
     args.extend_from_slice(extra);
-    let o = create_cmd(b, &cache(), &args, &[("DIB_HELPER_SOCKET", &socket)]).output()?;
+    let mut env = env.to_vec();
+    env.push(("DIB_HELPER_SOCKET", &socket));
+    let o = create_cmd(b, &cache(), &args, &env).output()?;
     succeeded(&o)?;
     check(
         stderr(&o).contains("dib-helper: /dev/loop"),
@@ -659,7 +666,7 @@ fn build_vm_with_helper(b: &Build, extra: &[&str], types: &str) -> Result<PathBu
 
 fn helper_gpt_bios_image_boots() -> Result<(), Failed> {
     let b = Build::new();
-    let out = build_vm_with_helper(&b, &["block-device-gpt"], "qcow2,raw")?;
+    let out = build_vm_with_helper(&b, &["block-device-gpt"], "qcow2,raw", &[])?;
     boots_to(
         &out.with_extension("qcow2"),
         Firmware::Bios,
@@ -675,7 +682,7 @@ fn helper_gpt_bios_image_boots() -> Result<(), Failed> {
 /// dib fills it with mtools; the image boots under OVMF all the same.
 fn helper_efi_image_boots_under_ovmf() -> Result<(), Failed> {
     let b = Build::new();
-    let out = build_vm_with_helper(&b, &["block-device-efi"], "qcow2,raw")?;
+    let out = build_vm_with_helper(&b, &["block-device-efi"], "qcow2,raw", &[])?;
     boots_to(
         &out.with_extension("qcow2"),
         Firmware::Uefi,
@@ -688,6 +695,19 @@ fn helper_efi_image_boots_under_ovmf() -> Result<(), Failed> {
     check(
         !ls.contains("EFI"),
         format!("/boot/efi on the root filesystem is not empty: {ls}"),
+    )?;
+    b.assert_clean()
+}
+
+/// An xfs root (which only the helper backend makes) boots by BIOS: GRUB
+/// reads it, the initramfs mounts it.
+fn helper_xfs_root_boots() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = build_vm_with_helper(&b, &[], "qcow2", &[("FS_TYPE", "xfs")])?;
+    boots_to(
+        &out.with_extension("qcow2"),
+        Firmware::Bios,
+        "dib-boot-marker: root=/dev/vda1 fstype=xfs efi=no ssh=inactive",
     )?;
     b.assert_clean()
 }
@@ -1373,6 +1393,7 @@ fn main() {
             "helper_efi_image_boots_under_ovmf",
             helper_efi_image_boots_under_ovmf,
         ),
+        ("helper_xfs_root_boots", helper_xfs_root_boots),
     ];
     let extra = common::tier::trials(helper, &helper_skip, in_ci);
     run_trials("tier 4 (end to end)", tests, skip, in_ci, extra);

@@ -562,6 +562,101 @@ fn both_backends_build_the_same_image() -> Result<(), Failed> {
     h.alive()
 }
 
+/// The root filesystem of `image` (partition `n`) mounted read-only: its
+/// blkid keys, its tree and its /etc/fstab.
+fn mounted_view(
+    image: &Path,
+    n: u32,
+    scratch: &Path,
+) -> Result<(String, Vec<String>, String), Failed> {
+    let o = Command::new("losetup")
+        .args(["--show", "-f", "-r", "-P"])
+        .arg(image)
+        .output()?;
+    succeeded(&o)?;
+    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let r = (|| -> Result<(String, Vec<String>, String), Failed> {
+        let _ = Command::new("partx").args(["-a", &dev]).output();
+        let p = format!("{dev}p{n}");
+        let o = Command::new("blkid").args(["-o", "export", &p]).output()?;
+        let mut keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| {
+                ["TYPE=", "LABEL=", "UUID="]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(String::from)
+            .collect();
+        keys.sort();
+        let mnt = scratch.join("mnt");
+        fs::create_dir_all(&mnt)?;
+        succeeded(
+            &Command::new("mount")
+                .args(["-o", "ro", &p])
+                .arg(&mnt)
+                .output()?,
+        )?;
+        let listing = tree_listing(&mnt);
+        let fstab = fs::read_to_string(mnt.join("etc/fstab")).unwrap_or_default();
+        let _ = Command::new("umount").arg(&mnt).output();
+        Ok((keys.join(" "), listing?, fstab))
+    })();
+    let _ = Command::new("losetup").args(["-d", &dev]).output();
+    r
+}
+
+/// xfs, which the offline backend cannot fill, through the helper.
+fn xfs_is_built_through_the_helper() -> Result<(), Failed> {
+    let h = Helper::for_test_user()?;
+    let b = user_build()?;
+    b.f.file(
+        "e/probe/root.d/50-files",
+        "#!/bin/bash\nset -eu\nmkdir -p \"$TARGET_ROOT/srv\"\necho data > \"$TARGET_ROOT/srv/owned\"\n\
+         chown 1234:4321 \"$TARGET_ROOT/srv/owned\"\nchmod 2755 \"$TARGET_ROOT/srv/owned\"\n",
+        0o755,
+    );
+    chown_tree(b.f.dir.path(), user().uid, user().gid)?;
+    let out = b.f.path("images/xfs");
+    let out_s = out.display().to_string();
+    let args = [
+        "-t",
+        "raw",
+        "-o",
+        &out_s,
+        "tiny-os",
+        "block-device-mbr",
+        "probe",
+    ];
+    let env = [("FS_TYPE", "xfs"), ("DIB_IMAGE_UUID_SEED", "xfs")];
+    // The offline backend says what to do instead.
+    let o = dib(&b, None, &args, &env).output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        !o.status.success() && err.contains("or the helper backend (--block-backend helper"),
+        format!("an offline xfs build: {err}"),
+    )?;
+    succeeded(&dib(&b, Some(&h), &args, &env).output()?)?;
+    let (keys, tree, fstab) = mounted_view(&out.with_extension("raw"), 1, &b.f.path("view"))?;
+    check(
+        keys.starts_with("LABEL=img-rootfs TYPE=xfs UUID="),
+        format!("the root filesystem: {keys}"),
+    )?;
+    for want in ["bin/busybox 100755 0:0", "srv/owned 102755 1234:4321"] {
+        check(
+            tree.iter().any(|l| l.starts_with(want)),
+            format!("the xfs root lacks {want:?}:\n{}", tree.join("\n")),
+        )?;
+    }
+    check(
+        fstab.contains("LABEL=img-rootfs / xfs "),
+        format!("/etc/fstab: {fstab}"),
+    )?;
+    no_leaks_under(b.f.dir.path())?;
+    b.assert_clean()?;
+    h.alive()
+}
+
 fn killed_builds_leave_no_loop_device_or_mount() -> Result<(), Failed> {
     let h = Helper::for_test_user()?;
     let b = user_build()?;
@@ -949,6 +1044,10 @@ fn main() {
         (
             "killed_builds_leave_no_loop_device_or_mount",
             killed_builds_leave_no_loop_device_or_mount,
+        ),
+        (
+            "xfs_is_built_through_the_helper",
+            xfs_is_built_through_the_helper,
         ),
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")

@@ -23,6 +23,8 @@ pub enum FsType {
     Ext2,
     Ext3,
     Ext4,
+    /// Helper backend only: mkfs.xfs cannot fill a filesystem from a tree.
+    Xfs,
     Vfat,
     Swap,
 }
@@ -34,6 +36,7 @@ impl FsType {
             FsType::Ext2 => "ext2",
             FsType::Ext3 => "ext3",
             FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
             FsType::Vfat => "vfat",
             FsType::Swap => "swap",
         }
@@ -48,6 +51,7 @@ impl FsType {
         match self {
             FsType::Vfat => "dosfstools",
             FsType::Swap => "util-linux",
+            FsType::Xfs => "xfsprogs",
             _ => "e2fsprogs",
         }
     }
@@ -135,6 +139,46 @@ const VFAT_OPTIONS: &[(&str, Value)] = &[
 ];
 const VFAT_FLAGS: &[&str] = &["-a", "-A", "-I", "--invariant"];
 
+/// mkfs.xfs options, each a list of `key[=value]` sub-options. Left out:
+/// `-p` (a prototype file), `-r` (a realtime device), and the sub-options
+/// naming files or devices (`-d file,name=`, `-l logdev=`).
+const XFS_OPTIONS: &[(&str, Value)] = &[
+    ("-b", Value::Subopts(&["size"])),
+    (
+        "-m",
+        Value::Subopts(&[
+            "crc",
+            "finobt",
+            "reflink",
+            "bigtime",
+            "inobtcount",
+            "rmapbt",
+        ]),
+    ),
+    (
+        "-i",
+        Value::Subopts(&[
+            "size",
+            "maxpct",
+            "align",
+            "sparse",
+            "attr",
+            "projid32bit",
+            "nrext64",
+        ]),
+    ),
+    ("-n", Value::Subopts(&["size", "ftype", "version"])),
+    (
+        "-l",
+        Value::Subopts(&["size", "version", "sunit", "su", "lazy-count", "internal"]),
+    ),
+    (
+        "-d",
+        Value::Subopts(&["agcount", "agsize", "su", "sw", "sunit", "swidth"]),
+    ),
+];
+const XFS_FLAGS: &[&str] = &["-K"];
+
 #[derive(Debug, Clone, Copy)]
 enum Value {
     Number,
@@ -142,6 +186,8 @@ enum Value {
     Word,
     /// A feature list: words, `^` and `,`.
     Features,
+    /// Comma-separated `key[=value]` with these keys, plain values.
+    Subopts(&'static [&'static str]),
 }
 
 impl Value {
@@ -153,6 +199,10 @@ impl Value {
                 Value::Number => v.chars().all(|c| ok(c, ".")) && !v.starts_with('.'),
                 Value::Word => v.chars().all(|c| ok(c, "_-")) && !v.starts_with('-'),
                 Value::Features => v.chars().all(|c| ok(c, "_^,")),
+                Value::Subopts(keys) => v.split(',').all(|item| {
+                    let (k, val) = item.split_once('=').unwrap_or((item, "1"));
+                    keys.contains(&k) && !val.is_empty() && val.chars().all(|c| ok(c, "._-"))
+                }),
             }
     }
 }
@@ -175,7 +225,11 @@ impl MkfsSpec {
             ));
         }
         if let Some(l) = &self.label {
-            let max = if self.fs == FsType::Vfat { 11 } else { 16 };
+            let max = match self.fs {
+                FsType::Vfat => 11,
+                FsType::Xfs => 12,
+                _ => 16,
+            };
             if l.len() > max || l.chars().any(|c| c.is_control()) {
                 return Err(format!(
                     "label {l:?}: a {} label is at most {max} bytes, no control characters",
@@ -203,6 +257,7 @@ impl MkfsSpec {
         let (options, flags): (&[(&str, Value)], &[&str]) = match self.fs {
             k if k.is_ext() => (EXT_OPTIONS, EXT_FLAGS),
             FsType::Vfat => (VFAT_OPTIONS, VFAT_FLAGS),
+            FsType::Xfs => (XFS_OPTIONS, XFS_FLAGS),
             _ => (&[], &[]),
         };
         let mut args = self.options.iter();
@@ -317,6 +372,19 @@ impl MkfsSpec {
                 a.push((self.size / 1024).to_string().into());
                 "mkfs.fat"
             }
+            FsType::Xfs => {
+                // No offset: only the helper backend makes xfs, on a device.
+                for s in ["-f", "-q", "-m", &format!("uuid={}", self.uuid)] {
+                    push(s);
+                }
+                if let Some(l) = &self.label {
+                    push("-L");
+                    push(l);
+                }
+                a.extend(self.options.iter().map(OsString::from));
+                a.push(file.into());
+                "mkfs.xfs"
+            }
             FsType::Swap => {
                 push("-q");
                 push("-U");
@@ -413,6 +481,11 @@ mod tests {
             (FsType::Vfat, &["-m", "/etc/shadow"]),
             (FsType::Vfat, &["-O", "x"]),
             (FsType::Swap, &["-p", "4096"]),
+            (FsType::Xfs, &["-p", "/etc/protofile"]),
+            (FsType::Xfs, &["-d", "file,name=/etc/shadow"]),
+            (FsType::Xfs, &["-l", "logdev=/dev/sda"]),
+            (FsType::Xfs, &["-r", "rtdev=/dev/sda"]),
+            (FsType::Xfs, &["-m", "crc=1,uuid=x/y"]),
         ] {
             let e = spec(fs, opts).check().unwrap_err();
             assert!(
@@ -433,6 +506,32 @@ mod tests {
             spec(FsType::Ext4, ok).check().unwrap();
         }
         spec(FsType::Vfat, &["-F", "32", "-a"]).check().unwrap();
+        let mut x = spec(
+            FsType::Xfs,
+            &["-m", "crc=1,reflink=1", "-i", "size=512", "-K"],
+        );
+        x.label = Some("img-rootfs".into());
+        x.check().unwrap();
+        let (prog, args) = x.argv(Target::Device(Path::new("/dev/loop0p1")));
+        assert_eq!(prog, "mkfs.xfs");
+        assert_eq!(
+            args,
+            [
+                "-f",
+                "-q",
+                "-m",
+                "uuid=6f3e0c0a-3a5d-4b5e-9a6b-0c7c1b2a3d4e",
+                "-L",
+                "img-rootfs",
+                "-m",
+                "crc=1,reflink=1",
+                "-i",
+                "size=512",
+                "-K",
+                "/dev/loop0p1"
+            ]
+            .map(OsString::from)
+        );
         let mut s = spec(FsType::Ext4, &[]);
         s.uuid = "--help".into();
         assert!(s.check().unwrap_err().contains("not a valid ext4 UUID"));

@@ -80,6 +80,7 @@ fn any_fs() -> impl Strategy<Value = FsType> {
         Just(FsType::Ext2),
         Just(FsType::Ext3),
         Just(FsType::Ext4),
+        Just(FsType::Xfs),
         Just(FsType::Vfat),
         Just(FsType::Swap),
     ]

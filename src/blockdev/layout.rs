@@ -20,6 +20,8 @@ const GPT_TAIL: u64 = 33 * SECTOR;
 const MIN_FS: u64 = 16 * MIB;
 /// Bytes of content per byte of filesystem when sizing (DIB's `/ 0.6`).
 const FILL: f64 = 0.6;
+/// The smallest filesystem mkfs.xfs makes (xfsprogs 5.19 and later).
+const MIN_XFS: u64 = 300 * MIB;
 /// ext3/ext4 journal assumed when `--mkfs-journal-size` is not given.
 const DEFAULT_JOURNAL: u64 = 64 * MIB;
 /// Online-resize headroom of the root ext filesystem: 1 PiB.
@@ -42,6 +44,9 @@ pub struct Options {
     pub mkfs_options: Vec<String>,
     /// `--max-online-resize`, in bytes.
     pub max_online_resize: Option<u64>,
+    /// The helper backend builds the image (which can make xfs).
+    #[serde(default)]
+    pub helper: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +112,8 @@ impl PlacedFs {
                 FsKind::Ext4 => FsType::Ext4,
                 FsKind::Vfat => FsType::Vfat,
                 FsKind::Swap => FsType::Swap,
-                FsKind::Xfs | FsKind::Btrfs => return None,
+                FsKind::Xfs => FsType::Xfs,
+                FsKind::Btrfs => return None,
             },
             label: self.label.clone(),
             uuid: self.uuid.clone(),
@@ -289,10 +295,11 @@ impl Ids for SeededIds {
 fn need(kind: FsKind, content: u64, extra: u64, journal: Option<u64>) -> u64 {
     let data = (content as f64 / FILL).ceil() as u64 + extra;
     let j = match kind {
-        FsKind::Ext3 | FsKind::Ext4 => journal.unwrap_or(DEFAULT_JOURNAL),
+        FsKind::Ext3 | FsKind::Ext4 | FsKind::Xfs => journal.unwrap_or(DEFAULT_JOURNAL),
         _ => 0,
     };
-    round_up(data + j, ROUND).max(MIN_FS)
+    let min = if kind == FsKind::Xfs { MIN_XFS } else { MIN_FS };
+    round_up(data + j, ROUND).max(min)
 }
 
 fn round_up(v: u64, to: u64) -> u64 {
@@ -310,13 +317,19 @@ pub fn plan(config: &Config, opts: &Options, usage: &Usage, ids: &mut dyn Ids) -
     for fs in &config.filesystems {
         let is_root = fs.mount_point.as_deref() == Some("/");
         let kind = fs.kind.unwrap_or(opts.fs_type);
-        if matches!(kind, FsKind::Xfs | FsKind::Btrfs) {
-            bail!(
-                "filesystem '{}' is {kind}: the offline backend builds ext2/3/4, vfat and swap \
-                 (mkfs.{kind} cannot fill a filesystem from a tree without privilege); \
-                 use ext4, or the helper backend (--block-backend=helper, issue #6)",
+        match kind {
+            FsKind::Xfs if !opts.helper => bail!(
+                "filesystem '{}' is xfs: the offline backend builds ext2/3/4, vfat and swap \
+                 (mkfs.xfs cannot fill a filesystem from a tree without privilege); use ext4, \
+                 or the helper backend (--block-backend helper, with a dib-helper running: \
+                 docs/security.md)",
                 fs.name
-            );
+            ),
+            FsKind::Btrfs => bail!(
+                "filesystem '{}' is btrfs, which dib does not build yet: use ext4 or xfs",
+                fs.name
+            ),
+            _ => {}
         }
         let content = fs
             .mount_point
@@ -623,6 +636,7 @@ mod tests {
             journal: None,
             mkfs_options: vec![],
             max_online_resize: None,
+            helper: false,
         }
     }
 

@@ -208,6 +208,7 @@ mod tests {
             journal: None,
             mkfs_options: vec![],
             max_online_resize: None,
+            helper: false,
         };
         let usage = [("/".to_string(), 100 << 20)].into();
         let l = layout::plan(&c, &opts, &usage, &mut layout::RandomIds).unwrap();

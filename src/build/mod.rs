@@ -98,11 +98,14 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             &elements,
             config.arch.as_str(),
         )?;
+        let helper = pick_backend(config.block_backend)?;
+        let mut options = disk_options(config)?;
+        options.helper = helper.is_some();
         Some(crate::blockdev::DiskJob {
             config: block_config,
             origin,
-            options: disk_options(config)?,
-            helper: pick_backend(config.block_backend)?,
+            options,
+            helper,
         })
     } else {
         None
@@ -265,7 +268,8 @@ fn needed_tools(
                 FsKind::Ext4 => vec![("mkfs.ext4", "e2fsprogs")],
                 FsKind::Vfat => vec![("mkfs.fat", "dosfstools"), ("mcopy", "mtools")],
                 FsKind::Swap => vec![("mkswap", "util-linux")],
-                // Refused with its own message when the layout is planned.
+                // dib-helper runs mkfs.xfs (the offline backend refuses
+                // xfs with its own message when the layout is planned).
                 FsKind::Xfs | FsKind::Btrfs => vec![],
             });
         }
@@ -334,6 +338,7 @@ fn disk_options(config: &BuildConfig) -> Result<crate::blockdev::Options> {
             .map(|o| o.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
         max_online_resize: config.max_online_resize.map(|blocks| blocks * 4096),
+        helper: false,
     })
 }
 
@@ -512,6 +517,7 @@ mod tests {
                 journal: None,
                 mkfs_options: vec![],
                 max_online_resize: None,
+                helper: false,
             },
         };
         let names: Vec<&str> = needed_tools(&outs, Some(&disk))

@@ -273,6 +273,7 @@ chardev: BadFd: the image fd is a character device: send an image file you own
 directory: BadFd: the image fd is a directory: send an image file you own
 foreign: BadFd: the image file belongs to uid 0, not to you (uid {uid}): send an image file you own
 read-only: BadFd: the image fd is not open for reading and writing
+procfs: BadFd: the image file is on a filesystem of type 0x9fa0: keep images on a local filesystem (ext2/3/4, xfs, btrfs, tmpfs, f2fs, overlayfs, zfs, bcachefs)
 userns-not-owned: BadFd: the user namespace sent for idmapping belongs to uid 0, not to you (uid {uid})
 not-a-namespace: BadFd: the fd sent for idmapping is not a namespace
 other-connection: NoSuchHandle: handle H is not a loop device this connection attached
@@ -282,6 +283,7 @@ oversize: Malformed
 unknown: Malformed
 too-many-fds: Malformed
 after-all-that: Pong
+per-user: Limit: your connections hold 16 loop devices (some kept by mounts still alive), the limit
 ",
         uid = u.uid
     );
@@ -673,46 +675,51 @@ fn killed_builds_leave_no_loop_device_or_mount() -> Result<(), Failed> {
         "tiny-os",
         "block-device-gpt",
     ];
-    // One whole build first: how long the kills may wait.
-    let started = Instant::now();
-    succeeded(&dib(&b, Some(&h), &args, &[]).output()?)?;
-    let whole = started.elapsed().as_millis() as u64;
+    // One whole build first: the steps a build goes through (its log
+    // lines), so each run can be killed at a step picked at random.
+    let first = dib(&b, Some(&h), &args, &[]).output()?;
+    succeeded(&first)?;
+    let steps = String::from_utf8_lossy(&first.stderr).lines().count() as u64;
     fs::remove_file(b.f.path("images/img.raw"))?;
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64
         | 1;
-    eprintln!("  {runs} builds killed within {whole} ms (seed {seed})");
+    eprintln!("  {runs} builds killed at one of {steps} steps (seed {seed})");
     let mut finished = 0;
     let mut holding = 0;
+    let dir = b.f.dir.path().display().to_string();
     for i in 0..runs {
-        // xorshift: a fresh point of the build each time.
+        // xorshift: a fresh step each time, and up to 30 ms into it.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // Half anywhere in the build, half in its last 60% (where the
-        // helper is at work).
-        let delay = if i % 2 == 0 {
-            seed % (whole + 1)
-        } else {
-            whole * 2 / 5 + seed % (whole * 3 / 5 + 1)
-        };
+        let step = seed % steps;
+        let delay = (seed >> 32) % 30;
         let mut child = dib(&b, Some(&h), &args, &[])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+            child.stderr.take().ok_or("no stderr")?,
+        ));
+        let mut seen = 0;
+        while seen < step && lines.next().is_some() {
+            seen += 1;
+        }
         std::thread::sleep(Duration::from_millis(delay));
         if child.try_wait()?.is_some() {
             finished += 1;
         }
-        let dir = b.f.dir.path().display().to_string();
         if attached_loops().values().any(|f| f.starts_with(&dir)) {
             holding += 1;
         }
         let _ = child.kill();
         child.wait()?;
+        drop(lines);
         let _ = fs::remove_file(b.f.path("images/img.raw"));
-        no_leaks_under(b.f.dir.path()).map_err(|e| format!("after run {i} ({delay} ms): {e:?}"))?;
+        no_leaks_under(b.f.dir.path())
+            .map_err(|e| format!("after run {i} (step {step}, +{delay} ms): {e:?}"))?;
     }
     eprintln!(
         "  {finished} of {runs} builds finished before their kill, {holding} were killed \
@@ -852,6 +859,18 @@ fn probe_refusals(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
         refusal(c.attach_loop(ro.as_fd(), false))
     )
     .unwrap();
+    // A regular file of the peer's, writable, on procfs.
+    let proc_file = File::options()
+        .read(true)
+        .write(true)
+        .open("/proc/self/oom_score_adj")
+        .unwrap();
+    writeln!(
+        out,
+        "procfs: {}",
+        refusal(c.attach_loop(proc_file.as_fd(), false))
+    )
+    .unwrap();
     let (h, _, _) = c.attach_loop(mine.as_fd(), false).unwrap();
     // The initial user namespace (root's), and a file that is no namespace.
     let userns = File::open("/proc/self/ns/user").unwrap();
@@ -919,7 +938,25 @@ fn probe_refusals(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
         .map(|()| "Pong".to_string())
         .unwrap_or_else(|e| e.to_string());
     writeln!(out, "after-all-that: {r}").unwrap();
-    // Hanging up with four loop devices attached: the helper detaches them.
+    // Across connections: 16 loop devices per user (4 here, 12 more).
+    let more: Vec<Client> = (0..3).map(|_| Client::connect(socket).unwrap()).collect();
+    let mut files = Vec::new();
+    for (i, m) in more.iter().enumerate() {
+        for j in 0..4 {
+            let f = probe_image(dir, &format!("user{i}-{j}.img"));
+            m.attach_loop(f.as_fd(), false).unwrap();
+            files.push(f);
+        }
+    }
+    let last = Client::connect(socket).unwrap();
+    let f = probe_image(dir, "seventeenth.img");
+    writeln!(
+        out,
+        "per-user: {}",
+        refusal(last.attach_loop(f.as_fd(), false))
+    )
+    .unwrap();
+    // Hanging up with every loop device attached: the helper detaches them.
 }
 
 /// `struct mount_attr` of mount_setattr(2).

@@ -37,6 +37,9 @@ impl Devices for Nothing {
     fn mount(&mut self, _: &(), _: u32, _: FsType, _: BorrowedFd<'_>) -> Result<OwnedFd, Fail> {
         Err((dib_sandbox::proto::ErrorKind::Unsupported, String::new()))
     }
+    fn still_bound(&self, _: &str) -> bool {
+        false
+    }
     fn detach(&mut self, _: ()) -> Result<(), Fail> {
         Ok(())
     }

@@ -102,7 +102,8 @@ const EXT_OPTIONS: &[(&str, Value)] = &[
     ("-C", Value::Number),
     ("-r", Value::Number),
     ("-T", Value::Word),
-    ("-e", Value::Word),
+    // Not `panic`: the helper mounts these filesystems on the host's kernel.
+    ("-e", Value::OneOf(&["continue", "remount-ro"])),
 ];
 /// ext options without a value.
 const EXT_FLAGS: &[&str] = &["-j", "-S", "-n"];
@@ -188,6 +189,8 @@ enum Value {
     Features,
     /// Comma-separated `key[=value]` with these keys, plain values.
     Subopts(&'static [&'static str]),
+    /// One of these words.
+    OneOf(&'static [&'static str]),
 }
 
 impl Value {
@@ -199,6 +202,7 @@ impl Value {
                 Value::Number => v.chars().all(|c| ok(c, ".")) && !v.starts_with('.'),
                 Value::Word => v.chars().all(|c| ok(c, "_-")) && !v.starts_with('-'),
                 Value::Features => v.chars().all(|c| ok(c, "_^,")),
+                Value::OneOf(words) => words.contains(&v),
                 Value::Subopts(keys) => v.split(',').all(|item| {
                     let (k, val) = item.split_once('=').unwrap_or((item, "1"));
                     keys.contains(&k) && !val.is_empty() && val.chars().all(|c| ok(c, "._-"))
@@ -281,11 +285,16 @@ impl MkfsSpec {
                     }
                 ))
             };
-            // `-O feature` and `-Ofeature` both.
-            let (name, inline) = if a.len() > 2 && a.starts_with('-') && !a.starts_with("--") {
-                (&a[..2], Some(&a[2..]))
-            } else {
-                (a.as_str(), None)
+            // `-O feature` and `-Ofeature` both (split at a character
+            // boundary: options come from an untrusted client).
+            let split = a
+                .strip_prefix('-')
+                .filter(|rest| !rest.starts_with('-'))
+                .and_then(|rest| rest.char_indices().nth(1))
+                .map(|(i, _)| i + 1);
+            let (name, inline) = match split {
+                Some(i) => (&a[..i], Some(&a[i..])),
+                None => (a.as_str(), None),
             };
             let Some((_, kind)) = options.iter().find(|o| o.0 == name) else {
                 return refuse(a);
@@ -478,6 +487,10 @@ mod tests {
             (FsType::Ext4, &["-O"]),
             (FsType::Ext4, &["-O", "has_journal;rm"]),
             (FsType::Ext4, &["-T", "-d"]),
+            (FsType::Ext4, &["-e", "panic"]),
+            (FsType::Ext4, &["-é"]),
+            (FsType::Ext4, &["-Oé,x"]),
+            (FsType::Ext4, &["é"]),
             (FsType::Vfat, &["-m", "/etc/shadow"]),
             (FsType::Vfat, &["-O", "x"]),
             (FsType::Swap, &["-p", "4096"]),

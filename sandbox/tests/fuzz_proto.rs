@@ -166,7 +166,39 @@ proptest! {
     #[test]
     fn every_request_round_trips(req in any_request()) {
         let bytes = serde_json::to_vec(&req).unwrap();
-        prop_assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        prop_assert_eq!(decode::<Request>(&bytes).unwrap(), req.clone());
+        // The helper's checks of what a request carries never panic.
+        match req {
+            Request::WritePartitions { table, .. } => {
+                let _ = table.check(u64::MAX);
+                let _ = table.check(64 << 20);
+                let _ = table.check(0);
+            }
+            Request::Mkfs { spec, .. } => {
+                let _ = spec.check();
+            }
+            _ => {}
+        }
+    }
+
+    /// Options of any characters (the check once sliced a multi-byte
+    /// character in two and panicked).
+    #[test]
+    fn mkfs_option_checks_never_panic(
+        fs in any_fs(),
+        options in prop::collection::vec("-?\\PC{0,6}", 0..6),
+    ) {
+        let spec = MkfsSpec {
+            fs,
+            label: None,
+            uuid: "6f3e0c0a-3a5d-4b5e-9a6b-0c7c1b2a3d4e".into(),
+            size: 1 << 30,
+            journal: None,
+            max_online_resize: None,
+            extended: vec![],
+            options,
+        };
+        let _ = spec.check();
     }
 
     /// Valid messages with bytes flipped, cut short or spliced together.

@@ -59,6 +59,9 @@ impl Devices for Fake {
         self.note(format!("mount {l} {partition}"));
         Ok(File::open("/").unwrap().into())
     }
+    fn still_bound(&self, _name: &str) -> bool {
+        false
+    }
     fn detach(&mut self, l: u32) -> Result<(), Fail> {
         self.note(format!("detach {l}"));
         Ok(())

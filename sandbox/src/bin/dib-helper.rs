@@ -4,12 +4,13 @@
 //! serves each connection on its own thread; the policy lives in
 //! `dib_sandbox::helper`, the kernel work in `dib_sandbox::helper::kernel`.
 
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use dib_sandbox::helper::{kernel, Allow, Peer, Session, LIMITS};
@@ -65,10 +66,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Connections served at once, and refused ones being answered.
-static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
-const MAX_CONNECTIONS: usize = 64;
-const MAX_REFUSING: usize = 16;
 /// How long a refused peer has to send its Hello.
 const REFUSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -115,11 +112,14 @@ fn serve(socket: &Path, users: &[String], groups: &[String], systemd: bool) -> R
         proto::VERSION,
         socket.display()
     );
+    let allow = std::sync::Arc::new(allow);
     loop {
         let conn = match accept_with(&listener, SocketFlags::CLOEXEC) {
             Ok(c) => c,
             Err(e) => {
+                // Out of fds, say: do not spin.
                 eprintln!("dib-helper: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
@@ -134,36 +134,143 @@ fn serve(socket: &Path, users: &[String], groups: &[String], systemd: bool) -> R
                 continue;
             }
         };
-        let refusal = match allow.check(&peer) {
-            Err(message) => {
-                eprintln!(
-                    "dib-helper: refused pid {} (uid {}): {message}",
-                    peer.pid, peer.uid
-                );
-                Some((ErrorKind::NotAllowed, message))
-            }
-            Ok(()) if CONNECTIONS.load(Ordering::SeqCst) >= MAX_CONNECTIONS => Some((
-                ErrorKind::Limit,
-                format!("dib-helper is serving {MAX_CONNECTIONS} connections, its limit: try again later"),
-            )),
-            Ok(()) => None,
+        if allow_fast(&allow, &peer) {
+            start_session(conn, peer);
+            continue;
+        }
+        // Group membership needs user and group lookups (NSS: maybe LDAP),
+        // which must not hold up the accept loop: a thread from a small
+        // pool of its own, so peers who are refused never take the slots
+        // of those who are served.
+        let Some(slot) = Slot::take(&CHECKING, MAX_CHECKING) else {
+            continue; // a flood: no thread, no answer
         };
-        if CONNECTIONS.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS + MAX_REFUSING {
-            // A flood: no thread, no answer.
-            CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        }
-        if let Some((kind, message)) = refusal {
-            std::thread::spawn(move || {
-                refuse(&conn, kind, message);
-                CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
-            });
-            continue;
-        }
-        std::thread::spawn(move || {
-            Session::new(kernel::Kernel, peer, LIMITS).serve(&conn);
-            CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+        let allow = allow.clone();
+        spawn(move || {
+            let _slot = slot;
+            match allow.check(&peer) {
+                Ok(()) => {
+                    ALLOWED_BY_GROUP
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(peer.uid, Instant::now());
+                    start_session(conn, peer);
+                }
+                Err(message) => {
+                    eprintln!(
+                        "dib-helper: refused pid {} (uid {}): {message}",
+                        peer.pid, peer.uid
+                    );
+                    refuse(&conn, ErrorKind::NotAllowed, message);
+                }
+            }
         });
+    }
+}
+
+/// Connections being served, and refusals being answered: separate
+/// budgets, so refused peers cannot crowd out allowed ones.
+static SERVING: AtomicUsize = AtomicUsize::new(0);
+static CHECKING: AtomicUsize = AtomicUsize::new(0);
+const MAX_SERVING: usize = 64;
+const MAX_CHECKING: usize = 16;
+/// Connections one user may have served at once.
+const MAX_PER_USER: usize = 16;
+static PER_USER: Mutex<BTreeMap<u32, usize>> = Mutex::new(BTreeMap::new());
+/// Users a group let in lately, so their next connections skip the lookup.
+static ALLOWED_BY_GROUP: Mutex<BTreeMap<u32, Instant>> = Mutex::new(BTreeMap::new());
+const GROUP_CACHE: Duration = Duration::from_secs(60);
+
+/// Root, a listed user, or one a group let in within the last minute.
+fn allow_fast(allow: &Allow, peer: &Peer) -> bool {
+    peer.uid == 0
+        || allow.uids.contains(&peer.uid)
+        || ALLOWED_BY_GROUP
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer.uid)
+            .is_some_and(|t| t.elapsed() < GROUP_CACHE)
+}
+
+/// A place in a budget, given back when dropped (a panicking session too).
+struct Slot(&'static AtomicUsize);
+
+impl Slot {
+    fn take(budget: &'static AtomicUsize, max: usize) -> Option<Slot> {
+        if budget.fetch_add(1, Ordering::SeqCst) >= max {
+            budget.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot(budget))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A user's place among its connections.
+struct UserSlot(u32);
+
+impl UserSlot {
+    fn take(uid: u32) -> Option<UserSlot> {
+        let mut m = PER_USER.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_default();
+        if *n >= MAX_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot(uid))
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut m = PER_USER.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.0);
+            }
+        }
+    }
+}
+
+/// Serve an allowed peer on a thread of its own, within the budgets, or
+/// tell it the helper is full.
+fn start_session(conn: OwnedFd, peer: Peer) {
+    let slots = Slot::take(&SERVING, MAX_SERVING).map(|s| (s, UserSlot::take(peer.uid)));
+    match slots {
+        Some((serving, Some(user))) => spawn(move || {
+            let _slots = (serving, user);
+            Session::new(kernel::Kernel, peer, LIMITS).serve(&conn);
+        }),
+        full => {
+            let message = if full.is_some() {
+                format!("you have {MAX_PER_USER} connections to dib-helper open, the limit")
+            } else {
+                format!(
+                    "dib-helper is serving {MAX_SERVING} connections, its limit: try again later"
+                )
+            };
+            drop(full);
+            if let Some(slot) = Slot::take(&CHECKING, MAX_CHECKING) {
+                spawn(move || {
+                    let _slot = slot;
+                    refuse(&conn, ErrorKind::Limit, message);
+                });
+            }
+        }
+    }
+}
+
+/// Run `f` on a new thread; if none can be made, `f` is dropped (with the
+/// connection and slots it holds) and the helper goes on.
+fn spawn(f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().spawn(f) {
+        eprintln!("dib-helper: starting a thread: {e}");
     }
 }
 
@@ -186,9 +293,12 @@ fn listen_on(path: &Path) -> Result<OwnedFd, String> {
     )
     .map_err(|e| err("creating a socket for", &e))?;
     let addr = SocketAddrUnix::new(path).map_err(|e| err("socket path", &e))?;
-    bind(&sock, &addr).map_err(|e| err("binding", &e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| err("chmod", &e))?;
+    // Connectable by anyone (mode 0666) from the start: no chmod by path
+    // afterwards, which a symlink swapped in could redirect.
+    let old = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o111));
+    let bound = bind(&sock, &addr);
+    rustix::process::umask(old);
+    bound.map_err(|e| err("binding", &e))?;
     listen(&sock, 64).map_err(|e| err("listening on", &e))?;
     Ok(sock)
 }

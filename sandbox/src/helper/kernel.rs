@@ -35,6 +35,10 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
 /// `struct mount_attr` flags (mount_setattr(2)).
 const MOUNT_ATTR_IDMAP: u64 = 0x100000;
+/// statfs(2) `f_type` of nsfs, where namespace fds live.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// How long mkfs may take before it is killed.
+const MKFS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
 /// How often to retry a loop device another process took first.
 const ATTACH_TRIES: usize = 8;
 /// `PATH` for the tools the helper runs.
@@ -111,6 +115,14 @@ fn ioctl_ptr<T>(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: &mut T) -> libc::c_
 
 /// The type (`CLONE_NEW*`) and owner uid of a namespace fd.
 pub fn namespace_owner(fd: BorrowedFd<'_>) -> Result<(i32, u32), Fail> {
+    // No ioctl, as root, on whatever else a client sent.
+    let on_nsfs = rustix::fs::fstatfs(fd).is_ok_and(|s| s.f_type == NSFS_MAGIC);
+    if !on_nsfs {
+        return Err((
+            ErrorKind::BadFd,
+            "the fd sent for idmapping is not a namespace".into(),
+        ));
+    }
     let kind = ioctl_value(fd, NS_GET_NSTYPE, 0);
     if kind < 0 {
         return Err((
@@ -292,26 +304,52 @@ impl Devices for Kernel {
         let dev = l.partition(partition)?;
         wait_for_node(&dev)?;
         let (prog, args) = spec.argv(Target::Device(&dev));
-        let out = Command::new(prog)
+        let mut child = Command::new(prog)
             .args(&args)
             .env_clear()
             .env("PATH", TOOL_PATH)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| {
                 (
                     ErrorKind::Failed,
                     format!("running {prog} (Debian package {}): {e}", spec.fs.package()),
                 )
             })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
+        let mut stderr = child.stderr.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        let started = std::time::Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if started.elapsed() > MKFS_TIMEOUT => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err((
+                        ErrorKind::Failed,
+                        format!(
+                            "{prog} on {} took over {MKFS_TIMEOUT:?}; killed",
+                            dev.display()
+                        ),
+                    ));
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => return Err((ErrorKind::Failed, format!("waiting for {prog}: {e}"))),
+            }
+        };
+        let err = reader.join().unwrap_or_default();
+        if !status.success() {
             return Err((
                 ErrorKind::Failed,
                 format!(
-                    "{prog} on {} failed ({}): {}",
+                    "{prog} on {} failed ({status}): {}",
                     dev.display(),
-                    out.status,
                     err.trim()
                 ),
             ));
@@ -343,7 +381,15 @@ impl Devices for Kernel {
                 (ErrorKind::Failed, format!("fsopen {}: {e}", fs.name()))
             }
         })?;
-        fsconfig_set_string(&ctx, "source", &dev)
+        // ext takes its error behaviour from the superblock, which the
+        // client controls: never `panic` the host.
+        let errors = if fs.is_ext() {
+            fsconfig_set_string(&ctx, "errors", "remount-ro")
+        } else {
+            Ok(())
+        };
+        errors
+            .and_then(|()| fsconfig_set_string(&ctx, "source", &dev))
             .and_then(|()| fsconfig_create(&ctx))
             .map_err(|e| {
                 (
@@ -359,6 +405,14 @@ impl Devices for Kernel {
         .map_err(|e| (ErrorKind::Failed, format!("fsmount {}: {e}", dev.display())))?;
         idmap(mnt.as_fd(), userns)?;
         lock_flags(mnt.as_fd(), userns)
+    }
+
+    fn still_bound(&self, name: &str) -> bool {
+        let dev = name.trim_start_matches("/dev/");
+        Path::new("/sys/block")
+            .join(dev)
+            .join("loop/backing_file")
+            .exists()
     }
 
     fn detach(&mut self, l: Loop) -> Result<(), Fail> {
@@ -459,6 +513,22 @@ fn lock_child(mnt: RawFd, userns: RawFd, sock: RawFd, at: &CString) -> i32 {
     // SAFETY: raw syscalls with valid fds and NUL-terminated paths that live
     // for the calls; this process is the single-threaded child of fork.
     unsafe {
+        // Nothing of the helper's (other clients' devices and images) stays
+        // open in a process that is about to join a client's namespace, and
+        // the client may not ptrace it.
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return 8;
+        }
+        let mut keep = [mnt, userns, sock];
+        keep.sort_unstable();
+        let mut from = 3;
+        for k in keep {
+            if k > from {
+                libc::syscall(libc::SYS_close_range, from as u32, (k - 1) as u32, 0u32);
+            }
+            from = from.max(k + 1);
+        }
+        libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0u32);
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return 1;
         }

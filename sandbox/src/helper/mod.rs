@@ -25,13 +25,34 @@ pub type Fail = (ErrorKind, String);
 pub struct Limits {
     pub loops: usize,
     pub mounts: usize,
+    /// Loop devices a user's connections may have bound at once, counting
+    /// those a closed connection left bound to mounts still alive.
+    pub loops_per_user: usize,
 }
 
 /// Enough for any DIB layout (one disk; a mount per filesystem).
 pub const LIMITS: Limits = Limits {
     loops: 4,
     mounts: 32,
+    loops_per_user: 16,
 };
+
+/// Filesystems an image file may live on (statfs `f_type`): local ones.
+/// Not FUSE or network filesystems, whose I/O the client could stall
+/// forever, nor proc, sysfs and the like.
+const IMAGE_FILESYSTEMS: &[(i64, &str)] = &[
+    (0xEF53, "ext2/3/4"),
+    (0x5846_5342, "xfs"),
+    (0x9123_683E, "btrfs"),
+    (0x0102_1994, "tmpfs"),
+    (0xF2F5_2010, "f2fs"),
+    (0x794C_7630, "overlayfs"),
+    (0x2FC1_2FC1, "zfs"),
+    (0xCA45_1A4E, "bcachefs"),
+];
+
+/// Loop devices each user's connections attached, by device name.
+static BOUND: std::sync::Mutex<BTreeMap<u32, Vec<String>>> = std::sync::Mutex::new(BTreeMap::new());
 
 /// The block-device work a session asks for, once a request has passed
 /// its checks.
@@ -50,6 +71,8 @@ pub trait Devices {
         userns: BorrowedFd<'_>,
     ) -> Result<OwnedFd, Fail>;
     fn detach(&mut self, l: Self::Loop) -> Result<(), Fail>;
+    /// Whether the loop device named `name` is still attached.
+    fn still_bound(&self, name: &str) -> bool;
 }
 
 /// The connecting process, as SO_PEERCRED reports it.
@@ -203,7 +226,22 @@ impl<D: Devices> Session<D> {
                 }
                 let image = fds.remove(0);
                 self.check_image(image.as_fd(), read_only)?;
+                let mut bound = BOUND.lock().unwrap_or_else(|p| p.into_inner());
+                let mine = bound.entry(self.peer.uid).or_default();
+                mine.retain(|n| self.devices.still_bound(n));
+                if mine.len() >= self.limits.loops_per_user {
+                    return Err((
+                        ErrorKind::Limit,
+                        format!(
+                            "your connections hold {} loop devices (some kept by mounts still \
+                             alive), the limit",
+                            mine.len()
+                        ),
+                    ));
+                }
                 let l = self.devices.attach(image, read_only)?;
+                mine.push(self.devices.name(&l));
+                drop(bound);
                 let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
                 let reply = Reply::LoopAttached {
                     handle,
@@ -297,6 +335,20 @@ impl<D: Devices> Session<D> {
                      file you own",
                     md.uid(),
                     self.peer.uid
+                ),
+            ));
+        }
+        let on = rustix::fs::fstatfs(fd)
+            .map_err(|e| (ErrorKind::BadFd, format!("examining the image fd: {e}")))?
+            .f_type;
+        if !IMAGE_FILESYSTEMS.iter().any(|(m, _)| *m == on) {
+            let names: Vec<&str> = IMAGE_FILESYSTEMS.iter().map(|f| f.1).collect();
+            return Err((
+                ErrorKind::BadFd,
+                format!(
+                    "the image file is on a filesystem of type 0x{on:x}: keep images on a local \
+                     filesystem ({})",
+                    names.join(", ")
                 ),
             ));
         }

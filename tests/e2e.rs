@@ -624,13 +624,34 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `dib create ... debian-minimal vm boot-marker LAYOUT` into `b`'s `deb.*`.
 fn build_vm(b: &Build, extra: &[&str], types: &str) -> Result<PathBuf, Failed> {
+    let mut args = vec!["--checksum"];
+    args.extend_from_slice(extra);
+    build_vm_with(b, &args, types, &[]).map(|(out, _)| out)
+}
+
+/// `build_vm` with more arguments and environment: the output's path and
+/// dib's stderr.
+fn build_vm_with(
+    b: &Build,
+    extra: &[&str],
+    types: &str,
+    env: &[(&str, &str)],
+) -> Result<(PathBuf, String), Failed> {
     let out = b.f.path("deb");
     let out_s = out.display().to_string();
-    let mut args = vec!["-t", types, "--checksum", "-o", &out_s];
-    args.extend_from_slice(&["debian-minimal", "vm", "boot-marker"]);
+    let mut args = vec![
+        "-t",
+        types,
+        "-o",
+        &out_s,
+        "debian-minimal",
+        "vm",
+        "boot-marker",
+    ];
     args.extend_from_slice(extra);
-    succeeded(&create(b, &cache(), &args)?)?;
-    Ok(out)
+    let o = create_cmd(b, &cache(), &args, env).output()?;
+    succeeded(&o)?;
+    Ok((out, stderr(&o)))
 }
 
 /// The dib-helper scripts/test started for the test user.
@@ -648,18 +669,14 @@ fn build_vm_with_helper(
 ) -> Result<PathBuf, Failed> {
     let socket = helper_socket().ok_or("no DIB_TEST_HELPER_SOCKET")?;
     let socket = socket.display().to_string();
-    let out = b.f.path("deb");
-    let out_s = out.display().to_string();
-    let mut args = vec!["--block-backend", "helper", "-t", types, "-o", &out_s];
-    args.extend_from_slice(&["debian-minimal", "vm", "boot-marker"]);
+    let mut args = vec!["--block-backend", "helper"];
     args.extend_from_slice(extra);
     let mut env = env.to_vec();
     env.push(("DIB_HELPER_SOCKET", &socket));
-    let o = create_cmd(b, &cache(), &args, &env).output()?;
-    succeeded(&o)?;
+    let (out, err) = build_vm_with(b, &args, types, &env)?;
     check(
-        stderr(&o).contains("dib-helper: /dev/loop"),
-        format!("the helper backend was not used:\n{}", stderr(&o)),
+        err.contains("dib-helper: /dev/loop"),
+        format!("the helper backend was not used:\n{err}"),
     )?;
     Ok(out)
 }

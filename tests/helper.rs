@@ -6,14 +6,13 @@
 //! with root's tools. The probe client is this same binary, re-run as the
 //! test user with `DIB_HELPER_PROBE=CASE`: it speaks the protocol directly,
 //! to send what dib never would.
-#![allow(unsafe_code)] // the probe calls mount_setattr(2) to try clearing locked flags
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write as _;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -806,20 +805,18 @@ fn connect_raw(socket: &Path) -> std::os::fd::OwnedFd {
 
 fn probe_refusals(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
     // Handshake errors, on connections of their own.
-    let s = connect_raw(socket);
-    proto::send(&s, &Request::Hello { version: 2 }, &[]).unwrap();
-    let r = match proto::recv::<Reply>(&s) {
-        Ok((Reply::Error { kind, message }, _)) => format!("{kind:?}: {message}"),
-        other => format!("{other:?}"),
-    };
-    writeln!(out, "version: {r}").unwrap();
-    let s = connect_raw(socket);
-    proto::send(&s, &Request::Ping, &[]).unwrap();
-    let r = match proto::recv::<Reply>(&s) {
-        Ok((Reply::Error { kind, message }, _)) => format!("{kind:?}: {message}"),
-        other => format!("{other:?}"),
-    };
-    writeln!(out, "first: {r}").unwrap();
+    for (name, first) in [
+        ("version", Request::Hello { version: 2 }),
+        ("first", Request::Ping),
+    ] {
+        let s = connect_raw(socket);
+        proto::send(&s, &first, &[]).unwrap();
+        let r = match proto::recv::<Reply>(&s) {
+            Ok((Reply::Error { kind, message }, _)) => format!("{kind:?}: {message}"),
+            other => format!("{other:?}"),
+        };
+        writeln!(out, "{name}: {r}").unwrap();
+    }
 
     let c = Client::connect(socket).unwrap();
     let null = File::options()
@@ -959,45 +956,8 @@ fn probe_refusals(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
     // Hanging up with every loop device attached: the helper detaches them.
 }
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// Try to clear `flag` on the detached mount `fd`.
-fn clear_mount_flag(fd: std::os::fd::BorrowedFd<'_>, flag: u64) -> std::io::Result<()> {
-    let mut attr = MountAttr {
-        attr_set: 0,
-        attr_clr: flag,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a NUL-terminated literal path and a valid `struct mount_attr`
-    // of the size passed, alive for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &mut attr as *mut MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 fn probe_idmap(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    use dib_sandbox::mounts::{change_mount_attrs, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
     let img = probe_image(dir, "probe.img");
     // A user and mount namespace of the probe's own, root mapped to itself.
@@ -1043,7 +1003,7 @@ fn probe_idmap(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
         ("clear-nodev", MOUNT_ATTR_NODEV),
         ("clear-nosuid", MOUNT_ATTR_NOSUID),
     ] {
-        let r = clear_mount_flag(mnt.as_fd(), flag)
+        let r = change_mount_attrs(mnt.as_fd(), 0, flag, None)
             .map(|()| "CLEARED".to_string())
             .unwrap_or_else(|e| e.to_string());
         writeln!(out, "{name}: {r}").unwrap();

@@ -123,8 +123,45 @@ struct MountAttr {
     propagation: u64,
     userns_fd: u64,
 }
-/// `MOUNT_ATTR_RDONLY` (linux/mount.h).
-const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+/// `MOUNT_ATTR_*` (linux/mount.h).
+pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+pub const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// mount_setattr(2) on the detached or attached mount `fd` itself: set
+/// the flags `set`, clear `clear`, and idmap it into `userns` if given.
+pub fn change_mount_attrs(
+    fd: std::os::fd::BorrowedFd<'_>,
+    set: u64,
+    clear: u64,
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
+    };
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH (the fd
+    // itself), and a properly laid out `struct mount_attr` whose size is
+    // passed; both outlive the call, and the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// Make the mount at `at` and every mount below it read-only. A plain
 /// remount only reaches the top of a recursive bind (/sys/fs/cgroup would

@@ -46,22 +46,11 @@ pub enum Size {
     Percent(f64),
 }
 
-/// A partition's type: an MBR type byte or a GPT type code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PartType {
-    /// Linux filesystem (0x83 / 8300), the default.
-    Linux,
-    /// EFI system partition (0xEF / EF00).
-    Esp,
-    /// BIOS boot partition (EF02, GPT only).
-    BiosBoot,
-    /// Linux swap (0x82 / 8200).
-    Swap,
-    /// Linux LVM (0x8e / 8E00).
-    Lvm,
-    /// Any other MBR type byte.
-    Mbr(u8),
-}
+/// A partition's type (the one type both backends' table writer takes):
+/// Linux (0x83 / 8300, the default), Esp (0xEF / EF00), BiosBoot (EF02,
+/// GPT only), Swap (0x82 / 8200), Lvm (0x8e / 8E00), or any other MBR type
+/// byte.
+pub use dib_sandbox::table::Kind as PartType;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Partition {

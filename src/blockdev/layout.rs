@@ -154,7 +154,7 @@ impl Layout {
 
     /// The partition table both backends write (`None`: no table).
     pub fn table(&self) -> Option<dib_sandbox::table::Table> {
-        use dib_sandbox::table::{Entry, Kind, Label as L, Table};
+        use dib_sandbox::table::{Entry, Label as L, Table};
         Some(Table {
             label: match self.label? {
                 Label::Mbr => L::Mbr,
@@ -168,14 +168,7 @@ impl Layout {
                     number: p.number,
                     start: p.start,
                     size: p.size,
-                    kind: match p.ptype {
-                        PartType::Linux => Kind::Linux,
-                        PartType::Esp => Kind::Esp,
-                        PartType::BiosBoot => Kind::BiosBoot,
-                        PartType::Swap => Kind::Swap,
-                        PartType::Lvm => Kind::Lvm,
-                        PartType::Mbr(b) => Kind::Mbr(b),
-                    },
+                    kind: p.ptype,
                     bootable: p.boot,
                     name: p.name.clone(),
                     guid: p.guid.clone(),

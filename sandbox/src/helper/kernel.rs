@@ -33,8 +33,6 @@ const BLKGETSIZE64: libc::c_ulong = 0x80081272;
 /// ioctl(2) on a namespace fd (ioctl_ns(2)).
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
-/// `struct mount_attr` flags (mount_setattr(2)).
-const MOUNT_ATTR_IDMAP: u64 = 0x100000;
 /// statfs(2) `f_type` of nsfs, where namespace fds live.
 const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// How long mkfs may take before it is killed.
@@ -84,14 +82,6 @@ struct BlkpgIoctlArg {
     flags: libc::c_int,
     datalen: libc::c_int,
     data: *mut libc::c_void,
-}
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
 }
 
 fn last_os_error(what: &str) -> Fail {
@@ -438,28 +428,13 @@ fn wait_for_node(p: &Path) -> Result<(), Fail> {
 
 /// Set the detached mount's idmapping to the client's user namespace.
 fn idmap(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Fail> {
-    let mut attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    // SAFETY: the path is a NUL-terminated literal, `attr` a valid `struct
-    // mount_attr` of the size passed, both alive for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mnt.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &mut attr as *mut MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(last_os_error("idmapping the mount for the client"));
-    }
-    Ok(())
+    crate::mounts::change_mount_attrs(mnt, crate::mounts::MOUNT_ATTR_IDMAP, 0, Some(userns))
+        .map_err(|e| {
+            (
+                ErrorKind::Failed,
+                format!("idmapping the mount for the client: {e}"),
+            )
+        })
 }
 
 /// A clone of `mnt` whose nodev and nosuid the client cannot clear.

@@ -329,6 +329,34 @@ fn a_peer_outside_the_allowed_groups_is_refused() -> Result<(), Failed> {
         h.log_text().contains("refused pid"),
         format!("the helper did not log the refusal: {}", h.log_text()),
     )?;
+    // dib says so before the build, and leaves nothing.
+    let b = user_build()?;
+    let out = b.f.path("images/img").display().to_string();
+    let o = dib(&b, Some(&h), &["-t", "raw", "-o", &out, "tiny-os"], &[]).output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        !o.status.success()
+            && err.contains(&format!(
+                "the dib-helper at {} refused this build: user {name} is not allowed",
+                h.socket.display()
+            )),
+        format!("dib with a helper that refuses it: {err}"),
+    )?;
+    check(
+        !b.f.path("images/img.raw").exists(),
+        "an image was left behind",
+    )?;
+    b.assert_clean()?;
+    // With `auto`, dib builds offline instead, and says why.
+    let mut cmd = b.dib(&["create", "-n", "-t", "raw", "-o", &out, "tiny-os"], &[]);
+    cmd.env("DIB_HELPER_SOCKET", &h.socket);
+    let o = as_user(&mut cmd).output()?;
+    succeeded(&o)?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        err.contains("block devices: offline (the dib-helper at"),
+        format!("auto with a refusing helper: {err}"),
+    )?;
     h.alive()
 }
 

@@ -643,7 +643,7 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
     let unknown = "- mkfs:\n    base: image0\n    sizes: 3\n";
     // (extra arguments, environment, what the error must say)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         (
             &[],
             &[("DIB_BLOCK_DEVICE_CONFIG", "[1, 2")],
@@ -670,6 +670,13 @@ fn bad_block_device_input_fails_clearly_and_leaves_nothing() -> Result<(), Faile
             &["-o", "/proc/img"],
             &[],
             "its directory \"/proc\" is not writable",
+        ),
+        // No helper answers (the harness points DIB_HELPER_SOCKET nowhere).
+        (
+            &["--block-backend=helper"],
+            &[],
+            "--block-backend helper needs a running dib-helper: start one with \
+             `sudo scripts/start-helper`",
         ),
     ];
     for (extra, env, want) in cases {

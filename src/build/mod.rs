@@ -297,17 +297,33 @@ fn pick_backend(backend: crate::cli::BlockBackend) -> Result<Option<std::path::P
     if backend == BlockBackend::Offline {
         return Ok(None);
     }
+    use dib_sandbox::client::ClientError;
     let path = socket_path();
     match (backend, Client::connect(&path)) {
         (_, Ok(_)) => {
             tracing::info!("block devices: dib-helper at {}", path.display());
             Ok(Some(path))
         }
+        // Running, but not for this user (or another version): say so, even
+        // under `auto`, which then builds offline.
+        (BlockBackend::Helper, Err(ClientError::Refused { message, .. })) => {
+            anyhow::bail!(
+                "the dib-helper at {} refused this build: {message} (or use \
+                 --block-backend offline)",
+                path.display()
+            )
+        }
+        (_, Err(ClientError::Refused { message, .. })) => {
+            tracing::info!(
+                "block devices: offline (the dib-helper at {} refused: {message})",
+                path.display()
+            );
+            Ok(None)
+        }
         (BlockBackend::Helper, Err(e)) => Err(e).context(
             "--block-backend helper needs a running dib-helper: start one with \
-             `sudo dib-helper serve --allow-user $USER` (or its systemd units, \
-             docs/security.md), point DIB_HELPER_SOCKET at its socket, or use \
-             --block-backend offline",
+             `sudo scripts/start-helper` (docs/security.md), point DIB_HELPER_SOCKET \
+             at its socket, or use --block-backend offline",
         ),
         (_, Err(e)) => {
             tracing::debug!("block devices: offline ({e})");

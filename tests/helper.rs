@@ -538,7 +538,7 @@ fn both_backends_build_the_same_image() -> Result<(), Failed> {
         let o = dib(
             &b,
             helper,
-            &["-t", "raw", "-o", &out_s, "tiny-os", "probe"],
+            &["-t", "raw,tar", "-o", &out_s, "tiny-os", "probe"],
             &[
                 ("DIB_BLOCK_DEVICE_CONFIG", &layout),
                 ("DIB_IMAGE_UUID_SEED", "same-image"),
@@ -553,7 +553,25 @@ fn both_backends_build_the_same_image() -> Result<(), Failed> {
                 format!("the helper backend was not used:\n{err}"),
             )?;
         }
-        described.push(describe(&out.with_extension("raw"), &b.f.path(name))?);
+        let mut d = describe(&out.with_extension("raw"), &b.f.path(name))?;
+        // The tar output: the same members, owners and modes.
+        let o = Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(out.with_extension("tar"))
+            .output()?;
+        succeeded(&o)?;
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            // mode owner size date time name: all but the date and time.
+            let f: Vec<&str> = l.split_whitespace().collect();
+            d.push_str(&format!(
+                "tar: {} {} {} {}\n",
+                f[0],
+                f[1],
+                f[2],
+                f[5..].join(" ")
+            ));
+        }
+        described.push(d);
     }
     if described[0] != described[1] {
         let diff: Vec<String> = described[0]

@@ -344,6 +344,10 @@ fn convert(
     run(cmd, "qemu-utils", what, stop)
 }
 
+/// mkfs's directory at the top of an ext filesystem: not part of the tree
+/// (with the helper backend the tree outputs come from the mounted image).
+const LOST_FOUND: &str = "lost+found";
+
 /// The tree as a tar archive (numeric owners, modes, xattrs and ACLs kept,
 /// sparse files stored sparse, entries sorted so the same tree gives the
 /// same archive order) or a squashfs.
@@ -352,7 +356,8 @@ fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32)
         let mut cmd = crate::tool::command("mksquashfs");
         cmd.arg(tree)
             .arg(to)
-            .args(["-noappend", "-comp", "xz", "-no-progress", "-quiet"]);
+            .args(["-noappend", "-comp", "xz", "-no-progress", "-quiet"])
+            .args(["-e", LOST_FOUND]);
         return run(cmd, "squashfs-tools", what, stop);
     }
     let mut cmd = crate::tool::command("tar");
@@ -364,6 +369,7 @@ fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32)
         "--sparse",
         "--sort=name",
     ])
+    .arg(format!("--exclude=./{LOST_FOUND}"))
     .arg("-C")
     .arg(tree);
     match kind {

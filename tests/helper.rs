@@ -433,6 +433,65 @@ fn tree_listing(root: &Path) -> Result<Vec<String>, Failed> {
     Ok(out)
 }
 
+/// An image attached read-only by the harness (root) to look into, its
+/// partitions added; detached when dropped.
+struct Attached {
+    dev: String,
+}
+
+impl Attached {
+    fn new(image: &Path) -> Result<Attached, Failed> {
+        let o = Command::new("losetup")
+            .args(["--show", "-f", "-r", "-P"])
+            .arg(image)
+            .output()?;
+        succeeded(&o)?;
+        let a = Attached {
+            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        };
+        let _ = Command::new("partx").args(["-a", &a.dev]).output();
+        Ok(a)
+    }
+
+    /// blkid's low-level probe of partition `n`: the KEY=value lines `keep`
+    /// keeps, sorted, on one line.
+    fn blkid(&self, n: u32, keep: impl Fn(&str) -> bool) -> Result<String, Failed> {
+        let o = Command::new("blkid")
+            .args(["-p", "-o", "export", &format!("{}p{n}", self.dev)])
+            .output()?;
+        let mut keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| keep(l))
+            .map(String::from)
+            .collect();
+        keys.sort();
+        Ok(keys.join(" "))
+    }
+
+    /// Partition `n` mounted read-only under `scratch`: its tree
+    /// (`tree_listing`) and its /etc/fstab.
+    fn tree(&self, n: u32, scratch: &Path) -> Result<(Vec<String>, String), Failed> {
+        let mnt = scratch.join("mnt");
+        fs::create_dir_all(&mnt)?;
+        succeeded(
+            &Command::new("mount")
+                .args(["-o", "ro", &format!("{}p{n}", self.dev)])
+                .arg(&mnt)
+                .output()?,
+        )?;
+        let listing = tree_listing(&mnt);
+        let fstab = fs::read_to_string(mnt.join("etc/fstab")).unwrap_or_default();
+        let _ = Command::new("umount").arg(&mnt).output();
+        Ok((listing?, fstab))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
+    }
+}
+
 /// Everything of an image that both backends must agree on: the table,
 /// each filesystem's identity, the root tree, the ESP's files, the BIOS
 /// boot area.
@@ -446,43 +505,18 @@ fn describe(image: &Path, scratch: &Path) -> Result<String, Failed> {
             d.push('\n');
         }
     }
-    let o = Command::new("losetup")
-        .args(["--show", "-f", "-r", "-P"])
-        .arg(image)
-        .output()?;
-    succeeded(&o)?;
-    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let r = (|| -> Result<(), Failed> {
-        let _ = Command::new("partx").args(["-a", &dev]).output();
-        for n in 1..=4 {
-            let p = format!("{dev}p{n}");
-            let o = Command::new("blkid")
-                .args(["-p", "-o", "export", &p])
-                .output()?;
-            let mut keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                // Which loop device showed it is no property of the image.
-                .filter(|l| !l.starts_with("DEVNAME=") && !l.starts_with("PART_ENTRY_DISK="))
-                .map(String::from)
-                .collect();
-            keys.sort();
-            d.push_str(&format!("p{n}: {}\n", keys.join(" ")));
-        }
-        let mnt = scratch.join("mnt");
-        fs::create_dir_all(&mnt)?;
-        let o = Command::new("mount")
-            .args(["-o", "ro", &format!("{dev}p4")])
-            .arg(&mnt)
-            .output()?;
-        succeeded(&o)?;
-        let listing = tree_listing(&mnt);
-        let _ = Command::new("umount").arg(&mnt).output();
-        d.push_str(&listing?.join("\n"));
-        d.push('\n');
-        Ok(())
-    })();
-    let _ = Command::new("losetup").args(["-d", &dev]).output();
-    r?;
+    let attached = Attached::new(image)?;
+    for n in 1..=4 {
+        // Which loop device showed it is no property of the image.
+        let keys = attached.blkid(n, |l| {
+            !l.starts_with("DEVNAME=") && !l.starts_with("PART_ENTRY_DISK=")
+        })?;
+        d.push_str(&format!("p{n}: {keys}\n"));
+    }
+    let (listing, _) = attached.tree(4, scratch)?;
+    drop(attached);
+    d.push_str(&listing.join("\n"));
+    d.push('\n');
     // The ESP (vfat: this kernel may not mount it) through mtools.
     let o = Command::new("mdir")
         .env("MTOOLS_SKIP_CHECK", "1")
@@ -609,50 +643,6 @@ fn both_backends_build_the_same_image() -> Result<(), Failed> {
     h.alive()
 }
 
-/// The root filesystem of `image` (partition `n`) mounted read-only: its
-/// blkid keys, its tree and its /etc/fstab.
-fn mounted_view(
-    image: &Path,
-    n: u32,
-    scratch: &Path,
-) -> Result<(String, Vec<String>, String), Failed> {
-    let o = Command::new("losetup")
-        .args(["--show", "-f", "-r", "-P"])
-        .arg(image)
-        .output()?;
-    succeeded(&o)?;
-    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let r = (|| -> Result<(String, Vec<String>, String), Failed> {
-        let _ = Command::new("partx").args(["-a", &dev]).output();
-        let p = format!("{dev}p{n}");
-        let o = Command::new("blkid").args(["-o", "export", &p]).output()?;
-        let mut keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| {
-                ["TYPE=", "LABEL=", "UUID="]
-                    .iter()
-                    .any(|k| l.starts_with(k))
-            })
-            .map(String::from)
-            .collect();
-        keys.sort();
-        let mnt = scratch.join("mnt");
-        fs::create_dir_all(&mnt)?;
-        succeeded(
-            &Command::new("mount")
-                .args(["-o", "ro", &p])
-                .arg(&mnt)
-                .output()?,
-        )?;
-        let listing = tree_listing(&mnt);
-        let fstab = fs::read_to_string(mnt.join("etc/fstab")).unwrap_or_default();
-        let _ = Command::new("umount").arg(&mnt).output();
-        Ok((keys.join(" "), listing?, fstab))
-    })();
-    let _ = Command::new("losetup").args(["-d", &dev]).output();
-    r
-}
-
 /// xfs, which the offline backend cannot fill, through the helper.
 fn xfs_is_built_through_the_helper() -> Result<(), Failed> {
     let h = Helper::for_test_user()?;
@@ -684,7 +674,14 @@ fn xfs_is_built_through_the_helper() -> Result<(), Failed> {
         format!("an offline xfs build: {err}"),
     )?;
     succeeded(&dib(&b, Some(&h), &args, &env).output()?)?;
-    let (keys, tree, fstab) = mounted_view(&out.with_extension("raw"), 1, &b.f.path("view"))?;
+    let attached = Attached::new(&out.with_extension("raw"))?;
+    let keys = attached.blkid(1, |l| {
+        ["TYPE=", "LABEL=", "UUID="]
+            .iter()
+            .any(|k| l.starts_with(k))
+    })?;
+    let (tree, fstab) = attached.tree(1, &b.f.path("view"))?;
+    drop(attached);
     check(
         keys.starts_with("LABEL=img-rootfs TYPE=xfs UUID="),
         format!("the root filesystem: {keys}"),
@@ -865,55 +862,20 @@ fn probe_refusals(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
     }
 
     let c = Client::connect(socket).unwrap();
-    let null = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .unwrap();
-    writeln!(
-        out,
-        "chardev: {}",
-        refusal(c.attach_loop(null.as_fd(), false))
-    )
-    .unwrap();
-    let root = File::open("/").unwrap();
-    writeln!(
-        out,
-        "directory: {}",
-        refusal(c.attach_loop(root.as_fd(), false))
-    )
-    .unwrap();
-    let foreign = File::options()
-        .read(true)
-        .write(true)
-        .open(dir.join("roots.img"))
-        .unwrap();
-    writeln!(
-        out,
-        "foreign: {}",
-        refusal(c.attach_loop(foreign.as_fd(), false))
-    )
-    .unwrap();
+    let rw = |p: &Path| File::options().read(true).write(true).open(p).unwrap();
     let mine = probe_image(dir, "mine.img");
-    let ro = File::open(dir.join("mine.img")).unwrap();
-    writeln!(
-        out,
-        "read-only: {}",
-        refusal(c.attach_loop(ro.as_fd(), false))
-    )
-    .unwrap();
-    // A regular file of the peer's, writable, on procfs.
-    let proc_file = File::options()
-        .read(true)
-        .write(true)
-        .open("/proc/self/oom_score_adj")
-        .unwrap();
-    writeln!(
-        out,
-        "procfs: {}",
-        refusal(c.attach_loop(proc_file.as_fd(), false))
-    )
-    .unwrap();
+    // Image fds the helper must refuse to attach read-write.
+    let refused_images = [
+        ("chardev", rw(Path::new("/dev/null"))),
+        ("directory", File::open("/").unwrap()),
+        ("foreign", rw(&dir.join("roots.img"))),
+        ("read-only", File::open(dir.join("mine.img")).unwrap()),
+        // A regular file of the peer's, writable, on procfs.
+        ("procfs", rw(Path::new("/proc/self/oom_score_adj"))),
+    ];
+    for (name, f) in &refused_images {
+        writeln!(out, "{name}: {}", refusal(c.attach_loop(f.as_fd(), false))).unwrap();
+    }
     let (h, _, _) = c.attach_loop(mine.as_fd(), false).unwrap();
     // The initial user namespace (root's), and a file that is no namespace.
     let userns = File::open("/proc/self/ns/user").unwrap();

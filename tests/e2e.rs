@@ -899,19 +899,7 @@ fn mbr_vm_image_boots_and_matches_its_plan() -> Result<(), Failed> {
     checksums_verify(&out, "qcow2")?;
     checksums_verify(&out, "raw")?;
     // get-kernel: the image's kernel and initrd, byte for byte.
-    let got = b.f.path("got");
-    fs::create_dir_all(&got)?;
-    let o = b
-        .dib(
-            &[
-                "get-kernel",
-                "-d",
-                &got.display().to_string(),
-                &out.with_extension("qcow2").display().to_string(),
-            ],
-            &[],
-        )
-        .output()?;
+    let (got, o) = b.get_kernel("got", &[&out.with_extension("qcow2").display().to_string()])?;
     succeeded(&o)?;
     let tree = b.f.path("tree");
     extract(&out.with_extension("tar"), &tree, &["./boot"])?;

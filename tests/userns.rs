@@ -772,22 +772,7 @@ fn get_kernel_reads_qcow2_and_gpt_images_without_privilege() -> Result<(), Faile
             format!("baremetal's {mine} is not /boot/{theirs}"),
         )?;
     }
-    let got = b.f.path("got");
-    fs::create_dir_all(&got)?;
-    let o = b
-        .dib(
-            &[
-                "get-kernel",
-                "-d",
-                &got.display().to_string(),
-                "-o",
-                "k",
-                "-i",
-                &format!("{out}.qcow2"),
-            ],
-            &[],
-        )
-        .output()?;
+    let (got, o) = b.get_kernel("got", &["-o", "k", "-i", &format!("{out}.qcow2")])?;
     succeeded(&o)?;
     for (mine, theirs) in [
         ("k-vmlinuz", "vmlinuz-1.10.0"),
@@ -804,19 +789,7 @@ fn get_kernel_reads_qcow2_and_gpt_images_without_privilege() -> Result<(), Faile
         &b.dib(&["create", "-n", "-t", "raw", "-o", &bare, "tiny-os"], &[])
             .output()?,
     )?;
-    let empty = b.f.path("empty");
-    fs::create_dir_all(&empty)?;
-    let o = b
-        .dib(
-            &[
-                "get-kernel",
-                "-d",
-                &empty.display().to_string(),
-                &format!("{bare}.raw"),
-            ],
-            &[],
-        )
-        .output()?;
+    let (empty, o) = b.get_kernel("empty", &[&format!("{bare}.raw")])?;
     let err = String::from_utf8_lossy(&o.stderr);
     check(
         !o.status.success() && err.contains("no kernel (/boot/vmlinuz-*) in"),

@@ -82,6 +82,18 @@ impl Build {
         cmd
     }
 
+    /// `dib get-kernel -d DIR ARGS...` into the new directory `dir` of
+    /// this build's scratch space: the directory and dib's output.
+    pub fn get_kernel(&self, dir: &str, args: &[&str]) -> std::io::Result<(PathBuf, Output)> {
+        let d = self.f.path(dir);
+        fs::create_dir_all(&d)?;
+        let d_s = d.display().to_string();
+        let mut all = vec!["get-kernel", "-d", d_s.as_str()];
+        all.extend_from_slice(args);
+        let o = self.dib(&all, &[]).output()?;
+        Ok((d, o))
+    }
+
     /// `dib create -n ELEMENTS... no-final-image` (the tier-2 build).
     pub fn command(&self, elements: &[&str], env: &[(&str, &str)]) -> Command {
         let mut args = vec!["create", "-n"];

@@ -846,25 +846,20 @@ impl Ctx<'_> {
             done.persist(s.overwrite, self.log)?;
             return Ok(());
         }
+        // The helper backend's attached image, to be finished below.
+        let attached = self.disk.as_mut().and_then(|d| d.attached.take());
         let disk = self
             .disk
-            .as_mut()
+            .as_ref()
             .context("no disk image was laid out (internal error)")?;
         let started = Instant::now();
         self.log.status("writing the filesystems".to_string());
-        let scratch = job.build_dir.join("fs-aside");
-        fs::create_dir(&scratch).with_context(|| format!("creating {scratch:?}"))?;
         if crate::blockdev::offline::identity(&disk.file)? != disk.identity {
             return Err(Stop::Failed(anyhow::anyhow!(
                 "the disk image {:?} was replaced during the build (by a hook?)",
                 disk.file
             )));
         }
-        let attached = disk.attached.take();
-        let disk = self
-            .disk
-            .as_ref()
-            .context("no disk image was laid out (internal error)")?;
         match attached {
             Some(attached) => {
                 // The recursive bind at TMP_MOUNT_PATH holds the mounts too.
@@ -873,13 +868,17 @@ impl Ctx<'_> {
                     .context("unmounting TMP_MOUNT_PATH")?;
                 attached.finish(&disk.file, self.stopped)?
             }
-            None => crate::blockdev::offline::fill(
-                &disk.file,
-                &disk.layout,
-                &self.built,
-                &scratch,
-                self.stopped,
-            )?,
+            None => {
+                let scratch = job.build_dir.join("fs-aside");
+                fs::create_dir(&scratch).with_context(|| format!("creating {scratch:?}"))?;
+                crate::blockdev::offline::fill(
+                    &disk.file,
+                    &disk.layout,
+                    &self.built,
+                    &scratch,
+                    self.stopped,
+                )?
+            }
         }
         self.log.line(&format!(
             "wrote the filesystems in {:.1}s",

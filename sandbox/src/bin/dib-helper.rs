@@ -183,8 +183,7 @@ const GROUP_CACHE: Duration = Duration::from_secs(60);
 
 /// Root, a listed user, or one a group let in within the last minute.
 fn allow_fast(allow: &Allow, peer: &Peer) -> bool {
-    peer.uid == 0
-        || allow.uids.contains(&peer.uid)
+    allow.lists(peer.uid)
         || ALLOWED_BY_GROUP
             .lock()
             .unwrap_or_else(|p| p.into_inner())

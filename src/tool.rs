@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 /// lacks: mkfs, depmod and debugfs live there.
 pub fn command(name: &str) -> Command {
     let path = std::env::var("PATH").ok();
-    match dib_sandbox::ns::find_tool(name, path.as_deref()) {
+    match dib_sandbox::host_tools::find(name, path.as_deref()) {
         Some(p) => Command::new(p),
         None => Command::new(name),
     }
@@ -25,9 +25,10 @@ pub fn command(name: &str) -> Command {
 #[error("stopped by signal {0}")]
 pub struct Stopped(pub i32);
 
-/// Run `cmd` to its end (`what` says what for, in errors). When `stop`
-/// becomes non-zero the tool is killed and the error is [`Stopped`].
-pub fn run(mut cmd: Command, package: &str, what: &str, stop: &AtomicI32) -> Result<()> {
+/// Run `cmd` to its end (`what` says what for, in errors; a tool that is
+/// not installed is named with its Debian package). When `stop` becomes
+/// non-zero the tool is killed and the error is [`Stopped`].
+pub fn run(mut cmd: Command, what: &str, stop: &AtomicI32) -> Result<()> {
     let prog = std::path::Path::new(cmd.get_program())
         .file_name()
         .unwrap_or_default()
@@ -37,7 +38,10 @@ pub fn run(mut cmd: Command, package: &str, what: &str, stop: &AtomicI32) -> Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| {
-        format!("running {prog} for {what} (is the Debian package {package} installed?)")
+        format!(
+            "running {} for {what} (is it installed?)",
+            dib_sandbox::host_tools::describe(&prog)
+        )
     })?;
     // Both pipes drained while waiting, so a chatty tool never blocks.
     let drain = |p: Option<Box<dyn std::io::Read + Send>>| {
@@ -92,17 +96,15 @@ mod tests {
         let stop = AtomicI32::new(0);
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
-        let e = run(cmd, "dash", "testing", &stop).unwrap_err().to_string();
+        let e = run(cmd, "testing", &stop).unwrap_err().to_string();
         assert_eq!(e, "sh failed testing (exit status: 3): err\nout");
-        let e = run(
-            Command::new("/nonexistent/mkfs.zz"),
-            "zzfsprogs",
-            "x",
-            &stop,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("Debian package zzfsprogs"), "{e}");
+        let e = run(Command::new("/nonexistent/mkfs.fat"), "x", &stop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("running mkfs.fat (Debian package dosfstools) for x"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -112,7 +114,7 @@ mod tests {
         let stop = AtomicI32::new(15);
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "kill -9 $$"]);
-        let e = run(cmd, "dash", "dying", &stop).unwrap_err();
+        let e = run(cmd, "dying", &stop).unwrap_err();
         assert_eq!(e.downcast_ref::<Stopped>().map(|s| s.0), Some(15));
     }
 
@@ -122,7 +124,7 @@ mod tests {
         let started = std::time::Instant::now();
         let mut cmd = Command::new("sleep");
         cmd.arg("30");
-        let e = run(cmd, "coreutils", "waiting", &stop).unwrap_err();
+        let e = run(cmd, "waiting", &stop).unwrap_err();
         assert!(e.downcast_ref::<Stopped>().is_some());
         assert!(started.elapsed() < Duration::from_secs(5));
     }

@@ -1293,34 +1293,23 @@ fn e2e_skip_reason() -> Option<String> {
     if let Some(r) = skip_reason() {
         return Some(r);
     }
-    let have = |tool: &str| {
-        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(tool).exists())
-    };
-    for (tool, package) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("sfdisk", "fdisk"),
-        ("mcopy", "mtools"),
-        ("mkfs.fat", "dosfstools"),
-    ] {
-        if !have(tool) {
-            return Some(format!(
-                "{tool} is not installed (Debian package {package}; scripts/prepare-host installs it)"
-            ));
-        }
+    let tools = [
+        "qemu-system-x86_64",
+        "sfdisk",
+        "mcopy",
+        "mkfs.fat",
+        "mmdebstrap",
+    ];
+    if let Some(tool) = dib_sandbox::host_tools::missing(tools).first() {
+        return Some(format!(
+            "{tool} is not installed (scripts/prepare-host installs it)"
+        ));
     }
     if !Path::new("/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so").exists() {
         return Some("qemu-img has no iSCSI driver (Debian package qemu-block-extra)".into());
     }
     if qemu::ovmf().is_none() {
         return Some("OVMF is not installed (Debian package ovmf)".into());
-    }
-    if !have("mmdebstrap") && !have("debootstrap") {
-        return Some(
-            "neither mmdebstrap nor debootstrap is installed (scripts/prepare-host installs them)"
-                .into(),
-        );
     }
     None
 }

@@ -6,10 +6,12 @@
 //! host side), `init` (pid 1 and the supervisor inside), `mounts` (the
 //! chroot's /proc, /sys, /dev and friends); the helper protocol (`proto`,
 //! spoken by `client` in dib and by `helper` in dib-helper) and the data it
-//! carries (`table`, `mkfs`), which both block-device backends share.
+//! carries (`table`, `mkfs`), which both block-device backends share;
+//! `host_tools`, the host tools run and the Debian package of each.
 
 pub mod client;
 pub mod helper;
+pub mod host_tools;
 pub mod init;
 pub mod mkfs;
 pub mod mounts;

@@ -45,16 +45,6 @@ impl FsType {
     pub fn is_ext(self) -> bool {
         matches!(self, FsType::Ext2 | FsType::Ext3 | FsType::Ext4)
     }
-
-    /// The Debian package with its mkfs.
-    pub fn package(self) -> &'static str {
-        match self {
-            FsType::Vfat => "dosfstools",
-            FsType::Swap => "util-linux",
-            FsType::Xfs => "xfsprogs",
-            _ => "e2fsprogs",
-        }
-    }
 }
 
 /// A filesystem to make: everything of its plan that mkfs sees.

@@ -34,7 +34,7 @@ pub const SYNC_FD_ENV: &str = "DIB_SANDBOX_SYNC_FD";
 pub enum SandboxError {
     #[error(transparent)]
     SubId(#[from] SubIdError),
-    #[error("{tool} not found: install the Debian package 'uidmap' (apt-get install uidmap)")]
+    #[error("{tool} not found: install the Debian package {package} (apt-get install {package})", package = crate::host_tools::package(tool).unwrap_or("uidmap"))]
     MissingTool { tool: &'static str },
     #[error(
         "unprivileged user namespaces are disabled on this host ({setting}); dib needs them. \
@@ -120,22 +120,6 @@ pub fn check_userns_switches(proc_root: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Find a host tool in the usual places (newuidmap lives in /usr/bin).
-pub fn find_tool(name: &str, path_env: Option<&str>) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = path_env
-        .unwrap_or("")
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .collect();
-    dirs.extend(
-        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .map(PathBuf::from),
-    );
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
 /// Everything that can be checked before spawning: ranges, helpers, switches.
 pub fn preflight() -> Result<Mapping, SandboxError> {
     let uid = Uid::current();
@@ -148,9 +132,9 @@ pub fn preflight() -> Result<Mapping, SandboxError> {
         .flatten()
         .ok_or(SandboxError::UnknownUser(uid.as_raw()))?;
     let path_env = std::env::var("PATH").ok();
-    let newuidmap = find_tool("newuidmap", path_env.as_deref())
+    let newuidmap = crate::host_tools::find("newuidmap", path_env.as_deref())
         .ok_or(SandboxError::MissingTool { tool: "newuidmap" })?;
-    let newgidmap = find_tool("newgidmap", path_env.as_deref())
+    let newgidmap = crate::host_tools::find("newgidmap", path_env.as_deref())
         .ok_or(SandboxError::MissingTool { tool: "newgidmap" })?;
     let range =
         |kind: subid::Kind| subid::find(kind, Path::new(kind.file()), &user.name, uid.as_raw());
@@ -329,21 +313,5 @@ mod tests {
             err.ends_with("As root: sysctl -w user.max_user_namespaces=15000"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn tools_are_found_on_path_or_in_usr_bin() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("newuidmap"), "").unwrap();
-        let path = dir.path().display().to_string();
-        assert_eq!(
-            find_tool("newuidmap", Some(&path)),
-            Some(dir.path().join("newuidmap"))
-        );
-        assert_eq!(
-            find_tool("sh", Some("")),
-            Some(PathBuf::from("/usr/bin/sh"))
-        );
-        assert_eq!(find_tool("no-such-tool-here", Some(&path)), None);
     }
 }

@@ -175,7 +175,7 @@ fn run_mkfs(spec: &MkfsSpec, target: Target<'_>, what: &str, stop: &AtomicI32) -
     let (prog, args) = spec.argv(target);
     let mut cmd = crate::tool::command(prog);
     cmd.args(args);
-    run(cmd, spec.fs.package(), what, stop)
+    run(cmd, what, stop)
 }
 
 /// Copy `src`'s files into the FAT filesystem `fs` of `image` (made
@@ -198,7 +198,7 @@ pub fn fill_fat(image: &Path, fs: &PlacedFs, src: &Path, stop: &AtomicI32) -> Re
         .arg(format!("{}@@{}", image.display(), fs.offset))
         .args(&names)
         .arg("::/");
-    run(cmd, "mtools", &what, stop)
+    run(cmd, &what, stop)
 }
 
 /// Fail on any symlink or special file under `dir` (shown as under `shown`).

@@ -110,16 +110,11 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
     } else {
         None
     };
-    let path_env = std::env::var("PATH").ok();
     let mut needed = needed_tools(&outputs, disk.as_ref());
     if ramdisk.is_some() {
-        needed.push(("depmod", "kmod"));
+        needed.push("depmod");
     }
-    let missing: Vec<String> = needed
-        .into_iter()
-        .filter(|(tool, _)| ns::find_tool(tool, path_env.as_deref()).is_none())
-        .map(|(tool, package)| format!("{tool} (Debian package {package})"))
-        .collect();
+    let missing = dib_sandbox::host_tools::missing(needed);
     anyhow::ensure!(
         missing.is_empty(),
         "this build needs host tools that are not installed: {}",
@@ -250,12 +245,12 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
     }
 }
 
-/// The host tools (and their Debian packages) that writing `outputs` and
-/// the filesystems of `disk` takes, each once, in a stable order.
+/// The host tools that writing `outputs` and the filesystems of `disk`
+/// takes, each once, in a stable order.
 fn needed_tools(
     outputs: &[outputs::Output],
     disk: Option<&crate::blockdev::DiskJob>,
-) -> Vec<(&'static str, &'static str)> {
+) -> Vec<&'static str> {
     use crate::blockdev::config::FsKind;
     use outputs::Kind;
     let mut tools = Vec::new();
@@ -263,11 +258,11 @@ fn needed_tools(
         for fs in &d.config.filesystems {
             let kind = fs.kind.unwrap_or(d.options.fs_type);
             tools.extend(match kind {
-                FsKind::Ext2 => vec![("mkfs.ext2", "e2fsprogs")],
-                FsKind::Ext3 => vec![("mkfs.ext3", "e2fsprogs")],
-                FsKind::Ext4 => vec![("mkfs.ext4", "e2fsprogs")],
-                FsKind::Vfat => vec![("mkfs.fat", "dosfstools"), ("mcopy", "mtools")],
-                FsKind::Swap => vec![("mkswap", "util-linux")],
+                FsKind::Ext2 => vec!["mkfs.ext2"],
+                FsKind::Ext3 => vec!["mkfs.ext3"],
+                FsKind::Ext4 => vec!["mkfs.ext4"],
+                FsKind::Vfat => vec!["mkfs.fat", "mcopy"],
+                FsKind::Swap => vec!["mkswap"],
                 // dib-helper runs mkfs.xfs (the offline backend refuses
                 // xfs with its own message when the layout is planned).
                 FsKind::Xfs | FsKind::Btrfs => vec![],
@@ -276,10 +271,10 @@ fn needed_tools(
     }
     for out in outputs {
         tools.push(match out.kind {
-            Kind::Tar | Kind::Tgz => ("tar", "tar"),
-            Kind::Squashfs => ("mksquashfs", "squashfs-tools"),
-            Kind::Raw => ("cp", "coreutils"),
-            Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_) => ("qemu-img", "qemu-utils"),
+            Kind::Tar | Kind::Tgz => "tar",
+            Kind::Squashfs => "mksquashfs",
+            Kind::Raw => "cp",
+            Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_) => "qemu-img",
         });
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -536,10 +531,7 @@ mod tests {
                 helper: false,
             },
         };
-        let names: Vec<&str> = needed_tools(&outs, Some(&disk))
-            .iter()
-            .map(|t| t.0)
-            .collect();
+        let names = needed_tools(&outs, Some(&disk));
         assert_eq!(
             names,
             [
@@ -552,6 +544,36 @@ mod tests {
             ]
         );
         assert!(needed_tools(&[], None).is_empty());
+    }
+
+    #[test]
+    fn every_tool_dib_runs_is_on_the_host_tool_list() {
+        // What scripts/prepare-host installs and checks, and what dib's
+        // errors name: the same list.
+        for tool in [
+            "mkfs.ext2",
+            "mkfs.ext3",
+            "mkfs.ext4",
+            "mkfs.fat",
+            "mkfs.xfs",
+            "mkswap",
+            "mcopy",
+            "tar",
+            "mksquashfs",
+            "cp",
+            "qemu-img",
+            "depmod",
+            "debugfs",
+            "newuidmap",
+            "newgidmap",
+            "mmdebstrap",
+            "curl",
+        ] {
+            assert!(
+                dib_sandbox::host_tools::package(tool).is_some(),
+                "{tool} is not in sandbox/host-tools.txt"
+            );
+        }
     }
 
     #[test]

@@ -310,7 +310,7 @@ fn convert(
         cmd.args(["--sparse=always", "--reflink=auto"])
             .arg(image)
             .arg(to);
-        return run(cmd, "coreutils", what, stop);
+        return run(cmd, what, stop);
     }
     let mut cmd = crate::tool::command("qemu-img");
     // -W with several coroutines: blocks are converted (and compressed) in
@@ -341,7 +341,7 @@ fn convert(
         cmd.args(["-o", &options.join(",")]);
     }
     cmd.arg(image).arg(to);
-    run(cmd, "qemu-utils", what, stop)
+    run(cmd, what, stop)
 }
 
 /// mkfs's directory at the top of an ext filesystem: not part of the tree
@@ -358,7 +358,7 @@ fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32)
             .arg(to)
             .args(["-noappend", "-comp", "xz", "-no-progress", "-quiet"])
             .args(["-e", LOST_FOUND]);
-        return run(cmd, "squashfs-tools", what, stop);
+        return run(cmd, what, stop);
     }
     let mut cmd = crate::tool::command("tar");
     cmd.args([
@@ -377,7 +377,7 @@ fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32)
         _ => cmd.arg("-cf"),
     };
     cmd.arg(to).arg(".");
-    run(cmd, "tar", what, stop)
+    run(cmd, what, stop)
 }
 
 /// Move an existing `path` aside (unless `overwrite`), making room for the

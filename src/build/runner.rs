@@ -800,12 +800,7 @@ impl Ctx<'_> {
         cp.args(["-a", "--one-file-system"])
             .arg(self.built.join("."))
             .arg(&root);
-        crate::tool::run(
-            cp,
-            "coreutils",
-            "copying the tree into the image",
-            self.stopped,
-        )?;
+        crate::tool::run(cp, "copying the tree into the image", self.stopped)?;
         dib_sandbox::mounts::unmount(&self.mnt).context("moving TMP_MOUNT_PATH to the image")?;
         bind(&root, &self.mnt, true).context("moving TMP_MOUNT_PATH to the image")?;
         self.built = root;

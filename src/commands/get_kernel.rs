@@ -93,7 +93,7 @@ fn qemu_img(args: &[&str], image: &Path, to: Option<&Path>, failing: &str) -> Re
     cmd.args(args).arg(image).args(to);
     let o = cmd
         .output()
-        .context("running qemu-img (Debian package qemu-utils)")?;
+        .with_context(|| format!("running {}", dib_sandbox::host_tools::describe("qemu-img")))?;
     ensure!(
         o.status.success(),
         "qemu-img {failing} {image:?}: {}",
@@ -147,7 +147,7 @@ fn debugfs(fs: &str, request: &str) -> Result<String> {
         .args(["-R", request])
         .arg(fs)
         .output()
-        .context("running debugfs (Debian package e2fsprogs)")?;
+        .with_context(|| format!("running {}", dib_sandbox::host_tools::describe("debugfs")))?;
     let err = String::from_utf8_lossy(&o.stderr);
     // debugfs exits 0 even when it could not open the filesystem.
     ensure!(

@@ -307,7 +307,7 @@ fn copy_modules(tree: &Path, staging: &Path, version: &str) -> Result<()> {
         .arg(staging)
         .arg(version)
         .output()
-        .context("running depmod (Debian package kmod)")?;
+        .with_context(|| format!("running {}", dib_sandbox::host_tools::describe("depmod")))?;
     if !o.status.success() {
         bail!(
             "depmod failed for the ramdisk's modules: {}",

@@ -305,7 +305,7 @@ impl Devices for Kernel {
             .map_err(|e| {
                 (
                     ErrorKind::Failed,
-                    format!("running {prog} (Debian package {}): {e}", spec.fs.package()),
+                    format!("running {}: {e}", crate::host_tools::describe(prog)),
                 )
             })?;
         let mut stderr = child.stderr.take().expect("piped");

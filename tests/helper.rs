@@ -102,20 +102,13 @@ impl Helper {
             .stdout(Stdio::null())
             .stderr(File::create(&log)?)
             .spawn()?;
-        let h = Helper {
+        let mut h = Helper {
             child,
             _dir: dir,
             socket,
             log,
         };
-        let started = Instant::now();
-        while !h.socket.exists() {
-            check(
-                started.elapsed() < Duration::from_secs(10),
-                format!("dib-helper did not start: {}", h.log_text()),
-            )?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        h.wait_ready()?;
         Ok(h)
     }
 
@@ -125,6 +118,28 @@ impl Helper {
 
     fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the helper answers a Hello (as root, always allowed):
+    /// ready is when it answers, not when its socket path appears.
+    fn wait_ready(&mut self) -> Result<(), Failed> {
+        let started = Instant::now();
+        loop {
+            match Client::connect(&self.socket) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let exited = self.child.try_wait()?;
+                    check(
+                        exited.is_none() && started.elapsed() < Duration::from_secs(10),
+                        format!(
+                            "dib-helper did not answer ({e}; exit: {exited:?}): {}",
+                            self.log_text()
+                        ),
+                    )?;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The helper still answers (as root, always allowed).
@@ -308,6 +323,85 @@ per-user: Limit: your connections hold 16 loop devices (some kept by mounts stil
     drop(blk);
     no_leaks_under(scratch.path())?;
     h.alive()
+}
+
+/// The socket path appears only once the helper accepts: a client that
+/// connects the moment it sees the path is answered, and `dib-helper ping`
+/// waits for that answer. A restart replaces the old socket and leaves no
+/// temporary name behind.
+fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
+    let dir = tempfile::Builder::new().prefix("dib-helper-").tempdir()?;
+    let socket = dir.path().join("helper.sock");
+    for round in 0..5 {
+        let log = File::create(dir.path().join("helper.log"))?;
+        let mut child = Command::new(helper_bin())
+            .args(["serve", "--allow-user", "root", "--socket"])
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        // Round 0 starts on a clean directory, later ones over the socket
+        // the previous helper left: wait for the new helper to take it.
+        let old = fs::symlink_metadata(&socket).ok().map(|m| m.ino());
+        let started = Instant::now();
+        let seen = loop {
+            if let Ok(m) = fs::symlink_metadata(&socket) {
+                if Some(m.ino()) != old {
+                    break m;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                let log = fs::read_to_string(dir.path().join("helper.log"))?;
+                return Err(format!("round {round}: no socket from dib-helper: {log}").into());
+            }
+            std::thread::yield_now();
+        };
+        let answered = Client::connect(&socket);
+        let ping = Command::new(helper_bin())
+            .args(["ping", "--timeout", "5", "--socket"])
+            .arg(&socket)
+            .output()?;
+        let _ = child.kill();
+        child.wait()?;
+        check(
+            std::os::unix::fs::FileTypeExt::is_socket(&seen.file_type()),
+            format!("round {round}: the path is not a socket"),
+        )?;
+        answered.map_err(|e| format!("round {round}: the path was there, the helper not: {e}"))?;
+        succeeded(&ping)?;
+        eq(
+            String::from_utf8_lossy(&ping.stdout).trim(),
+            &format!(
+                "dib-helper at {}: serving protocol version {}",
+                socket.display(),
+                proto::VERSION
+            ),
+            "dib-helper ping",
+        )?;
+    }
+    let left: Vec<_> = fs::read_dir(dir.path())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "helper.sock" && n != "helper.log")
+        .collect();
+    check(
+        left.is_empty(),
+        format!("left in the socket's directory: {left:?}"),
+    )?;
+    // Nobody serving: ping says so within its timeout.
+    fs::remove_file(&socket)?;
+    let ping = Command::new(helper_bin())
+        .args(["ping", "--timeout", "1", "--socket"])
+        .arg(&socket)
+        .output()?;
+    check(!ping.status.success(), "ping succeeded with no helper")?;
+    let err = String::from_utf8_lossy(&ping.stderr);
+    check(
+        err.starts_with("dib-helper: no answer within 1 s: cannot connect to dib-helper at"),
+        format!("ping's error: {err}"),
+    )
 }
 
 fn a_peer_outside_the_allowed_groups_is_refused() -> Result<(), Failed> {
@@ -1033,6 +1127,10 @@ fn main() {
         (
             "bad_requests_are_refused_and_the_helper_keeps_serving",
             bad_requests_are_refused_and_the_helper_keeps_serving,
+        ),
+        (
+            "the_socket_appears_only_when_it_accepts",
+            the_socket_appears_only_when_it_accepts,
         ),
         (
             "a_peer_outside_the_allowed_groups_is_refused",

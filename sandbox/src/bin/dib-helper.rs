@@ -46,6 +46,16 @@ enum Command {
         #[arg(long)]
         systemd: bool,
     },
+    /// Wait until the helper at the socket answers a Hello (exit 0), or
+    /// say why it did not within the timeout (exit 1).
+    Ping {
+        /// The helper's socket.
+        #[arg(long, value_name = "PATH", default_value = dib_sandbox::client::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Seconds to keep trying.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +73,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ping { socket, timeout } => {
+            match wait_ready(&socket, Duration::from_secs(timeout)) {
+                Ok(answer) => {
+                    println!("dib-helper at {}: {answer}", socket.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dib-helper: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Connect to `socket` until the helper answers: its Hello, or a refusal
+/// (which is an answer too: the helper is up, only not for this caller).
+fn wait_ready(socket: &Path, timeout: Duration) -> Result<String, String> {
+    use dib_sandbox::client::{Client, ClientError};
+    let deadline = Instant::now() + timeout;
+    loop {
+        match Client::connect(socket) {
+            Ok(_) => return Ok(format!("serving protocol version {}", proto::VERSION)),
+            Err(ClientError::Refused { message, .. }) => {
+                return Ok(format!("up, refused: {message}"))
+            }
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("no answer within {} s: {e}", timeout.as_secs()))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
 }
 
@@ -274,16 +315,26 @@ fn spawn(f: impl FnOnce() + Send + 'static) {
 }
 
 /// A fresh socket at `path`, connectable by anyone: the peer check
-/// decides who is served.
+/// decides who is served. The path appears only once the socket accepts:
+/// it is bound and listening under a temporary name first, then renamed
+/// into place (which also replaces an old socket there), so a client that
+/// sees the path never gets ECONNREFUSED.
 fn listen_on(path: &Path) -> Result<OwnedFd, String> {
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
     match std::fs::symlink_metadata(path) {
-        Ok(md) if md.file_type().is_socket_like() => {
-            std::fs::remove_file(path).map_err(|e| err("removing the old socket", &e))?
+        Ok(md) if !md.file_type().is_socket_like() => {
+            return Err(format!("{} exists and is not a socket", path.display()))
         }
-        Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
-        Err(_) => {}
+        _ => {}
     }
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{} is not a socket path", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.new", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
     let sock = socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -291,14 +342,20 @@ fn listen_on(path: &Path) -> Result<OwnedFd, String> {
         None,
     )
     .map_err(|e| err("creating a socket for", &e))?;
-    let addr = SocketAddrUnix::new(path).map_err(|e| err("socket path", &e))?;
+    let addr = SocketAddrUnix::new(&tmp).map_err(|e| err("socket path", &e))?;
     // Connectable by anyone (mode 0666) from the start: no chmod by path
     // afterwards, which a symlink swapped in could redirect.
     let old = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o111));
     let bound = bind(&sock, &addr);
     rustix::process::umask(old);
     bound.map_err(|e| err("binding", &e))?;
-    listen(&sock, 64).map_err(|e| err("listening on", &e))?;
+    let ready = listen(&sock, 64)
+        .map_err(|e| err("listening on", &e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err("moving the socket to", &e)));
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(sock)
 }
 

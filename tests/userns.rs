@@ -956,7 +956,7 @@ fn a_daemon_started_by_a_hook_dies_with_its_phase() -> Result<(), Failed> {
 fn start_waiting_build(b: &Build, marker: &str) -> Result<Child, Failed> {
     b.f.file(
         "e/probe/extra-data.d/10-wait",
-        &format!("#!/bin/bash\ntouch \"$DIB_TEST_OUT/started\"\nsleep {marker}\n"),
+        &format!("#!/bin/bash\nsleep {marker}\n"),
         0o755,
     );
     b.f.file("e/probe/install.d/10-daemon", "#!/bin/sh\nsleep 1\n", 0o755);
@@ -965,11 +965,15 @@ fn start_waiting_build(b: &Build, marker: &str) -> Result<Child, Failed> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
+    // Ready when the hook's process runs (not when it was about to).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !b.out.join("started").exists() {
+    while !processes_with(&format!("sleep {marker}"))
+        .iter()
+        .any(|p| p.ends_with(&format!("sleep {marker} ")))
+    {
         check(
             Instant::now() < deadline,
-            "the build did not reach extra-data.d in 60 s",
+            "the build's extra-data.d hook did not run in 60 s",
         )?;
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1084,19 +1088,34 @@ fn start_slow_output(b: &Build) -> Result<Child, Failed> {
         .stderr(Stdio::piped())
         .spawn()?;
     let marker = b.tmp.display().to_string();
+    let images = b.f.path("images");
     let deadline = Instant::now() + Duration::from_secs(60);
+    // Ready when mksquashfs has written into its output (a file with no
+    // name in images/), as its open files say.
     while !processes_with(&marker)
         .iter()
-        .any(|p| p.contains("mksquashfs"))
+        .filter(|p| p.contains("mksquashfs"))
+        .filter_map(|p| p.split(':').next())
+        .any(|pid| writes_under(pid, &images))
     {
         if Instant::now() > deadline || child.try_wait()?.is_some() {
             let _ = child.kill();
-            return Err("mksquashfs never ran".into());
+            return Err("mksquashfs never wrote its output".into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
     Ok(child)
+}
+
+/// Whether process `pid` has a file under `dir` open that is not empty.
+fn writes_under(pid: &str, dir: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir))
+            && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 0)
+    })
 }
 
 /// What a build left in its output directory `images/` (nothing when the

@@ -333,6 +333,9 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
     let dir = tempfile::Builder::new().prefix("dib-helper-").tempdir()?;
     let socket = dir.path().join("helper.sock");
     for round in 0..5 {
+        // Round 0 starts on a clean directory, later ones over the socket
+        // the previous helper left: wait for the new helper to take it.
+        let old = fs::symlink_metadata(&socket).ok().map(|m| m.ino());
         let log = File::create(dir.path().join("helper.log"))?;
         let mut child = Command::new(helper_bin())
             .args(["serve", "--allow-user", "root", "--socket"])
@@ -341,9 +344,6 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        // Round 0 starts on a clean directory, later ones over the socket
-        // the previous helper left: wait for the new helper to take it.
-        let old = fs::symlink_metadata(&socket).ok().map(|m| m.ino());
         let started = Instant::now();
         let seen = loop {
             if let Ok(m) = fs::symlink_metadata(&socket) {
@@ -401,7 +401,41 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
     check(
         err.starts_with("dib-helper: no answer within 1 s: cannot connect to dib-helper at"),
         format!("ping's error: {err}"),
-    )
+    )?;
+    // A directory where others could swap the socket is refused; a sticky
+    // one (as /tmp) is not.
+    for (mode, refused) in [(0o777, true), (0o1777, false)] {
+        let d = dir.path().join(format!("d{mode:o}"));
+        fs::create_dir(&d)?;
+        fs::set_permissions(&d, fs::Permissions::from_mode(mode))?;
+        let sock = d.join("helper.sock");
+        let mut child = Command::new(helper_bin())
+            .args(["serve", "--allow-user", "root", "--socket"])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if refused {
+            let o = child.wait_with_output()?;
+            let err = String::from_utf8_lossy(&o.stderr);
+            check(
+                !o.status.success()
+                    && err.contains("other users can replace files in")
+                    && err.contains("such as /run"),
+                format!("a world-writable directory: {:?} {err}", o.status),
+            )?;
+        } else {
+            let ping = Command::new(helper_bin())
+                .args(["ping", "--timeout", "10", "--socket"])
+                .arg(&sock)
+                .output();
+            let _ = child.kill();
+            child.wait()?;
+            succeeded(&ping?)?;
+        }
+    }
+    Ok(())
 }
 
 fn a_peer_outside_the_allowed_groups_is_refused() -> Result<(), Failed> {

@@ -4,7 +4,11 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::net::{connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use std::time::Duration;
+
+use rustix::net::{
+    connect, socket_with, sockopt, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+};
 
 use crate::mkfs::{FsType, MkfsSpec};
 use crate::proto::{self, ErrorKind, Handle, ProtoError, Reply, Request};
@@ -58,6 +62,13 @@ pub struct Client {
 impl Client {
     /// Connect to the helper at `path` and exchange `Hello`s.
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        Self::connect_within(path, None)
+    }
+
+    /// [`Client::connect`], each send and receive of the connection given
+    /// up after `timeout` (`None`: waiting as long as it takes), so a
+    /// helper that never accepts or never answers is an error, not a hang.
+    pub fn connect_within(path: &Path, timeout: Option<Duration>) -> Result<Client, ClientError> {
         let err = |source: std::io::Error| ClientError::Connect {
             path: path.to_path_buf(),
             source,
@@ -69,6 +80,11 @@ impl Client {
             None,
         )
         .map_err(|e| err(e.into()))?;
+        if let Some(t) = timeout {
+            for which in [sockopt::Timeout::Recv, sockopt::Timeout::Send] {
+                sockopt::set_socket_timeout(&sock, which, Some(t)).map_err(|e| err(e.into()))?;
+            }
+        }
         let addr = SocketAddrUnix::new(path).map_err(|e| err(e.into()))?;
         connect(&sock, &addr).map_err(|e| err(e.into()))?;
         Self::greet(sock)

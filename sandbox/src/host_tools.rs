@@ -4,7 +4,7 @@
 //! installs from and checks against, so the package an error names is the
 //! one the installer installs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The list as shipped: `tool package used-by...` lines, `#` comments.
@@ -45,14 +45,16 @@ fn parse(text: &'static str) -> Vec<HostTool> {
         .collect()
 }
 
-/// The Debian package with the command `tool` (a name, or a path whose file
-/// name is looked up), when the list has it.
+/// The Debian package with `tool`, when the list has it: an entry as
+/// written (a command, or a file's path or glob), else the command named by
+/// the file name of a path (`/usr/sbin/mkfs.xfs`).
 pub fn package(tool: &str) -> Option<&'static str> {
-    let name = std::path::Path::new(tool)
+    let name = Path::new(tool)
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(tool);
-    all().iter().find(|t| t.tool == name).map(|t| t.package)
+    let entry = |want: &str| all().iter().find(|t| t.tool == want).map(|t| t.package);
+    entry(tool).or_else(|| entry(name))
 }
 
 /// "TOOL (Debian package PACKAGE)", as errors name a missing tool (the
@@ -72,19 +74,70 @@ pub fn find(name: &str, path_env: Option<&str>) -> Option<PathBuf> {
         .split(':')
         .filter(|d| !d.is_empty())
         .chain(SYSTEM_DIRS)
-        .map(|d| std::path::Path::new(d).join(name))
+        .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
 }
 
 /// Where commands are looked up after `PATH`.
 pub const SYSTEM_DIRS: [&str; 4] = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
 
-/// Each of `tools` that is not installed, described with its package.
+/// Whether `tool` is in place: a command found by [`find`], or an absolute
+/// path (its components may hold `*`) that names an existing file.
+pub fn present(tool: &str, path_env: Option<&str>) -> bool {
+    if tool.starts_with('/') {
+        glob_exists(Path::new("/"), tool.trim_start_matches('/'))
+    } else {
+        find(tool, path_env).is_some()
+    }
+}
+
+/// Whether `rest` (components, `*` matching any run of characters within
+/// one) names something under `dir`.
+fn glob_exists(dir: &Path, rest: &str) -> bool {
+    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let next = |p: PathBuf| {
+        if tail.is_empty() {
+            p.exists()
+        } else {
+            glob_exists(&p, tail)
+        }
+    };
+    if !first.contains('*') {
+        return next(dir.join(first));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| wildcard(first, n)))
+        .any(|e| next(e.path()))
+}
+
+/// `pattern` (with `*`) matches all of `name`.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let Some(mut rest) = name.strip_prefix(parts[0]) else {
+        return false;
+    };
+    for (i, part) in parts.iter().enumerate().skip(1) {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// Each of `tools` that is not in place, described with its package.
 pub fn missing<'a>(tools: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let path = std::env::var("PATH").ok();
     tools
         .into_iter()
-        .filter(|t| find(t, path.as_deref()).is_none())
+        .filter(|t| !present(t, path.as_deref()))
         .map(describe)
         .collect()
 }
@@ -134,5 +187,35 @@ mod tests {
         assert_eq!(find("sh", Some("")), Some(PathBuf::from("/usr/bin/sh")));
         assert_eq!(find("no-such-tool-here", Some(&path)), None);
         assert_eq!(missing(["no-such-tool-here"]), ["no-such-tool-here"]);
+    }
+
+    #[test]
+    fn files_are_found_by_path_and_glob() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = dir.path().join("lib/x86_64-linux-gnu/qemu");
+        std::fs::create_dir_all(&qemu).unwrap();
+        std::fs::write(qemu.join("block-iscsi.so"), "").unwrap();
+        let d = dir.path().display();
+        assert!(present(&format!("{d}/lib/*/qemu/block-iscsi.so"), None));
+        assert!(present(&format!("{d}/lib/x86_64-*-gnu/qemu/*.so"), None));
+        assert!(!present(&format!("{d}/lib/*/qemu/block-nfs.so"), None));
+        assert!(!present(&format!("{d}/nolib/*/qemu/block-iscsi.so"), None));
+        assert!(present(&format!("{d}/lib"), None));
+        for (p, n, want) in [
+            ("*", "", true),
+            ("a*c", "abc", true),
+            ("a*c", "abcd", false),
+            ("*.so", "x.so", true),
+            ("x*y*z", "xaybz", true),
+            ("x*y*z", "xazby", false),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+        ] {
+            assert_eq!(wildcard(p, n), want, "{p} {n}");
+        }
+        assert_eq!(
+            describe("/usr/lib/*/qemu/block-iscsi.so"),
+            "/usr/lib/*/qemu/block-iscsi.so (Debian package qemu-block-extra)"
+        );
     }
 }

@@ -34,7 +34,10 @@ pub const SYNC_FD_ENV: &str = "DIB_SANDBOX_SYNC_FD";
 pub enum SandboxError {
     #[error(transparent)]
     SubId(#[from] SubIdError),
-    #[error("{tool} not found: install the Debian package {package} (apt-get install {package})", package = crate::host_tools::package(tool).unwrap_or("uidmap"))]
+    #[error(
+        "{} not found: install it (scripts/prepare-host does)",
+        crate::host_tools::describe(tool)
+    )]
     MissingTool { tool: &'static str },
     #[error(
         "unprivileged user namespaces are disabled on this host ({setting}); dib needs them. \

@@ -40,7 +40,7 @@ fn unknown_users_and_groups_are_named() {
 fn a_socket_it_cannot_create_is_an_error() {
     let e = stderr(&["serve", "--socket", "/nonexistent/dib-helper.sock"]);
     let want = if rustix::process::geteuid().is_root() {
-        "dib-helper: error: binding /nonexistent/dib-helper.sock: No such file or directory (os error 2)\n"
+        "dib-helper: error: the socket's directory /nonexistent: No such file or directory (os error 2)\n"
     } else {
         "dib-helper: error: dib-helper must run as root (it attaches loop devices and mounts)\n"
     };

@@ -106,7 +106,10 @@ mod tests {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("cpio (Debian package cpio; scripts/prepare-host installs it)");
+            .unwrap_or_else(|e| {
+                let cpio = dib_sandbox::host_tools::describe("cpio");
+                panic!("running {cpio}: {e} (scripts/prepare-host installs it)")
+            });
         cpio.stdin.take().unwrap().write_all(&bytes).unwrap();
         let o = cpio.wait_with_output().unwrap();
         assert!(o.status.success());

@@ -2,7 +2,7 @@
 //! kind) and waiting for a line on its serial console.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,13 +16,8 @@ pub enum Firmware {
     Uefi,
 }
 
-/// The OVMF firmware image (Debian package ovmf).
-pub fn ovmf() -> Option<PathBuf> {
-    ["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
+/// The OVMF firmware image, as on the host tool list.
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
 /// The machine's serial console (its stdout), chunk by chunk, from a
 /// thread that ends with it.
@@ -71,8 +66,10 @@ pub fn boot_until(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if firmware == Firmware::Uefi {
-        let fw = ovmf().ok_or("OVMF is not installed (Debian package ovmf)")?;
-        cmd.arg("-bios").arg(fw);
+        if let [missing] = &dib_sandbox::host_tools::missing([OVMF])[..] {
+            return Err(format!("{missing} is not installed").into());
+        }
+        cmd.arg("-bios").arg(OVMF);
     }
     let started = Instant::now();
     let mut child = cmd

@@ -89,13 +89,26 @@ fn main() -> ExitCode {
 }
 
 /// Connect to `socket` until the helper answers: its Hello, or a refusal
-/// (which is an answer too: the helper is up, only not for this caller).
+/// of this caller (an answer too: the helper is up, only not for a caller
+/// its allow-list leaves out). A helper of another
+/// protocol version is not the one wanted: an error at once.
 fn wait_ready(socket: &Path, timeout: Duration) -> Result<String, String> {
     use dib_sandbox::client::{Client, ClientError};
     let deadline = Instant::now() + timeout;
     loop {
-        match Client::connect(socket) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = Client::connect_within(socket, Some(left.max(Duration::from_millis(10))));
+        match attempt {
             Ok(_) => return Ok(format!("serving protocol version {}", proto::VERSION)),
+            Err(ClientError::Refused {
+                kind: ErrorKind::Version,
+                message,
+            }) => {
+                return Err(format!(
+                    "the helper at {} refused: {message}",
+                    socket.display()
+                ))
+            }
             Err(ClientError::Refused { message, .. }) => {
                 return Ok(format!("up, refused: {message}"))
             }
@@ -314,12 +327,20 @@ fn spawn(f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Room a socket path has (`sun_path`, with its terminating NUL).
+const SUN_PATH_MAX: usize = 108;
+
 /// A fresh socket at `path`, connectable by anyone: the peer check
 /// decides who is served. The path appears only once the socket accepts:
-/// it is bound and listening under a temporary name first, then renamed
-/// into place (which also replaces an old socket there), so a client that
-/// sees the path never gets ECONNREFUSED.
+/// it is bound and listening under a temporary name in the same directory
+/// first, then renamed into place (which also replaces an old socket
+/// there), so a client that sees a new helper's path is answered. The
+/// directory must not let others replace what is in it (writable by others
+/// only with the sticky bit, as /tmp), or a client could be answered by
+/// another user's socket.
 fn listen_on(path: &Path) -> Result<OwnedFd, String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
     match std::fs::symlink_metadata(path) {
         Ok(md) if !md.file_type().is_socket_like() => {
@@ -327,14 +348,42 @@ fn listen_on(path: &Path) -> Result<OwnedFd, String> {
         }
         _ => {}
     }
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{} is not a socket path", path.display()))?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(format!("{} is not a socket path", path.display()));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let md = std::fs::metadata(dir)
+        .map_err(|e| format!("the socket's directory {}: {e}", dir.display()))?;
+    let mode = md.permissions().mode();
+    if md.uid() != 0 || (mode & 0o022 != 0 && mode & 0o1000 == 0) {
+        return Err(format!(
+            "{}: other users can replace files in {} (owner uid {}, mode {:o}): \
+             put the socket in a root-owned directory that only root can write, such as /run",
+            path.display(),
+            dir.display(),
+            md.uid(),
+            mode & 0o7777
+        ));
+    }
+    // A name no one can guess in advance (a sticky /tmp lets anyone take
+    // a predictable one first).
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{}.new", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
+    tmp_name.push(format!(".{}.new", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(tmp_name);
+    if tmp.as_os_str().as_bytes().len() >= SUN_PATH_MAX {
+        return Err(format!(
+            "the socket path {} is too long: dib-helper needs {} bytes more than it for a \
+             temporary name, and a socket path has at most {} (choose a shorter --socket)",
+            path.display(),
+            tmp.as_os_str().len() - path.as_os_str().len(),
+            SUN_PATH_MAX - 1
+        ));
+    }
     let sock = socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,

@@ -90,8 +90,8 @@ fn main() -> ExitCode {
 
 /// Connect to `socket` until the helper answers: its Hello, or a refusal
 /// of this caller (an answer too: the helper is up, only not for a caller
-/// its allow-list leaves out). A helper of another
-/// protocol version is not the one wanted: an error at once.
+/// its allow-list leaves out). A helper of another protocol version is not
+/// the one wanted: an error at once.
 fn wait_ready(socket: &Path, timeout: Duration) -> Result<String, String> {
     use dib_sandbox::client::{Client, ClientError};
     let deadline = Instant::now() + timeout;

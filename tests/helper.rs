@@ -79,6 +79,27 @@ fn skip_reason() -> Option<String> {
     None
 }
 
+/// `dib-helper serve` on `socket`, allowing `allow`, its stderr to `stderr`.
+fn serve(socket: &Path, allow: &[&str], stderr: Stdio) -> std::io::Result<Child> {
+    Command::new(helper_bin())
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .args(allow)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+}
+
+/// `dib-helper ping` of `socket`, trying for `timeout` seconds.
+fn ping_helper(socket: &Path, timeout: u32) -> std::io::Result<std::process::Output> {
+    Command::new(helper_bin())
+        .args(["ping", "--timeout", &timeout.to_string(), "--socket"])
+        .arg(socket)
+        .output()
+}
+
 /// A dib-helper serving on a socket in a directory of its own.
 struct Helper {
     child: Child,
@@ -93,15 +114,7 @@ impl Helper {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
         let socket = dir.path().join("helper.sock");
         let log = dir.path().join("helper.log");
-        let child = Command::new(helper_bin())
-            .arg("serve")
-            .arg("--socket")
-            .arg(&socket)
-            .args(allow)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log)?)
-            .spawn()?;
+        let child = serve(&socket, allow, File::create(&log)?.into())?;
         let mut h = Helper {
             child,
             _dir: dir,
@@ -337,13 +350,7 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
         // the previous helper left: wait for the new helper to take it.
         let old = fs::symlink_metadata(&socket).ok().map(|m| m.ino());
         let log = File::create(dir.path().join("helper.log"))?;
-        let mut child = Command::new(helper_bin())
-            .args(["serve", "--allow-user", "root", "--socket"])
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let mut child = serve(&socket, &["--allow-user", "root"], log.into())?;
         let started = Instant::now();
         let seen = loop {
             if let Ok(m) = fs::symlink_metadata(&socket) {
@@ -359,10 +366,7 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
             std::thread::yield_now();
         };
         let answered = Client::connect(&socket);
-        let ping = Command::new(helper_bin())
-            .args(["ping", "--timeout", "5", "--socket"])
-            .arg(&socket)
-            .output()?;
+        let ping = ping_helper(&socket, 5)?;
         let _ = child.kill();
         child.wait()?;
         check(
@@ -392,10 +396,7 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
     )?;
     // Nobody serving: ping says so within its timeout.
     fs::remove_file(&socket)?;
-    let ping = Command::new(helper_bin())
-        .args(["ping", "--timeout", "1", "--socket"])
-        .arg(&socket)
-        .output()?;
+    let ping = ping_helper(&socket, 1)?;
     check(!ping.status.success(), "ping succeeded with no helper")?;
     let err = String::from_utf8_lossy(&ping.stderr);
     check(
@@ -409,13 +410,7 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
         fs::create_dir(&d)?;
         fs::set_permissions(&d, fs::Permissions::from_mode(mode))?;
         let sock = d.join("helper.sock");
-        let mut child = Command::new(helper_bin())
-            .args(["serve", "--allow-user", "root", "--socket"])
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut child = serve(&sock, &["--allow-user", "root"], Stdio::piped())?;
         if refused {
             let o = child.wait_with_output()?;
             let err = String::from_utf8_lossy(&o.stderr);
@@ -426,10 +421,7 @@ fn the_socket_appears_only_when_it_accepts() -> Result<(), Failed> {
                 format!("a world-writable directory: {:?} {err}", o.status),
             )?;
         } else {
-            let ping = Command::new(helper_bin())
-                .args(["ping", "--timeout", "10", "--socket"])
-                .arg(&sock)
-                .output();
+            let ping = ping_helper(&sock, 10);
             let _ = child.kill();
             child.wait()?;
             succeeded(&ping?)?;

@@ -155,10 +155,10 @@ impl FsType {
 }
 
 /// A `break=` point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Breakpoint {
-    Before(&'static str),
-    After(&'static str),
+    Before(crate::phases::Phase),
+    After(crate::phases::Phase),
     AfterError,
 }
 
@@ -171,7 +171,7 @@ impl Breakpoint {
         }
         let phase_of = |p: &str| {
             let p = p.strip_suffix(".d").unwrap_or(p);
-            crate::phases::by_name(p).map(|ph| ph.name)
+            crate::phases::by_name(p)
         };
         if let Some(p) = s.strip_prefix("before-") {
             return phase_of(p).map(Breakpoint::Before);
@@ -179,6 +179,15 @@ impl Breakpoint {
         s.strip_prefix("after-")
             .and_then(phase_of)
             .map(Breakpoint::After)
+    }
+
+    /// The point as `break=` names it (`before-install`).
+    pub fn label(self) -> String {
+        match self {
+            Breakpoint::Before(p) => format!("before-{p}"),
+            Breakpoint::After(p) => format!("after-{p}"),
+            Breakpoint::AfterError => "after-error".to_string(),
+        }
     }
 }
 
@@ -687,8 +696,8 @@ mod tests {
         assert_eq!(
             c.breakpoints,
             vec![
-                Breakpoint::Before("install"),
-                Breakpoint::After("finalise"),
+                Breakpoint::Before(crate::phases::Phase::Install),
+                Breakpoint::After(crate::phases::Phase::Finalise),
                 Breakpoint::AfterError
             ]
         );

@@ -5,7 +5,6 @@
 //! is the job of the `dib-sandbox` crate. See docs/ARCHITECTURE.md.
 
 pub mod blockdev;
-pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -17,6 +16,7 @@ pub mod lint;
 pub mod logging;
 pub mod packages;
 pub mod phases;
+pub mod pipeline;
 pub mod ramdisk;
 pub mod runparts;
 pub mod tool;

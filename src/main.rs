@@ -50,15 +50,16 @@ fn main() -> ExitCode {
         Command::GetKernel(a) => commands::get_kernel::run(a).map(|()| ExitCode::SUCCESS),
         Command::Lint(a) => commands::lint::run(a),
         Command::RunParts(a) => commands::run_parts::run(a).map(|()| ExitCode::SUCCESS),
-        Command::SandboxSupervise => return code(dib::build::supervise_main()),
-        Command::SandboxInit => return code(dib::build::init_main()),
+        Command::SandboxSupervise => return code(dib::pipeline::supervise_main()),
+        Command::SandboxInit => return code(dib::pipeline::init_main()),
     };
     match result {
         Ok(code) => code,
         // pid 1 already said what went wrong, in full.
-        Err(e) if e.downcast_ref::<dib::build::Reported>().is_some() => {
-            code(e.downcast_ref::<dib::build::Reported>().map_or(1, |r| r.0))
-        }
+        Err(e) if e.downcast_ref::<dib::pipeline::Reported>().is_some() => code(
+            e.downcast_ref::<dib::pipeline::Reported>()
+                .map_or(1, |r| r.0),
+        ),
         Err(e) => {
             eprintln!("{invoked_as}: error: {e:#}");
             ExitCode::FAILURE

@@ -27,7 +27,7 @@ use serde_yaml_ng::Value;
 pub const PHASES: &[&str] = &["pre-install.d", "install.d", "post-install.d"];
 
 /// One package line of an element.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub package: String,
     pub element: String,
@@ -42,7 +42,7 @@ pub struct Entry {
 }
 
 /// `VAR=value` or `VAR!=value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Condition {
     pub var: String,
     pub equal: bool,
@@ -219,7 +219,7 @@ fn list(v: &Value) -> Result<Vec<String>> {
 }
 
 /// An element's `pkg-map` (JSON): generic names to distribution names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PkgMap {
     #[serde(default)]
     pub release: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,

@@ -20,8 +20,61 @@ use dib_sandbox::client::Client;
 use dib_sandbox::mounts::{attach_detached, inside, mount_tmpfs, unmount};
 use dib_sandbox::proto::{ErrorKind, Handle};
 
+use super::backend::DiskBackend;
 use super::config::FsKind;
 use super::layout::{Layout, PlacedFs};
+
+/// The helper backend: the socket, and the image once attached.
+#[derive(Debug)]
+pub struct Helper {
+    socket: PathBuf,
+    attached: Option<Attached>,
+}
+
+impl Helper {
+    pub fn new(socket: &Path) -> Helper {
+        Helper {
+            socket: socket.to_path_buf(),
+            attached: None,
+        }
+    }
+}
+
+impl DiskBackend for Helper {
+    /// The file only: dib-helper writes the partition table onto the
+    /// loop device, after checking it against the device.
+    fn create(&mut self, file: &Path, layout: &Layout) -> Result<()> {
+        super::image::create_file(file, layout)?;
+        Ok(())
+    }
+
+    fn mount_filesystems(&mut self, file: &Path, layout: &Layout, root: &Path) -> Result<String> {
+        let image = File::options()
+            .read(true)
+            .write(true)
+            .open(file)
+            .with_context(|| format!("opening {file:?}"))?;
+        let attached = self.attached.insert(attach(&self.socket, &image, layout)?);
+        attached.mount_all(layout, root)?;
+        Ok(attached.device.clone())
+    }
+
+    /// The tree is already in the mounted filesystems: write what was
+    /// staged, unmount and detach.
+    fn write_filesystems(
+        &mut self,
+        file: &Path,
+        _layout: &Layout,
+        _tree: &Path,
+        _work: &Path,
+        stop: &AtomicI32,
+    ) -> Result<()> {
+        self.attached
+            .take()
+            .context("the image was never attached through dib-helper (internal error)")?
+            .finish(file, stop)
+    }
+}
 
 /// The image attached through the helper, its filesystems made.
 #[derive(Debug)]
@@ -115,7 +168,7 @@ impl Attached {
     /// loop device (the helper flushes it first).
     pub fn finish(mut self, image: &Path, stop: &AtomicI32) -> Result<()> {
         for (fs, dir) in std::mem::take(&mut self.staged) {
-            super::offline::fill_fat(image, &fs, &dir, stop)?;
+            super::image::fill_fat(image, &fs, &dir, stop)?;
         }
         self.unmount()?;
         self.client

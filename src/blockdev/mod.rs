@@ -1,13 +1,15 @@
-//! Block devices (SPEC §5): the configuration ([`config`]), the layout
-//! computed from it ([`layout`]) and the offline backend that writes it
-//! into an image file ([`offline`]).
+//! Block devices: the configuration ([`config`]), the layout computed from
+//! it ([`layout`]), and the backends that make the image file from it
+//! ([`backend`]: [`offline`] and [`helper`], sharing [`image`]).
 //!
 //! The host side picks and parses the configuration before the build
 //! starts (so a bad one fails before anything runs); pid 1 measures the
 //! tree, plans the layout and writes the image.
 
+pub mod backend;
 pub mod config;
 pub mod helper;
+pub mod image;
 pub mod layout;
 pub mod offline;
 
@@ -17,6 +19,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
+pub use backend::{Backend, DiskBackend};
 pub use config::Config;
 pub use layout::{Layout, Options};
 
@@ -27,8 +30,9 @@ pub struct DiskJob {
     /// Where the configuration came from, for messages.
     pub origin: String,
     pub options: Options,
-    /// The helper's socket, when the helper backend builds the image.
-    pub helper: Option<std::path::PathBuf>,
+    pub backend: Backend,
+    /// `DIB_IMAGE_UUID_SEED`: identifiers derived from it, not random.
+    pub uuid_seed: Option<String>,
 }
 
 /// The text of `DIB_BLOCK_DEVICE_CONFIG` (inline YAML, or `file://PATH`

@@ -2,12 +2,12 @@
 
 use anyhow::{Context as _, Result};
 
-use crate::build;
 use crate::cli::CreateArgs;
 use crate::config::{process_env, BuildConfig, Mode};
 use crate::elements::resolve;
 use crate::features;
 use crate::hooks::{self, InstallTypes};
+use crate::pipeline::{self, package_lists::PackageLists};
 
 pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
     let env = process_env();
@@ -23,28 +23,7 @@ pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
         resolution.names().collect::<Vec<_>>().join(" "),
         tree.entries.len()
     );
-    check_package_lists(&resolution)?;
-    // Everything above is checked for every build; some requests need
-    // features that land in later issues (see features.rs).
-    let final_image = !resolution.contains(build::NO_FINAL_IMAGE);
-    features::require(&config, final_image)?;
-    build::run(&config, &resolution, tree)
-}
-
-/// Parse every element's package-installs.yaml (or .json) and pkg-map up
-/// front, so a mistake in one stops the build before anything runs. They
-/// are evaluated in the build, where environment.d has run.
-fn check_package_lists(resolution: &crate::elements::Resolution) -> Result<()> {
-    for e in &resolution.elements {
-        for file in ["package-installs.yaml", "package-installs.json"] {
-            if let Ok(text) = std::fs::read_to_string(e.path.join(file)) {
-                crate::packages::parse(&e.name, &text)?;
-                break;
-            }
-        }
-        if let Ok(text) = std::fs::read_to_string(e.path.join("pkg-map")) {
-            crate::packages::PkgMap::parse(&e.name, &text)?;
-        }
-    }
-    Ok(())
+    let package_lists = PackageLists::read(&resolution)?;
+    features::require(&config, pipeline::job::final_image(&resolution))?;
+    pipeline::run(&config, &resolution, tree, package_lists)
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::build::outputs::{Finished, Unnamed};
+use crate::pipeline::outputs::{Finished, Unnamed};
 
 /// What pid 1 writes for a ramdisk build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

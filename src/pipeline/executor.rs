@@ -1,0 +1,225 @@
+//! pid 1 runs a build: set up the build directory, then run the job's
+//! [plan](super::plan) step by step, with the chroot's mounts in place for
+//! the steps that need them. What a step does is in [`super::steps`].
+//!
+//! Layout of the build directory (as DIB's): `built/` holds the image tree
+//! (`TARGET_ROOT` of root.d and cleanup.d), `mnt/` is the same tree through a
+//! bind mount (`TMP_MOUNT_PATH`, where chroot phases run), `hooks/` is the
+//! merged hook tree (`TMP_HOOKS_PATH`), and `bin/` holds the `sudo` shim for
+//! outside phases.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use dib_sandbox::mounts::{bind, mount_tmpfs};
+
+use super::chroot::InTarget;
+use super::environment::{hook_env, Dirs, Image};
+use super::job::BuildJob;
+use super::log::Log;
+use super::outputs::Finished;
+use super::plan::plan;
+use crate::phases::Phase;
+
+/// `sudo` for outside phases: the build is already uid 0 in its namespace,
+/// so DIB-style `sudo cmd` just runs cmd (options are dropped).
+const SUDO_SHIM: &str = "#!/bin/sh\n\
+# dib: already uid 0 in the build's user namespace; run the command as is.\n\
+while [ $# -gt 0 ]; do\n\
+    case \"$1\" in\n\
+        --) shift; break ;;\n\
+        -u|-g|-C|-D|-h|-p|-r|-t|-U) shift 2 ;;\n\
+        -*) shift ;;\n\
+        *) break ;;\n\
+    esac\n\
+done\n\
+exec \"$@\"\n";
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    #[error("interrupted by signal {0}")]
+    Interrupted(i32),
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    /// A host tool killed for a stop signal ([`crate::tool::Stopped`],
+    /// however deep in the error's chain) is the stop, not a failure.
+    fn from(e: anyhow::Error) -> Self {
+        match e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::tool::Stopped>())
+        {
+            Some(s) => Stop::Interrupted(s.0),
+            None => Stop::Failed(e),
+        }
+    }
+}
+
+/// A disk image being built.
+#[derive(Debug)]
+pub struct Disk {
+    pub layout: crate::blockdev::Layout,
+    pub backend: Box<dyn crate::blockdev::DiskBackend>,
+    /// The image file's device and inode when made.
+    pub identity: (u64, u64),
+    pub file: PathBuf,
+    /// Whether its filesystems are mounted (at the tree).
+    pub mounted: bool,
+}
+
+/// A build in progress, as the steps see it.
+#[derive(Debug)]
+pub struct Build<'a> {
+    pub job: &'a BuildJob,
+    pub log: &'a Arc<Log>,
+    pub stopped: &'a AtomicI32,
+    /// Where everything is. `dirs.tree` is `built/` until a backend that
+    /// mounts the image's filesystems takes the tree into them.
+    pub dirs: Dirs,
+    /// The disk image, once laid out.
+    pub disk: Option<Disk>,
+    /// Outputs written so far, still unnamed.
+    pub finished: Finished,
+    chroot: Option<InTarget>,
+}
+
+/// Run `job`. The caller is pid 1 and cleans up afterwards.
+pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), Stop> {
+    let mut build = Build::prepare(job, stopped, log)?;
+    for step in plan(job) {
+        build.check_stopped()?;
+        build.set_chroot(step.in_chroot())?;
+        step.run(&mut build)?;
+    }
+    build.set_chroot(false)?;
+    Ok(())
+}
+
+impl<'a> Build<'a> {
+    /// The build directory's parts: the tree and its bind mount, the hook
+    /// tree with the build's settings, the `sudo` shim.
+    fn prepare(job: &'a BuildJob, stopped: &'a AtomicI32, log: &'a Arc<Log>) -> Result<Build<'a>> {
+        let b = &job.build_dir;
+        if job.tmpfs {
+            mount_tmpfs(b, 0o755).context("putting the build directory in memory")?;
+        }
+        let dirs = Dirs {
+            build: b.clone(),
+            tree: b.join("built"),
+            mnt: b.join("mnt"),
+            hooks: b.join("hooks"),
+            bin: b.join("bin"),
+        };
+        for d in [&dirs.tree, &dirs.mnt, &dirs.bin] {
+            fs::create_dir(d).with_context(|| format!("creating {d:?}"))?;
+        }
+        bind(&dirs.tree, &dirs.mnt, false).context("mounting the tree at TMP_MOUNT_PATH")?;
+        job.hooks
+            .materialize(&dirs.hooks)
+            .context("writing the hook tree")?;
+        write_build_settings(job, &dirs.hooks)?;
+        let sudo = dirs.bin.join("sudo");
+        fs::write(&sudo, SUDO_SHIM).with_context(|| format!("writing {sudo:?}"))?;
+        fs::set_permissions(&sudo, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {sudo:?}"))?;
+        Ok(Build {
+            job,
+            log,
+            stopped,
+            dirs,
+            disk: None,
+            finished: Finished::default(),
+            chroot: None,
+        })
+    }
+
+    pub fn check_stopped(&self) -> Result<(), Stop> {
+        match self.stopped.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            sig => Err(Stop::Interrupted(sig)),
+        }
+    }
+
+    /// Set up or undo the chroot's mounts (the image file among them once
+    /// it exists).
+    fn set_chroot(&mut self, wanted: bool) -> Result<()> {
+        match (wanted, self.chroot.is_some()) {
+            (true, false) => {
+                let image = self.disk.as_ref().map(|d| d.file.as_path());
+                self.chroot = Some(InTarget::enter(&self.dirs, image)?);
+            }
+            (false, true) => {
+                if let Some(t) = self.chroot.take() {
+                    t.leave()?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The environment of `phase`'s hooks.
+    pub fn env(&self, phase: Phase) -> BTreeMap<String, String> {
+        let image = self.disk.as_ref().map(|d| Image {
+            layout: &d.layout,
+            file: &d.file,
+        });
+        hook_env(
+            &self.job.env,
+            &self.job.element_array,
+            &self.dirs,
+            phase,
+            image,
+        )
+    }
+
+    /// The shell that runs hooks: the tree's bash (or sh) in chroot phases,
+    /// the host's bash outside.
+    pub fn interpreter(&self, phase: Phase) -> &'static str {
+        if !phase.chroot() || self.dirs.mnt.join("bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        }
+    }
+
+    /// Where a command of `phase` runs: chrooted into the tree, or in the
+    /// build directory.
+    pub fn place(&self, cmd: &mut std::process::Command, phase: Phase) -> Result<()> {
+        if phase.chroot() {
+            dib_sandbox::init::chrooted(cmd, &self.dirs.mnt)?;
+        } else {
+            cmd.current_dir(&self.dirs.build);
+        }
+        Ok(())
+    }
+}
+
+/// `dib_environment` (the build's `DIB_*` variables as bash) and `dib_args`
+/// (its command line) in the hook tree, where the base element picks them up
+/// for `/etc/dib_environment` and `/etc/dib_arguments`, as in DIB.
+fn write_build_settings(job: &BuildJob, hooks: &Path) -> Result<()> {
+    let mut env = String::new();
+    for (k, v) in job.env.iter().filter(|(k, _)| k.starts_with("DIB_")) {
+        env.push_str(&format!(
+            "export {k}={}\n",
+            crate::element_info::single_quote(v)
+        ));
+    }
+    for (name, text) in [
+        ("dib_environment", env),
+        ("dib_args", format!("{}\n", job.args)),
+    ] {
+        let p = hooks.join(name);
+        fs::write(&p, text).with_context(|| format!("writing {p:?}"))?;
+    }
+    Ok(())
+}

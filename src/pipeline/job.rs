@@ -1,0 +1,169 @@
+//! What the host side hands to pid 1: everything the build needs, as data,
+//! and [`BuildJob::new`], which makes it from the validated configuration
+//! without touching anything.
+//!
+//! The job crosses into the sandbox as a JSON file in the (still empty) build
+//! directory, named by an environment variable of the re-executed dib (an
+//! environment string is limited to 128 KiB, too small for a large hook
+//! tree). pid 1 reads it before anything is mounted there, so it never
+//! re-reads arguments, elements or the host environment: what was validated
+//! outside is exactly what runs inside.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::outputs::{Output, Settings};
+use super::package_lists::PackageLists;
+use crate::blockdev::DiskJob;
+use crate::config::{Breakpoint, BuildConfig, Mode};
+use crate::elements::Resolution;
+use crate::hooks::HookTree;
+use crate::ramdisk::RamdiskJob;
+
+/// The environment variable naming the job file.
+pub const JOB_ENV: &str = "DIB_SANDBOX_JOB";
+/// The job file's name in the build directory.
+pub const JOB_FILE: &str = ".dib-job.json";
+/// The marker element that ends a build after cleanup.d, without an image.
+pub const NO_FINAL_IMAGE: &str = "no-final-image";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildJob {
+    /// `TMP_BUILD_DIR`: an empty host directory; inside, a tmpfs when
+    /// `tmpfs` is set.
+    pub build_dir: PathBuf,
+    pub tmpfs: bool,
+    /// The merged hook tree, materialised inside at `build_dir/hooks`.
+    pub hooks: HookTree,
+    /// The environment every hook starts from (phase variables are added).
+    pub env: BTreeMap<String, String>,
+    /// The command line as given (`DIB_ARGS`, `/etc/dib_arguments`).
+    pub args: String,
+    /// `get_image_element_array`'s body, exported to hooks as a bash function.
+    pub element_array: String,
+    /// `break=` points.
+    pub breakpoints: Vec<Breakpoint>,
+    /// `DIB_DEBUG_TRACE`: list skipped files when > 0.
+    pub trace: u32,
+    /// `--logfile`.
+    pub logfile: Option<PathBuf>,
+    /// False when `no-final-image` is in the element set.
+    pub final_image: bool,
+    /// `DIB_QUIET`: no status line on a terminal.
+    pub quiet: bool,
+    /// What to write from the finished tree (empty with `no-final-image`).
+    pub outputs: Vec<Output>,
+    /// How outputs are written (overwrite, compression, checksums).
+    pub output_settings: Settings,
+    /// The block-device configuration, when an output is a disk image.
+    pub disk: Option<DiskJob>,
+    /// The kernel and initramfs to write, for a ramdisk build.
+    pub ramdisk: Option<RamdiskJob>,
+    /// `-p`: installed with the image's `install-packages` after install.d.
+    pub packages: Vec<String>,
+    /// Every element's package-installs and pkg-map, parsed.
+    pub package_lists: PackageLists,
+}
+
+/// What the host found out, for [`BuildJob::new`].
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The (empty, real-path) build directory.
+    pub build_dir: PathBuf,
+    /// Whether it goes in a tmpfs.
+    pub tmpfs: bool,
+    /// The disk image's configuration, when [`outputs`] need one.
+    pub disk: Option<DiskJob>,
+}
+
+/// Whether the build makes an image (no `no-final-image` in the set).
+pub fn final_image(resolution: &Resolution) -> bool {
+    !resolution.contains(NO_FINAL_IMAGE)
+}
+
+/// The kernel and initramfs of a ramdisk build (`NAME.kernel`,
+/// `NAME.initramfs`), absolute.
+pub fn ramdisk(config: &BuildConfig, final_image: bool) -> Result<Option<RamdiskJob>> {
+    if config.mode != Mode::Ramdisk || !final_image {
+        return Ok(None);
+    }
+    let with = |ext: &str| std::path::absolute(format!("{}.{ext}", config.image_name));
+    Ok(Some(RamdiskJob {
+        kernel: with("kernel")?,
+        initramfs: with("initramfs")?,
+    }))
+}
+
+/// The image outputs (`-t`), absolute; none for a ramdisk or without a
+/// final image.
+pub fn outputs(config: &BuildConfig, final_image: bool) -> Result<Vec<Output>> {
+    if !final_image || config.mode == Mode::Ramdisk {
+        return Ok(Vec::new());
+    }
+    config
+        .output_types
+        .iter()
+        .map(|t| {
+            let kind = super::outputs::Kind::parse(t).with_context(|| {
+                format!("output type '{t}' is not written by this version of dib")
+            })?;
+            Output::new(kind, &config.image_name)
+        })
+        .collect()
+}
+
+impl BuildJob {
+    /// The job for a validated build.
+    pub fn new(
+        config: &BuildConfig,
+        resolution: &Resolution,
+        hooks: HookTree,
+        package_lists: PackageLists,
+        host: Host,
+    ) -> Result<BuildJob> {
+        let final_image = final_image(resolution);
+        let args = config.args.iter().skip(1).cloned().collect::<Vec<_>>();
+        let logfile = config
+            .logfile
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        let (env, element_array) =
+            super::environment::job_env(config, resolution, &args.join(" "))?;
+        Ok(BuildJob {
+            build_dir: host.build_dir,
+            tmpfs: host.tmpfs,
+            hooks,
+            env,
+            args: args.join(" "),
+            element_array,
+            breakpoints: config.breakpoints.clone(),
+            trace: config.trace,
+            logfile,
+            final_image,
+            quiet: config.quiet,
+            outputs: outputs(config, final_image)?,
+            output_settings: Settings {
+                overwrite: config.overwrite_old_image,
+                compress: config.compress,
+                qemu_img_options: config
+                    .qemu_img_options
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+                checksum: config.checksum,
+            },
+            disk: host.disk,
+            ramdisk: ramdisk(config, final_image)?,
+            packages: config.packages.clone(),
+            package_lists,
+        })
+    }
+
+    /// Whether a `break=` point is set.
+    pub fn breaks_at(&self, at: Breakpoint) -> bool {
+        self.breakpoints.contains(&at)
+    }
+}

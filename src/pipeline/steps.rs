@@ -1,0 +1,158 @@
+//! What each [`Step`] of the plan does. The bigger ones live with their
+//! subject (hooks, package lists, the disk); the rest are here.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use dib_sandbox::init::{exit_code, reap_zombies};
+
+use super::executor::{Build, Stop};
+use super::outputs::write_all;
+use super::plan::Step;
+use crate::phases::Phase;
+
+impl Step {
+    /// Do the step.
+    pub fn run(self, b: &mut Build<'_>) -> Result<(), Stop> {
+        match self {
+            Step::Hooks {
+                phase,
+                shell_on_error,
+            } => match b.run_hooks(phase) {
+                Err(Stop::Failed(e)) if shell_on_error => {
+                    b.shell(phase, "after-error")?;
+                    Err(Stop::Failed(e))
+                }
+                r => r,
+            },
+            Step::Break { at, phase } => b.shell(phase, &at.label()),
+            Step::PackageLists => Ok(b.write_package_lists()?),
+            Step::ExtraPackages => b.install_extra_packages(),
+            Step::CheckTree => check_tree(&b.dirs.tree),
+            Step::LayOutDisk => b.lay_out_disk(),
+            Step::MountImage => b.mount_image(),
+            Step::TreeOutputs => b.tree_outputs(),
+            Step::WriteFilesystems => b.write_filesystems(),
+            Step::DiskOutputs => b.disk_outputs(),
+            Step::Ramdisk => b.ramdisk(),
+            Step::NameOutputs => {
+                let done = std::mem::take(&mut b.finished);
+                Ok(done.persist(b.job.output_settings.overwrite, b.log)?)
+            }
+            Step::NoImage => {
+                b.log
+                    .line("no-final-image: the build ends here, without an image");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// root.d must have made the tree.
+fn check_tree(tree: &Path) -> Result<(), Stop> {
+    let empty = fs::read_dir(tree)
+        .with_context(|| format!("reading {tree:?}"))?
+        .next()
+        .is_none();
+    if empty {
+        return Err(Stop::Failed(anyhow::anyhow!(
+            "Failed to deploy the root element: root.d left TARGET_ROOT empty; \
+             an operating-system element's root.d must create the tree there"
+        )));
+    }
+    Ok(())
+}
+
+impl Build<'_> {
+    /// tar, tgz and squashfs from the final tree, unnamed until the end.
+    fn tree_outputs(&mut self) -> Result<(), Stop> {
+        let outputs: Vec<_> = self
+            .job
+            .outputs
+            .iter()
+            .filter(|o| !o.kind.from_disk())
+            .collect();
+        let s = &self.job.output_settings;
+        let done = write_all(&outputs, &self.dirs.tree, None, s, self.stopped)?;
+        self.finished.extend(done);
+        Ok(())
+    }
+
+    /// The disk outputs, converted from the complete image file.
+    fn disk_outputs(&mut self) -> Result<(), Stop> {
+        let disk = self
+            .disk
+            .as_ref()
+            .context("no disk image was laid out (internal error)")?;
+        let outputs: Vec<_> = self
+            .job
+            .outputs
+            .iter()
+            .filter(|o| o.kind.from_disk())
+            .collect();
+        let started = Instant::now();
+        self.log.status("converting the image".to_string());
+        let s = &self.job.output_settings;
+        let done = write_all(&outputs, &self.dirs.tree, Some(&disk.file), s, self.stopped)?;
+        self.log.line(&format!(
+            "converted the disk image in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        self.finished.extend(done);
+        Ok(())
+    }
+
+    /// The kernel and initramfs of a ramdisk build, from the final tree.
+    fn ramdisk(&mut self) -> Result<(), Stop> {
+        let r = self
+            .job
+            .ramdisk
+            .as_ref()
+            .context("not a ramdisk build (internal error)")?;
+        let started = Instant::now();
+        self.log.status("assembling the ramdisk".to_string());
+        let staging = self.dirs.build.join("ramdisk");
+        let done = crate::ramdisk::write(r, &self.dirs.tree, &self.dirs.hooks, &staging)
+            .context("building the ramdisk")?;
+        self.log.line(&format!(
+            "assembled the ramdisk in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        self.finished.extend(done);
+        Ok(())
+    }
+
+    /// An interactive shell at a break point, in the chroot for chroot
+    /// phases.
+    fn shell(&self, phase: Phase, label: &str) -> Result<(), Stop> {
+        self.log.line(&format!(
+            "break={label}: starting a shell{}; exit it to go on",
+            if phase.chroot() {
+                " in the chroot"
+            } else {
+                " in the build directory"
+            }
+        ));
+        let mut env = self.env(phase);
+        env.insert("PS1".into(), format!("dib ({label}) # "));
+        let mut cmd = Command::new(self.interpreter(phase));
+        cmd.arg("-i").env_clear().envs(&env);
+        self.place(&mut cmd, phase)?;
+        let status = self
+            .log
+            .suspend(|| cmd.status())
+            .context("starting the break shell")?;
+        reap_zombies();
+        self.check_stopped()?;
+        if !status.success() {
+            return Err(Stop::Failed(anyhow::anyhow!(
+                "the break shell exited with status {}: stopping the build",
+                exit_code(status)
+            )));
+        }
+        Ok(())
+    }
+}

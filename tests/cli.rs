@@ -333,8 +333,8 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).ends_with(
-            "dib: error: not yet supported in this version of dib:\n\
-             \x20 - output type 'oci' (no issue yet)\n"
+            "dib: error: not supported by this version of dib:\n\
+             \x20 - output type 'oci' (dib writes no OCI images; -t tar gives the tree)\n"
         ),
         "{}",
         stderr(&o)
@@ -376,7 +376,7 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
         &[("ELEMENTS_PATH", &nb)],
     );
     assert!(
-        stderr(&o).contains("output type 'oci' (no issue yet)"),
+        stderr(&o).contains("output type 'oci' (dib writes no OCI images"),
         "{}",
         stderr(&o)
     );

@@ -137,6 +137,22 @@ pub fn hook_env(layout: &Layout, image: &Path) -> BTreeMap<String, String> {
     env
 }
 
+/// Layout settings as disk-image-create's defaults give them (ext4,
+/// `cloudimg-rootfs`), for tests.
+#[cfg(test)]
+pub(crate) fn test_options() -> Options {
+    Options {
+        image_size: None,
+        extra_size: 0,
+        fs_type: config::FsKind::Ext4,
+        root_label: "cloudimg-rootfs".into(),
+        journal: None,
+        mkfs_options: vec![],
+        max_online_resize: None,
+        helper: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,16 +220,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let opts = Options {
-            image_size: None,
-            extra_size: 0,
-            fs_type: config::FsKind::Ext4,
-            root_label: "cloudimg-rootfs".into(),
-            journal: None,
-            mkfs_options: vec![],
-            max_online_resize: None,
-            helper: false,
-        };
+        let opts = test_options();
         let usage = [("/".to_string(), 100 << 20)].into();
         let l = layout::plan(&c, &opts, &usage, &mut layout::RandomIds).unwrap();
         let env = hook_env(&l, Path::new("/tmp/dib-image.d/disk.raw"));

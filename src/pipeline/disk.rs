@@ -81,10 +81,7 @@ impl Build<'_> {
             ));
         }
         self.log.line(&summary);
-        self.log.line(&format!(
-            "laid out the image in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ));
+        self.took("laid out the image", started);
         self.disk = Some(Disk {
             layout,
             backend,
@@ -125,10 +122,10 @@ impl Build<'_> {
         unmount(mnt).context("moving TMP_MOUNT_PATH to the image")?;
         bind(&root, mnt, true).context("moving TMP_MOUNT_PATH to the image")?;
         self.dirs.tree = root;
-        self.log.line(&format!(
-            "dib-helper: {device} partitioned, formatted and filled in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ));
+        self.took(
+            &format!("dib-helper: {device} partitioned, formatted and filled"),
+            started,
+        );
         Ok(())
     }
 
@@ -161,10 +158,7 @@ impl Build<'_> {
             &self.dirs.build,
             self.stopped,
         )?;
-        self.log.line(&format!(
-            "wrote the filesystems in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ));
+        self.took("wrote the filesystems", started);
         Ok(())
     }
 }

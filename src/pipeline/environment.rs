@@ -221,16 +221,7 @@ mod tests {
     #[test]
     fn the_image_is_named_as_each_phase_sees_it() {
         let c = crate::blockdev::config::default_config();
-        let opts = crate::blockdev::Options {
-            image_size: None,
-            extra_size: 0,
-            fs_type: crate::blockdev::config::FsKind::Ext4,
-            root_label: "cloudimg-rootfs".into(),
-            journal: None,
-            mkfs_options: vec![],
-            max_online_resize: None,
-            helper: false,
-        };
+        let opts = crate::blockdev::test_options();
         let usage = [("/".to_string(), 1 << 20)].into();
         let layout = crate::blockdev::layout::plan(
             &c,

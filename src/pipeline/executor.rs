@@ -166,6 +166,12 @@ impl<'a> Build<'a> {
         Ok(())
     }
 
+    /// Log how long `what` took since `started`.
+    pub fn took(&self, what: &str, started: std::time::Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        self.log.line(&format!("{what} in {secs:.1}s"));
+    }
+
     /// The environment of `phase`'s hooks.
     pub fn env(&self, phase: Phase) -> BTreeMap<String, String> {
         let image = self.disk.as_ref().map(|d| Image {

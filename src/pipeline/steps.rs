@@ -97,10 +97,7 @@ impl Build<'_> {
         self.log.status("converting the image".to_string());
         let s = &self.job.output_settings;
         let done = write_all(&outputs, &self.dirs.tree, Some(&disk.file), s, self.stopped)?;
-        self.log.line(&format!(
-            "converted the disk image in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ));
+        self.took("converted the disk image", started);
         self.finished.extend(done);
         Ok(())
     }
@@ -117,10 +114,7 @@ impl Build<'_> {
         let staging = self.dirs.build.join("ramdisk");
         let done = crate::ramdisk::write(r, &self.dirs.tree, &self.dirs.hooks, &staging)
             .context("building the ramdisk")?;
-        self.log.line(&format!(
-            "assembled the ramdisk in {:.1}s",
-            started.elapsed().as_secs_f64()
-        ));
+        self.took("assembled the ramdisk", started);
         self.finished.extend(done);
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Ramdisks (SPEC §7): after cleanup.d, pid 1 assembles an initramfs from
+//! Ramdisks: after cleanup.d, pid 1 assembles an initramfs from
 //! the finished tree: busybox and every `binary-deps.d` executable with the
 //! shared libraries they need (read from their ELF headers: nothing of the
 //! target runs on the host), udev with its rules and the `udev.d` rules of

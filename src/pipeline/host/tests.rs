@@ -23,16 +23,7 @@ fn the_tools_a_build_needs_follow_its_outputs_and_filesystems() {
         origin: "t".into(),
         backend: Backend::Offline,
         uuid_seed: None,
-        options: crate::blockdev::Options {
-            image_size: None,
-            extra_size: 0,
-            fs_type: crate::blockdev::config::FsKind::Ext4,
-            root_label: "r".into(),
-            journal: None,
-            mkfs_options: vec![],
-            max_online_resize: None,
-            helper: false,
-        },
+        options: crate::blockdev::test_options(),
     };
     let names = needed_tools(&outs, Some(&disk));
     assert_eq!(

@@ -48,14 +48,8 @@ fn disk(backend: Backend) -> DiskJob {
         config: crate::blockdev::config::default_config(),
         origin: "t".into(),
         options: crate::blockdev::Options {
-            image_size: None,
-            extra_size: 0,
-            fs_type: crate::blockdev::config::FsKind::Ext4,
-            root_label: "r".into(),
-            journal: None,
-            mkfs_options: vec![],
-            max_online_resize: None,
             helper: backend.mounts_filesystems(),
+            ..crate::blockdev::test_options()
         },
         backend,
         uuid_seed: None,

@@ -7,6 +7,7 @@ use crate::config::{process_env, BuildConfig, Mode};
 use crate::elements::resolve;
 use crate::features;
 use crate::hooks::{self, InstallTypes};
+use crate::pipeline::job::Products;
 use crate::pipeline::{self, package_lists::PackageLists};
 
 pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
@@ -24,6 +25,8 @@ pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
         tree.entries.len()
     );
     let package_lists = PackageLists::read(&resolution)?;
-    features::require(&config, pipeline::job::final_image(&resolution))?;
-    pipeline::run(&config, &resolution, tree, package_lists)
+    let final_image = pipeline::job::final_image(&resolution);
+    features::require(&config, final_image)?;
+    let products = Products::new(&config, final_image)?;
+    pipeline::run(&config, &resolution, tree, package_lists, products)
 }

@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use dib_sandbox::init::exit_code;
 use dib_sandbox::ns;
 
-use super::job::{self, BuildJob, Host, JOB_ENV, JOB_FILE};
+use super::job::{BuildJob, Host, Products, JOB_ENV, JOB_FILE};
 use super::outputs::{Kind, Output};
 use super::package_lists::PackageLists;
 use super::pid1::SUPERVISE_CMD;
@@ -51,19 +51,18 @@ pub fn run(
     resolution: &Resolution,
     hooks: HookTree,
     package_lists: PackageLists,
+    products: Products,
 ) -> Result<()> {
     let mapping = ns::preflight()?;
-    let final_image = job::final_image(resolution);
-    let outputs = job::outputs(config, final_image)?;
     // The block-device configuration is read and checked here, before
     // anything runs, when an output needs a disk image.
-    let disk = if outputs.iter().any(|o| o.kind.from_disk()) {
+    let disk = if products.needs_disk() {
         Some(disk_job(config, resolution)?)
     } else {
         None
     };
-    let mut needed = needed_tools(&outputs, disk.as_ref());
-    if job::ramdisk(config, final_image)?.is_some() {
+    let mut needed = needed_tools(&products.outputs, disk.as_ref());
+    if products.ramdisk.is_some() {
         needed.push("depmod");
     }
     let missing = dib_sandbox::host_tools::missing(needed);
@@ -72,7 +71,7 @@ pub fn run(
         "this build needs host tools that are not installed: {}",
         missing.join(", ")
     );
-    for out in &outputs {
+    for out in &products.outputs {
         check_writable(out)?;
     }
     // Caught from before anything exists on disk, so a SIGTERM at any point
@@ -92,7 +91,7 @@ pub fn run(
         tmpfs: use_tmpfs(config.tmpfs, &meminfo),
         disk,
     };
-    let job = BuildJob::new(config, resolution, hooks, package_lists, host)?;
+    let job = BuildJob::new(config, resolution, hooks, package_lists, products, host)?;
 
     let exe = std::env::current_exe().context("finding the dib binary")?;
     let mut cmd = Command::new(&exe);

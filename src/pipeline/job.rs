@@ -75,7 +75,7 @@ pub struct Host {
     pub build_dir: PathBuf,
     /// Whether it goes in a tmpfs.
     pub tmpfs: bool,
-    /// The disk image's configuration, when [`outputs`] need one.
+    /// The disk image's configuration, when [`Products::needs_disk`].
     pub disk: Option<DiskJob>,
 }
 
@@ -84,35 +84,46 @@ pub fn final_image(resolution: &Resolution) -> bool {
     !resolution.contains(NO_FINAL_IMAGE)
 }
 
-/// The kernel and initramfs of a ramdisk build (`NAME.kernel`,
-/// `NAME.initramfs`), absolute.
-pub fn ramdisk(config: &BuildConfig, final_image: bool) -> Result<Option<RamdiskJob>> {
-    if config.mode != Mode::Ramdisk || !final_image {
-        return Ok(None);
-    }
-    let with = |ext: &str| std::path::absolute(format!("{}.{ext}", config.image_name));
-    Ok(Some(RamdiskJob {
-        kernel: with("kernel")?,
-        initramfs: with("initramfs")?,
-    }))
+/// What a build makes: the image outputs (`-t`), or a ramdisk's kernel
+/// and initramfs, or nothing (`no-final-image`); paths absolute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Products {
+    pub final_image: bool,
+    pub outputs: Vec<Output>,
+    pub ramdisk: Option<RamdiskJob>,
 }
 
-/// The image outputs (`-t`), absolute; none for a ramdisk or without a
-/// final image.
-pub fn outputs(config: &BuildConfig, final_image: bool) -> Result<Vec<Output>> {
-    if !final_image || config.mode == Mode::Ramdisk {
-        return Ok(Vec::new());
-    }
-    config
-        .output_types
-        .iter()
-        .map(|t| {
+impl Products {
+    pub fn new(config: &BuildConfig, final_image: bool) -> Result<Products> {
+        let mut p = Products {
+            final_image,
+            outputs: Vec::new(),
+            ramdisk: None,
+        };
+        if !final_image {
+            return Ok(p);
+        }
+        if config.mode == Mode::Ramdisk {
+            let with = |ext: &str| std::path::absolute(format!("{}.{ext}", config.image_name));
+            p.ramdisk = Some(RamdiskJob {
+                kernel: with("kernel")?,
+                initramfs: with("initramfs")?,
+            });
+            return Ok(p);
+        }
+        for t in &config.output_types {
             let kind = super::outputs::Kind::parse(t).with_context(|| {
                 format!("output type '{t}' is not written by this version of dib")
             })?;
-            Output::new(kind, &config.image_name)
-        })
-        .collect()
+            p.outputs.push(Output::new(kind, &config.image_name)?);
+        }
+        Ok(p)
+    }
+
+    /// Whether an output is made from a disk image.
+    pub fn needs_disk(&self) -> bool {
+        self.outputs.iter().any(|o| o.kind.from_disk())
+    }
 }
 
 impl BuildJob {
@@ -122,9 +133,9 @@ impl BuildJob {
         resolution: &Resolution,
         hooks: HookTree,
         package_lists: PackageLists,
+        products: Products,
         host: Host,
     ) -> Result<BuildJob> {
-        let final_image = final_image(resolution);
         let args = config.args.iter().skip(1).cloned().collect::<Vec<_>>();
         let logfile = config
             .logfile
@@ -142,9 +153,9 @@ impl BuildJob {
             breakpoints: config.breakpoints.clone(),
             trace: config.trace,
             logfile,
-            final_image,
+            final_image: products.final_image,
             quiet: config.quiet,
-            outputs: outputs(config, final_image)?,
+            outputs: products.outputs,
             output_settings: Settings {
                 overwrite: config.overwrite_old_image,
                 compress: config.compress,
@@ -156,7 +167,7 @@ impl BuildJob {
                 checksum: config.checksum,
             },
             disk: host.disk,
-            ramdisk: ramdisk(config, final_image)?,
+            ramdisk: products.ramdisk,
             packages: config.packages.clone(),
             package_lists,
         })

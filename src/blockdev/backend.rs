@@ -58,14 +58,20 @@ pub trait DiskBackend: std::fmt::Debug {
     }
 
     /// Put the tree's files into the image's filesystems (or, once
-    /// mounted, finish them), leaving the image file complete. `tree` may
-    /// be spent afterwards; `work` is an empty-able directory of the build.
-    fn write_filesystems(
-        &mut self,
-        file: &Path,
-        layout: &Layout,
-        tree: &Path,
-        work: &Path,
-        stop: &AtomicI32,
-    ) -> Result<()>;
+    /// mounted, finish them), leaving the image file complete.
+    fn write_filesystems(&mut self, image: Fill<'_>) -> Result<()>;
+}
+
+/// What [`DiskBackend::write_filesystems`] works with.
+#[derive(Debug, Clone, Copy)]
+pub struct Fill<'a> {
+    /// The image file.
+    pub file: &'a Path,
+    pub layout: &'a Layout,
+    /// The final tree; it may be spent afterwards.
+    pub tree: &'a Path,
+    /// A directory of the build the backend may use.
+    pub work: &'a Path,
+    /// Set by a stop signal: host tools are killed at once.
+    pub stop: &'a AtomicI32,
 }

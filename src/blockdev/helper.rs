@@ -20,7 +20,7 @@ use dib_sandbox::client::Client;
 use dib_sandbox::mounts::{attach_detached, inside, mount_tmpfs, unmount};
 use dib_sandbox::proto::{ErrorKind, Handle};
 
-use super::backend::DiskBackend;
+use super::backend::{DiskBackend, Fill};
 use super::config::FsKind;
 use super::layout::{Layout, PlacedFs};
 
@@ -61,18 +61,11 @@ impl DiskBackend for Helper {
 
     /// The tree is already in the mounted filesystems: write what was
     /// staged, unmount and detach.
-    fn write_filesystems(
-        &mut self,
-        file: &Path,
-        _layout: &Layout,
-        _tree: &Path,
-        _work: &Path,
-        stop: &AtomicI32,
-    ) -> Result<()> {
+    fn write_filesystems(&mut self, image: Fill<'_>) -> Result<()> {
         self.attached
             .take()
             .context("the image was never attached through dib-helper (internal error)")?
-            .finish(file, stop)
+            .finish(image.file, image.stop)
     }
 }
 

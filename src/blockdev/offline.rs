@@ -19,7 +19,7 @@ use anyhow::{bail, Context as _, Result};
 
 use dib_sandbox::mkfs::{MkfsSpec, Target};
 
-use super::backend::DiskBackend;
+use super::backend::{DiskBackend, Fill};
 use super::config::FsKind;
 use super::image::{create_file, fill_fat};
 use super::layout::{Layout, PlacedFs};
@@ -34,17 +34,10 @@ impl DiskBackend for Offline {
         create(file, layout)
     }
 
-    fn write_filesystems(
-        &mut self,
-        file: &Path,
-        layout: &Layout,
-        tree: &Path,
-        work: &Path,
-        stop: &AtomicI32,
-    ) -> Result<()> {
-        let scratch = work.join("fs-aside");
+    fn write_filesystems(&mut self, image: Fill<'_>) -> Result<()> {
+        let scratch = image.work.join("fs-aside");
         fs::create_dir(&scratch).with_context(|| format!("creating {scratch:?}"))?;
-        fill(file, layout, tree, &scratch, stop)
+        fill(image.file, image.layout, image.tree, &scratch, image.stop)
     }
 }
 

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use dib_sandbox::mounts::{bind, inside, unmount, unmount_all_under};
 
 use super::executor::{Build, Disk, Stop};
+use crate::blockdev::backend::Fill;
 use crate::blockdev::image::{identity, measure};
 use crate::blockdev::layout::{self, human};
 
@@ -151,13 +152,13 @@ impl Build<'_> {
                 .and_then(|()| unmount(mnt))
                 .context("unmounting TMP_MOUNT_PATH")?;
         }
-        disk.backend.write_filesystems(
-            &disk.file,
-            &disk.layout,
-            &self.dirs.tree,
-            &self.dirs.build,
-            self.stopped,
-        )?;
+        disk.backend.write_filesystems(Fill {
+            file: &disk.file,
+            layout: &disk.layout,
+            tree: &self.dirs.tree,
+            work: &self.dirs.build,
+            stop: self.stopped,
+        })?;
         self.took("wrote the filesystems", started);
         Ok(())
     }

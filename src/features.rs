@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::cli::BlockBackend;
-use crate::config::{Arch, BuildConfig, Mode, Tmpfs, DEFAULT_MIN_TMPFS_GB};
+use crate::config::{Arch, BuildConfig, Mode, OutputType, Tmpfs, DEFAULT_MIN_TMPFS_GB};
 
 /// A piece of dib that may not exist yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +83,9 @@ pub fn missing(config: &BuildConfig, final_image: bool) -> Vec<Missing> {
         uses.push(("building ramdisks".into(), Feature::Ramdisks));
     } else if final_image {
         for t in &config.output_types {
-            let feature = match t.as_str() {
-                "tar" | "tgz" => Feature::TreeOutputs,
-                "oci" => Feature::Oci,
+            let feature = match t {
+                OutputType::Tar | OutputType::Tgz => Feature::TreeOutputs,
+                OutputType::Oci => Feature::Oci,
                 _ => Feature::DiskImages,
             };
             uses.push((format!("output type '{t}'"), feature));
@@ -133,7 +133,7 @@ pub fn missing(config: &BuildConfig, final_image: bool) -> Vec<Missing> {
         (!c.compress, "-u", Feature::DiskImages),
         (c.checksum, "--checksum / DIB_CHECKSUM", Feature::DiskImages),
         (
-            c.root_label != c.fs_type.default_label(),
+            c.root_label != c.fs_type.default_root_label(),
             "--root-label / DIB_ROOT_LABEL",
             Feature::DiskImages,
         ),

@@ -75,11 +75,12 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
         config
             .output_types
             .iter()
-            .map(|t| {
-                let kind = outputs::Kind::parse(t).with_context(|| {
-                    format!("output type '{t}' is not written by this version of dib")
-                })?;
-                outputs::Output::new(kind, &config.image_name)
+            .map(|&t| {
+                anyhow::ensure!(
+                    t.is_written(),
+                    "output type '{t}' is not written by this version of dib"
+                );
+                outputs::Output::new(t, &config.image_name)
             })
             .collect::<Result<Vec<_>>>()?
     } else {
@@ -99,7 +100,7 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             config.arch.as_str(),
         )?;
         let helper = pick_backend(config.block_backend)?;
-        let mut options = disk_options(config)?;
+        let mut options = disk_options(config);
         options.helper = helper.is_some();
         Some(crate::blockdev::DiskJob {
             config: block_config,
@@ -173,7 +174,7 @@ pub fn run(config: &BuildConfig, resolution: &Resolution, hooks: HookTree) -> Re
             .collect::<Vec<_>>()
             .join(" "),
     );
-    set("FS_TYPE", config.fs_type.as_str().to_string());
+    set("FS_TYPE", config.fs_type.to_string());
 
     let job = BuildJob {
         // Real path: mounts are listed (and must be found) under it.
@@ -251,32 +252,24 @@ fn needed_tools(
     outputs: &[outputs::Output],
     disk: Option<&crate::blockdev::DiskJob>,
 ) -> Vec<&'static str> {
-    use crate::blockdev::config::FsKind;
-    use outputs::Kind;
+    use crate::blockdev::config::FsType;
     let mut tools = Vec::new();
     if let Some(d) = disk {
         for fs in &d.config.filesystems {
             let kind = fs.kind.unwrap_or(d.options.fs_type);
             tools.extend(match kind {
-                FsKind::Ext2 => vec!["mkfs.ext2"],
-                FsKind::Ext3 => vec!["mkfs.ext3"],
-                FsKind::Ext4 => vec!["mkfs.ext4"],
-                FsKind::Vfat => vec!["mkfs.fat", "mcopy"],
-                FsKind::Swap => vec!["mkswap"],
+                FsType::Ext2 => vec!["mkfs.ext2"],
+                FsType::Ext3 => vec!["mkfs.ext3"],
+                FsType::Ext4 => vec!["mkfs.ext4"],
+                FsType::Vfat => vec!["mkfs.fat", "mcopy"],
+                FsType::Swap => vec!["mkswap"],
                 // dib-helper runs mkfs.xfs (the offline backend refuses
                 // xfs with its own message when the layout is planned).
-                FsKind::Xfs | FsKind::Btrfs => vec![],
+                FsType::Xfs | FsType::Btrfs => vec![],
             });
         }
     }
-    for out in outputs {
-        tools.push(match out.kind {
-            Kind::Tar | Kind::Tgz => "tar",
-            Kind::Squashfs => "mksquashfs",
-            Kind::Raw => "cp",
-            Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_) => "qemu-img",
-        });
-    }
+    tools.extend(outputs.iter().filter_map(|out| out.kind.tool()));
     let mut seen = std::collections::BTreeSet::new();
     tools.retain(|t| seen.insert(*t));
     tools
@@ -327,20 +320,13 @@ fn pick_backend(backend: crate::cli::BlockBackend) -> Result<Option<std::path::P
     }
 }
 
-fn disk_options(config: &BuildConfig) -> Result<crate::blockdev::Options> {
-    use crate::blockdev::config::FsKind;
-    let fs_type = FsKind::parse(config.fs_type.as_str()).with_context(|| {
-        format!(
-            "FS_TYPE {} is not a filesystem dib builds",
-            config.fs_type.as_str()
-        )
-    })?;
-    Ok(crate::blockdev::Options {
+fn disk_options(config: &BuildConfig) -> crate::blockdev::Options {
+    crate::blockdev::Options {
         image_size: config
             .image_size_gb
             .map(|gb| (gb * (1u64 << 30) as f64).ceil() as u64),
         extra_size: config.image_extra_size_mb.unwrap_or(0) << 20,
-        fs_type,
+        fs_type: config.fs_type,
         root_label: config.root_label.clone(),
         journal: config.mkfs_journal_size_mb.map(|mb| mb << 20),
         mkfs_options: config
@@ -350,7 +336,7 @@ fn disk_options(config: &BuildConfig) -> Result<crate::blockdev::Options> {
             .unwrap_or_default(),
         max_online_resize: config.max_online_resize.map(|blocks| blocks * 4096),
         helper: false,
-    })
+    }
 }
 
 /// `dib __sandbox-supervise`: the supervisor inside the new namespaces.
@@ -502,7 +488,9 @@ mod tests {
     fn the_tools_a_build_needs_follow_its_outputs_and_filesystems() {
         let outs: Vec<outputs::Output> = ["qcow2", "vhd", "tar", "squashfs"]
             .iter()
-            .map(|t| outputs::Output::new(outputs::Kind::parse(t).unwrap(), "/o/x").unwrap())
+            .map(|t| {
+                outputs::Output::new(crate::config::OutputType::parse(t).unwrap(), "/o/x").unwrap()
+            })
             .collect();
         let (config, _) = crate::blockdev::select(
             None,
@@ -523,7 +511,7 @@ mod tests {
             options: crate::blockdev::Options {
                 image_size: None,
                 extra_size: 0,
-                fs_type: crate::blockdev::config::FsKind::Ext4,
+                fs_type: crate::blockdev::config::FsType::Ext4,
                 root_label: "r".into(),
                 journal: None,
                 mkfs_options: vec![],

@@ -23,55 +23,8 @@ use crate::tool::run;
 /// Mode of a finished output.
 const OUTPUT_MODE: u32 = 0o644;
 
-/// Output types.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    /// The final tree as a tar archive.
-    Tar,
-    Tgz,
-    /// The final tree as a squashfs filesystem.
-    Squashfs,
-    /// The disk image as is.
-    Raw,
-    Qcow2,
-    /// VHD (qemu-img's `vpc`).
-    Vhd,
-    /// Any other format `qemu-img convert -O` writes.
-    Qemu(String),
-}
-
-impl Kind {
-    /// The `-t` name, which is also the file extension.
-    pub fn parse(t: &str) -> Option<Kind> {
-        match t {
-            "tar" => Some(Kind::Tar),
-            "tgz" => Some(Kind::Tgz),
-            "squashfs" => Some(Kind::Squashfs),
-            "raw" => Some(Kind::Raw),
-            "qcow2" => Some(Kind::Qcow2),
-            "vhd" => Some(Kind::Vhd),
-            t if crate::config::QEMU_FORMATS.contains(&t) => Some(Kind::Qemu(t.to_string())),
-            _ => None,
-        }
-    }
-
-    fn extension(&self) -> &str {
-        match self {
-            Kind::Tar => "tar",
-            Kind::Tgz => "tgz",
-            Kind::Squashfs => "squashfs",
-            Kind::Raw => "raw",
-            Kind::Qcow2 => "qcow2",
-            Kind::Vhd => "vhd",
-            Kind::Qemu(f) => f,
-        }
-    }
-
-    /// Whether the output is made from the disk image (else from the tree).
-    pub fn from_disk(&self) -> bool {
-        matches!(self, Kind::Raw | Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_))
-    }
-}
+/// Output types: the configuration's, parsed and checked there.
+pub use crate::config::OutputType as Kind;
 
 /// One output: what and where (absolute).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,25 +270,18 @@ fn convert(
     // parallel, not on one core.
     cmd.args(["convert", "-q", "-f", "raw", "-W", "-m", "16"]);
     let mut options = settings.qemu_img_options.clone();
+    let format = kind.qemu_format().expect("tree outputs are not converted");
+    cmd.args(["-O", format]);
     match kind {
-        Kind::Qcow2 => {
-            cmd.args(["-O", "qcow2"]);
-            if settings.compress {
-                cmd.arg("-c");
-            }
+        Kind::Qcow2 if settings.compress => {
+            cmd.arg("-c");
         }
-        Kind::Vhd => {
-            cmd.args(["-O", "vpc"]);
-            // The virtual size exactly the image's, not rounded to a CHS
-            // geometry.
-            if !options.iter().any(|o| o.starts_with("force_size")) {
-                options.push("force_size=on".into());
-            }
+        // The virtual size exactly the image's, not rounded to a CHS
+        // geometry.
+        Kind::Vhd if !options.iter().any(|o| o.starts_with("force_size")) => {
+            options.push("force_size=on".into());
         }
-        Kind::Qemu(f) => {
-            cmd.args(["-O", f]);
-        }
-        _ => unreachable!("tree outputs are not converted"),
+        _ => {}
     }
     if !options.is_empty() {
         cmd.args(["-o", &options.join(",")]);

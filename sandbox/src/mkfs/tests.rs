@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn spec(fs: FsType, options: &[&str]) -> MkfsSpec {

@@ -1,4 +1,3 @@
-
 use super::values::parse_rel_size;
 use super::*;
 

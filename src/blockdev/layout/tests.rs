@@ -1,4 +1,3 @@
-
 use super::super::config::{default_config, parse};
 use super::mkfs_options::split as split_mkfs_options;
 use super::size::need;

@@ -14,7 +14,7 @@ use crate::config::{Arch, BuildConfig, Mode, OutputType, Tmpfs, DEFAULT_MIN_TMPF
 /// A piece of dib that may not exist yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feature {
-    /// Running phases in the rootless sandbox (issue #3).
+    /// Running phases in the rootless sandbox.
     Phases,
     /// `tar` and `tgz` outputs of the final tree.
     TreeOutputs,
@@ -23,13 +23,13 @@ pub enum Feature {
     Packages,
     /// Building for another architecture (binfmt + qemu-user-static).
     ForeignArch,
-    /// Disk images: block devices, bootloader, image outputs (issue #5).
+    /// Disk images: block devices, bootloader, image outputs.
     DiskImages,
-    /// The privileged helper backend (issue #6).
+    /// The privileged helper backend.
     Helper,
-    /// Ramdisk builds (issue #7).
+    /// Ramdisk builds.
     Ramdisks,
-    /// OCI image layout output (not planned in an issue yet).
+    /// OCI image layout output (not planned yet).
     Oci,
 }
 
@@ -49,13 +49,13 @@ impl Feature {
 
     fn tracked(self) -> &'static str {
         match self {
-            Feature::Phases => "the rootless phase runner, issue #3",
-            Feature::TreeOutputs => "tree outputs, issue #4",
-            Feature::Packages => "packages, issue #4",
+            Feature::Phases => "the rootless phase runner",
+            Feature::TreeOutputs => "tree outputs",
+            Feature::Packages => "packages",
             Feature::ForeignArch => "foreign architectures, no issue yet",
-            Feature::DiskImages => "bootable disk images, issue #5",
-            Feature::Helper => "the dib-helper backend, issue #6",
-            Feature::Ramdisks => "ramdisks, issue #7",
+            Feature::DiskImages => "bootable disk images",
+            Feature::Helper => "the dib-helper backend",
+            Feature::Ramdisks => "ramdisks",
             Feature::Oci => "no issue yet",
         }
     }

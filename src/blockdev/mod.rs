@@ -1,4 +1,4 @@
-//! Block devices (SPEC §5): the configuration ([`config`]), the layout
+//! Block devices: the configuration ([`config`]), the layout
 //! computed from it ([`layout`]) and the offline backend that writes it
 //! into an image file ([`offline`]).
 //!

@@ -1,4 +1,3 @@
-
 use std::path::Path;
 
 use super::scripts::{has_order_prefix, interpreter, set_flags};

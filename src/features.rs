@@ -13,7 +13,7 @@ use crate::config::{Arch, BuildConfig, Mode};
 pub fn unsupported(config: &BuildConfig, final_image: bool) -> Vec<String> {
     let mut out = Vec::new();
     if final_image && config.mode != Mode::Ramdisk {
-        for t in config.output_types.iter().filter(|t| *t == "oci") {
+        for t in config.output_types.iter().filter(|t| !t.is_written()) {
             out.push(format!(
                 "output type '{t}' (dib writes no OCI images; -t tar gives the tree)"
             ));

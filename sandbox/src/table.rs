@@ -26,10 +26,21 @@ const GPT_NAME_UNITS: usize = 36;
 /// The GPT attribute bit "legacy BIOS bootable".
 const GPT_LEGACY_BOOTABLE: u64 = 1 << 2;
 
+/// A partition table's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Label {
     Mbr,
     Gpt,
+}
+
+impl Label {
+    /// The name DIB's block-device configuration uses (`label: gpt`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Mbr => "mbr",
+            Label::Gpt => "gpt",
+        }
+    }
 }
 
 /// A partition's type.

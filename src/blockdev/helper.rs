@@ -21,7 +21,7 @@ use dib_sandbox::mounts::{attach_detached, inside, mount_tmpfs, unmount};
 use dib_sandbox::proto::{ErrorKind, Handle};
 
 use super::backend::{DiskBackend, Fill};
-use super::config::FsKind;
+use super::config::FsType;
 use super::layout::{Layout, PlacedFs};
 
 /// The helper backend: the socket, and the image once attached.
@@ -126,7 +126,7 @@ impl Attached {
         let mut fss: Vec<&PlacedFs> = layout
             .filesystems
             .iter()
-            .filter(|f| f.mount_point.is_some() && f.kind != FsKind::Swap)
+            .filter(|f| f.mount_point.is_some() && f.kind != FsType::Swap)
             .collect();
         fss.sort_by_key(|f| f.mount_point.as_deref().map_or(0, |p| p.len()));
         for fs in fss {

@@ -144,7 +144,7 @@ pub(crate) fn test_options() -> Options {
     Options {
         image_size: None,
         extra_size: 0,
-        fs_type: config::FsKind::Ext4,
+        fs_type: config::FsType::Ext4,
         root_label: "cloudimg-rootfs".into(),
         journal: None,
         mkfs_options: vec![],

@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _, Result};
 use dib_sandbox::mkfs::{MkfsSpec, Target};
 
 use super::backend::{DiskBackend, Fill};
-use super::config::FsKind;
+use super::config::FsType;
 use super::image::{create_file, fill_fat};
 use super::layout::{Layout, PlacedFs};
 use crate::tool::run;
@@ -102,7 +102,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
             fs.kind
         )
     };
-    if fs.kind == FsKind::Swap {
+    if fs.kind == FsType::Swap {
         // mkswap cannot write at an offset: make the header in a sparse
         // file of the partition's size and copy its first page in.
         let tmp = tempfile::NamedTempFile::new_in(image.parent().unwrap_or(Path::new(".")))?;
@@ -131,7 +131,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
         stop,
     )?;
     match src {
-        Some(src) if fs.kind == FsKind::Vfat => fill_fat(image, fs, src, stop),
+        Some(src) if fs.kind == FsType::Vfat => fill_fat(image, fs, src, stop),
         _ => Ok(()),
     }
 }

@@ -47,7 +47,7 @@ pub fn job_env(
             config.install_type.as_str().to_string(),
         ),
         ("DIB_ARGS", args.to_string()),
-        ("FS_TYPE", config.fs_type.as_str().to_string()),
+        ("FS_TYPE", config.fs_type.to_string()),
     ] {
         env.insert(k.to_string(), v);
     }

@@ -13,7 +13,7 @@ use dib_sandbox::init::exit_code;
 use dib_sandbox::ns;
 
 use super::job::{BuildJob, Host, Products, JOB_ENV, JOB_FILE};
-use super::outputs::{Kind, Output};
+use super::outputs::Output;
 use super::package_lists::PackageLists;
 use super::pid1::SUPERVISE_CMD;
 use crate::blockdev::{Backend, DiskJob};
@@ -158,7 +158,7 @@ fn disk_job(config: &BuildConfig, resolution: &Resolution) -> Result<DiskJob> {
         config.arch.as_str(),
     )?;
     let backend = pick_backend(config.block_backend)?;
-    let mut options = disk_options(config)?;
+    let mut options = disk_options(config);
     options.helper = backend.mounts_filesystems();
     Ok(DiskJob {
         config: block_config,
@@ -176,31 +176,24 @@ fn disk_job(config: &BuildConfig, resolution: &Resolution) -> Result<DiskJob> {
 /// The host tools that writing `outputs` and the filesystems of `disk`
 /// takes, each once, in a stable order.
 fn needed_tools(outputs: &[Output], disk: Option<&DiskJob>) -> Vec<&'static str> {
-    use crate::blockdev::config::FsKind;
+    use crate::blockdev::config::FsType;
     let mut tools = Vec::new();
     if let Some(d) = disk {
         for fs in &d.config.filesystems {
             let kind = fs.kind.unwrap_or(d.options.fs_type);
             tools.extend(match kind {
-                FsKind::Ext2 => vec!["mkfs.ext2"],
-                FsKind::Ext3 => vec!["mkfs.ext3"],
-                FsKind::Ext4 => vec!["mkfs.ext4"],
-                FsKind::Vfat => vec!["mkfs.fat", "mcopy"],
-                FsKind::Swap => vec!["mkswap"],
+                FsType::Ext2 => vec!["mkfs.ext2"],
+                FsType::Ext3 => vec!["mkfs.ext3"],
+                FsType::Ext4 => vec!["mkfs.ext4"],
+                FsType::Vfat => vec!["mkfs.fat", "mcopy"],
+                FsType::Swap => vec!["mkswap"],
                 // dib-helper runs mkfs.xfs (the offline backend refuses
                 // xfs with its own message when the layout is planned).
-                FsKind::Xfs | FsKind::Btrfs => vec![],
+                FsType::Xfs | FsType::Btrfs => vec![],
             });
         }
     }
-    for out in outputs {
-        tools.push(match out.kind {
-            Kind::Tar | Kind::Tgz => "tar",
-            Kind::Squashfs => "mksquashfs",
-            Kind::Raw => "cp",
-            Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_) => "qemu-img",
-        });
-    }
+    tools.extend(outputs.iter().filter_map(|out| out.kind.tool()));
     let mut seen = std::collections::BTreeSet::new();
     tools.retain(|t| seen.insert(*t));
     tools
@@ -250,20 +243,13 @@ fn pick_backend(backend: crate::cli::BlockBackend) -> Result<Backend> {
 }
 
 /// The layout settings from the command line and environment.
-fn disk_options(config: &BuildConfig) -> Result<crate::blockdev::Options> {
-    use crate::blockdev::config::FsKind;
-    let fs_type = FsKind::parse(config.fs_type.as_str()).with_context(|| {
-        format!(
-            "FS_TYPE {} is not a filesystem dib builds",
-            config.fs_type.as_str()
-        )
-    })?;
-    Ok(crate::blockdev::Options {
+fn disk_options(config: &BuildConfig) -> crate::blockdev::Options {
+    crate::blockdev::Options {
         image_size: config
             .image_size_gb
             .map(|gb| (gb * (1u64 << 30) as f64).ceil() as u64),
         extra_size: config.image_extra_size_mb.unwrap_or(0) << 20,
-        fs_type,
+        fs_type: config.fs_type,
         root_label: config.root_label.clone(),
         journal: config.mkfs_journal_size_mb.map(|mb| mb << 20),
         mkfs_options: config
@@ -273,7 +259,7 @@ fn disk_options(config: &BuildConfig) -> Result<crate::blockdev::Options> {
             .unwrap_or_default(),
         max_online_resize: config.max_online_resize.map(|blocks| blocks * 4096),
         helper: false,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::outputs::{Output, Settings};
@@ -111,11 +111,12 @@ impl Products {
             });
             return Ok(p);
         }
-        for t in &config.output_types {
-            let kind = super::outputs::Kind::parse(t).with_context(|| {
-                format!("output type '{t}' is not written by this version of dib")
-            })?;
-            p.outputs.push(Output::new(kind, &config.image_name)?);
+        for &t in &config.output_types {
+            anyhow::ensure!(
+                t.is_written(),
+                "output type '{t}' is not written by this version of dib"
+            );
+            p.outputs.push(Output::new(t, &config.image_name)?);
         }
         Ok(p)
     }

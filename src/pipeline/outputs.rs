@@ -23,66 +23,18 @@ use crate::tool::run;
 /// Mode of a finished output.
 const OUTPUT_MODE: u32 = 0o644;
 
-/// Output types.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    /// The final tree as a tar archive.
-    Tar,
-    Tgz,
-    /// The final tree as a squashfs filesystem.
-    Squashfs,
-    /// The disk image as is.
-    Raw,
-    Qcow2,
-    /// VHD (qemu-img's `vpc`).
-    Vhd,
-    /// Any other format `qemu-img convert -O` writes.
-    Qemu(String),
-}
-
-impl Kind {
-    /// The `-t` name, which is also the file extension.
-    pub fn parse(t: &str) -> Option<Kind> {
-        match t {
-            "tar" => Some(Kind::Tar),
-            "tgz" => Some(Kind::Tgz),
-            "squashfs" => Some(Kind::Squashfs),
-            "raw" => Some(Kind::Raw),
-            "qcow2" => Some(Kind::Qcow2),
-            "vhd" => Some(Kind::Vhd),
-            t if crate::config::QEMU_FORMATS.contains(&t) => Some(Kind::Qemu(t.to_string())),
-            _ => None,
-        }
-    }
-
-    fn extension(&self) -> &str {
-        match self {
-            Kind::Tar => "tar",
-            Kind::Tgz => "tgz",
-            Kind::Squashfs => "squashfs",
-            Kind::Raw => "raw",
-            Kind::Qcow2 => "qcow2",
-            Kind::Vhd => "vhd",
-            Kind::Qemu(f) => f,
-        }
-    }
-
-    /// Whether the output is made from the disk image (else from the tree).
-    pub fn from_disk(&self) -> bool {
-        matches!(self, Kind::Raw | Kind::Qcow2 | Kind::Vhd | Kind::Qemu(_))
-    }
-}
+use crate::config::OutputType;
 
 /// One output: what and where (absolute).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
-    pub kind: Kind,
+    pub kind: OutputType,
     pub path: PathBuf,
 }
 
 impl Output {
     /// `IMAGE_NAME.<ext>`, made absolute against the current directory.
-    pub fn new(kind: Kind, image_name: &str) -> Result<Output> {
+    pub fn new(kind: OutputType, image_name: &str) -> Result<Output> {
         let path = std::path::absolute(format!("{image_name}.{}", kind.extension()))
             .with_context(|| format!("resolving the output path of {image_name:?}"))?;
         Ok(Output { kind, path })
@@ -298,14 +250,14 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The disk image in another format, with qemu-img (or a sparse copy for raw).
 fn convert(
-    kind: &Kind,
+    kind: &OutputType,
     image: &Path,
     to: &Path,
     settings: &Settings,
     what: &str,
     stop: &AtomicI32,
 ) -> Result<()> {
-    if *kind == Kind::Raw {
+    if *kind == OutputType::Raw {
         let mut cmd = crate::tool::command("cp");
         cmd.args(["--sparse=always", "--reflink=auto"])
             .arg(image)
@@ -317,25 +269,18 @@ fn convert(
     // parallel, not on one core.
     cmd.args(["convert", "-q", "-f", "raw", "-W", "-m", "16"]);
     let mut options = settings.qemu_img_options.clone();
+    let format = kind.qemu_format().expect("tree outputs are not converted");
+    cmd.args(["-O", format]);
     match kind {
-        Kind::Qcow2 => {
-            cmd.args(["-O", "qcow2"]);
-            if settings.compress {
-                cmd.arg("-c");
-            }
+        OutputType::Qcow2 if settings.compress => {
+            cmd.arg("-c");
         }
-        Kind::Vhd => {
-            cmd.args(["-O", "vpc"]);
-            // The virtual size exactly the image's, not rounded to a CHS
-            // geometry.
-            if !options.iter().any(|o| o.starts_with("force_size")) {
-                options.push("force_size=on".into());
-            }
+        // The virtual size exactly the image's, not rounded to a CHS
+        // geometry.
+        OutputType::Vhd if !options.iter().any(|o| o.starts_with("force_size")) => {
+            options.push("force_size=on".into());
         }
-        Kind::Qemu(f) => {
-            cmd.args(["-O", f]);
-        }
-        _ => unreachable!("tree outputs are not converted"),
+        _ => {}
     }
     if !options.is_empty() {
         cmd.args(["-o", &options.join(",")]);
@@ -351,8 +296,14 @@ const LOST_FOUND: &str = "lost+found";
 /// The tree as a tar archive (numeric owners, modes, xattrs and ACLs kept,
 /// sparse files stored sparse, entries sorted so the same tree gives the
 /// same archive order) or a squashfs.
-fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32) -> Result<()> {
-    if *kind == Kind::Squashfs {
+fn write_tree(
+    kind: &OutputType,
+    tree: &Path,
+    to: &Path,
+    what: &str,
+    stop: &AtomicI32,
+) -> Result<()> {
+    if *kind == OutputType::Squashfs {
         let mut cmd = crate::tool::command("mksquashfs");
         cmd.arg(tree)
             .arg(to)
@@ -373,7 +324,7 @@ fn write_tree(kind: &Kind, tree: &Path, to: &Path, what: &str, stop: &AtomicI32)
     .arg("-C")
     .arg(tree);
     match kind {
-        Kind::Tgz => cmd.arg("-czf"),
+        OutputType::Tgz => cmd.arg("-czf"),
         _ => cmd.arg("-cf"),
     };
     cmd.arg(to).arg(".");

@@ -1,10 +1,11 @@
 use super::*;
+use crate::config::OutputType;
 
 #[test]
 fn the_tools_a_build_needs_follow_its_outputs_and_filesystems() {
     let outs: Vec<Output> = ["qcow2", "vhd", "tar", "squashfs"]
         .iter()
-        .map(|t| Output::new(Kind::parse(t).unwrap(), "/o/x").unwrap())
+        .map(|t| Output::new(OutputType::parse(t).unwrap(), "/o/x").unwrap())
         .collect();
     let (config, _) = crate::blockdev::select(
         None,

@@ -2,12 +2,13 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::blockdev::{Backend, DiskJob};
-use crate::pipeline::outputs::{Kind, Output, Settings};
+use crate::config::OutputType;
+use crate::pipeline::outputs::{Output, Settings};
 use crate::ramdisk::RamdiskJob;
 use Phase::*;
 
 /// A job with the given outputs and nothing else asked for.
-fn job(outputs: &[Kind]) -> BuildJob {
+fn job(outputs: &[OutputType]) -> BuildJob {
     BuildJob {
         build_dir: PathBuf::from("/tmp/dib_build.x"),
         tmpfs: false,
@@ -23,7 +24,7 @@ fn job(outputs: &[Kind]) -> BuildJob {
         outputs: outputs
             .iter()
             .map(|k| Output {
-                kind: k.clone(),
+                kind: *k,
                 path: PathBuf::from("/o/image"),
             })
             .collect(),
@@ -35,7 +36,7 @@ fn job(outputs: &[Kind]) -> BuildJob {
         },
         disk: outputs
             .iter()
-            .any(Kind::from_disk)
+            .any(|t| t.from_disk())
             .then(|| disk(Backend::Offline)),
         ramdisk: None,
         packages: vec![],
@@ -95,12 +96,12 @@ fn the_plan_follows_the_job() {
     let cases: Vec<(&str, BuildJob, Vec<Step>)> = vec![
         (
             "a tar",
-            job(&[Kind::Tar]),
+            job(&[OutputType::Tar]),
             tail(&[Step::TreeOutputs, Step::NameOutputs]),
         ),
         (
             "a qcow2, offline",
-            job(&[Kind::Qcow2]),
+            job(&[OutputType::Qcow2]),
             [
                 phases(&[(BlockDevice, Step::LayOutDisk)]),
                 vec![Step::WriteFilesystems, Step::DiskOutputs, Step::NameOutputs],
@@ -109,7 +110,7 @@ fn the_plan_follows_the_job() {
         ),
         (
             "a qcow2 and a tar through dib-helper",
-            with(job(&[Kind::Qcow2, Kind::Tar]), &|j| {
+            with(job(&[OutputType::Qcow2, OutputType::Tar]), &|j| {
                 j.disk = Some(disk(Backend::Helper {
                     socket: "/run/dib-helper.sock".into(),
                 }))
@@ -130,7 +131,7 @@ fn the_plan_follows_the_job() {
         ),
         (
             "no-final-image: no disk, no outputs",
-            with(job(&[Kind::Qcow2]), &|j| j.final_image = false),
+            with(job(&[OutputType::Qcow2]), &|j| j.final_image = false),
             tail(&[Step::NoImage]),
         ),
         (
@@ -145,7 +146,9 @@ fn the_plan_follows_the_job() {
         ),
         (
             "-p",
-            with(job(&[Kind::Tar]), &|j| j.packages = vec!["vim".into()]),
+            with(job(&[OutputType::Tar]), &|j| {
+                j.packages = vec!["vim".into()]
+            }),
             [
                 phases(&[(Install, Step::ExtraPackages)]),
                 vec![Step::TreeOutputs, Step::NameOutputs],
@@ -160,7 +163,7 @@ fn the_plan_follows_the_job() {
 
 #[test]
 fn break_points_open_shells_where_they_are_set() {
-    let mut j = job(&[Kind::Tar]);
+    let mut j = job(&[OutputType::Tar]);
     j.packages = vec!["vim".into()];
     j.breakpoints = vec![
         Breakpoint::Before(Install),
@@ -211,7 +214,7 @@ fn break_points_open_shells_where_they_are_set() {
 
 #[test]
 fn steps_run_in_the_chroot_as_their_phase_does() {
-    for s in plan(&job(&[Kind::Qcow2, Kind::Tar])) {
+    for s in plan(&job(&[OutputType::Qcow2, OutputType::Tar])) {
         let want = match s {
             Step::Hooks { phase, .. } => phase.chroot(),
             _ => false,

@@ -4,9 +4,10 @@
 //! and start the sandbox. Inside ([`pid1`]): pid 1 turns the job into a
 //! [`plan`] of steps and the [`executor`] runs them; each step's work is in
 //! [`steps`] and the modules by subject: hooks ([`run_hooks`], their
-//! [`environment`], the [`chroot`]), [`package_lists`], the [`disk`] image,
+//! [`environment`], the [`chroot`]), [`breaks`] shells, [`package_lists`], the [`disk`] image,
 //! [`outputs`]; [`log`] is the build's log.
 
+pub mod breaks;
 pub mod chroot;
 pub mod disk;
 pub mod environment;

@@ -3,16 +3,13 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use dib_sandbox::init::{exit_code, reap_zombies};
 
 use super::executor::{Build, Stop};
 use super::outputs::write_all;
 use super::plan::Step;
-use crate::phases::Phase;
 
 impl Step {
     /// Do the step.
@@ -116,37 +113,6 @@ impl Build<'_> {
             .context("building the ramdisk")?;
         self.took("assembled the ramdisk", started);
         self.finished.extend(done);
-        Ok(())
-    }
-
-    /// An interactive shell at a break point, in the chroot for chroot
-    /// phases.
-    fn shell(&self, phase: Phase, label: &str) -> Result<(), Stop> {
-        self.log.line(&format!(
-            "break={label}: starting a shell{}; exit it to go on",
-            if phase.chroot() {
-                " in the chroot"
-            } else {
-                " in the build directory"
-            }
-        ));
-        let mut env = self.env(phase);
-        env.insert("PS1".into(), format!("dib ({label}) # "));
-        let mut cmd = Command::new(self.interpreter(phase));
-        cmd.arg("-i").env_clear().envs(&env);
-        self.place(&mut cmd, phase)?;
-        let status = self
-            .log
-            .suspend(|| cmd.status())
-            .context("starting the break shell")?;
-        reap_zombies();
-        self.check_stopped()?;
-        if !status.success() {
-            return Err(Stop::Failed(anyhow::anyhow!(
-                "the break shell exited with status {}: stopping the build",
-                exit_code(status)
-            )));
-        }
         Ok(())
     }
 }

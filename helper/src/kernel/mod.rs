@@ -1,7 +1,9 @@
 //! The helper's kernel work: loop devices, partition devices (BLKPG),
-//! mkfs, and idmapped detached mounts with locked flags. Only dib-helper,
-//! as root, calls this; every ioctl and raw syscall is here, each wrapped
-//! at once in a safe function.
+//! mkfs (here), idmapped detached mounts with locked flags (`mount`), and
+//! the helper's own capabilities and systemd socket (`confine`). Only
+//! dib-helper, as root, calls this; every ioctl and raw syscall of the
+//! helper is in this module and its two children, each wrapped at once in
+//! a safe function.
 //!
 //! Loop devices are attached with `LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN`
 //! (loop(4)): the kernel detaches one when its last user closes it and then

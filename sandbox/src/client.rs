@@ -5,9 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::net::{
-    connect, socket_with, sockopt, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
-};
+use rustix::net::{connect, sockopt, SocketAddrUnix};
 
 use crate::mkfs::{FsType, MkfsSpec};
 use crate::proto::{self, ErrorKind, Handle, ProtoError, Reply, Request};
@@ -72,13 +70,7 @@ impl Client {
             path: path.to_path_buf(),
             source,
         };
-        let sock = socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| err(e.into()))?;
+        let sock = proto::socket().map_err(|e| err(e.into()))?;
         if let Some(t) = timeout {
             for which in [sockopt::Timeout::Recv, sockopt::Timeout::Send] {
                 sockopt::set_socket_timeout(&sock, which, Some(t)).map_err(|e| err(e.into()))?;

@@ -78,8 +78,15 @@ pub fn find(name: &str, path_env: Option<&str>) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Where commands are looked up after `PATH`.
+/// The system's command directories, sbin among them: where [`find`] looks
+/// after `PATH`, and (as [`system_path`]) the whole `PATH` of the tools
+/// dib-helper runs.
 pub const SYSTEM_DIRS: [&str; 4] = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
+
+/// [`SYSTEM_DIRS`] as a `PATH` value.
+pub fn system_path() -> String {
+    SYSTEM_DIRS.join(":")
+}
 
 /// Whether `tool` is in place: a command found by [`find`], or an absolute
 /// path (its components may hold `*`) that names an existing file.
@@ -185,6 +192,7 @@ mod tests {
             Some(dir.path().join("newuidmap"))
         );
         assert_eq!(find("sh", Some("")), Some(PathBuf::from("/usr/bin/sh")));
+        assert_eq!(system_path(), "/usr/bin:/usr/sbin:/bin:/sbin");
         assert_eq!(find("no-such-tool-here", Some(&path)), None);
         assert_eq!(missing(["no-such-tool-here"]), ["no-such-tool-here"]);
     }

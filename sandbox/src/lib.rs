@@ -5,12 +5,12 @@
 //! `subid` (subordinate id ranges), `ns` (entering the namespaces from the
 //! host side), `init` (pid 1 and the supervisor inside), `mounts` (the
 //! chroot's /proc, /sys, /dev and friends); the helper protocol (`proto`,
-//! spoken by `client` in dib and by `helper` in dib-helper) and the data it
-//! carries (`table`, `mkfs`), which both block-device backends share;
+//! spoken by `client` in dib and by the server in the `dib-helper` crate)
+//! and the data it carries (`table`, `mkfs`), which both block-device
+//! backends share;
 //! `host_tools`, the host tools run and the Debian package of each.
 
 pub mod client;
-pub mod helper;
 pub mod host_tools;
 pub mod init;
 pub mod mkfs;

@@ -13,8 +13,9 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, socket_with, socketpair, AddressFamily, RecvAncillaryBuffer,
+    RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, SocketFlags, SocketType,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -125,6 +126,27 @@ pub enum ProtoError {
     Io(#[from] std::io::Error),
 }
 
+/// A new socket of the protocol's type (`AF_UNIX`, `SOCK_SEQPACKET`,
+/// close-on-exec), to bind or connect.
+pub fn socket() -> rustix::io::Result<OwnedFd> {
+    socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
+/// Two connected sockets of the protocol's type (close-on-exec).
+pub fn socket_pair() -> rustix::io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
 /// Parse one packet's bytes as a message.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
     if bytes.len() > MAX_MESSAGE {
@@ -207,16 +229,9 @@ pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
     fn pair() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap()
+        socket_pair().unwrap()
     }
 
     #[test]

@@ -9,10 +9,9 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use dib_sandbox::table::SECTOR;
 
 use crate::cli::GetKernelArgs;
-
-const SECTOR: u64 = 512;
 
 pub fn run(args: &GetKernelArgs) -> Result<()> {
     let Some(image) = args.image.as_ref().or(args.image_arg.as_ref()) else {
@@ -106,9 +105,12 @@ fn qemu_img(args: &[&str], image: &Path, to: Option<&Path>, failing: &str) -> Re
 /// MBR table, else the whole image.
 fn filesystem_offsets(raw: &Path) -> Result<Vec<u64>> {
     let mut f = File::open(raw).with_context(|| format!("reading {raw:?}"))?;
-    let mut lba1 = [0u8; 8];
-    f.seek(SeekFrom::Start(SECTOR))?;
-    let gpt = f.read_exact(&mut lba1).is_ok() && &lba1 == b"EFI PART";
+    // A GPT is there when LBA 1 holds its signature; a header that is there
+    // but broken is an error, not a reason to read the protective MBR.
+    let gpt = !matches!(
+        gpt::header::read_header_from_arbitrary_device(&mut f, gpt::disk::LogicalBlockSize::Lb512),
+        Err(gpt::header::HeaderError::InvalidGptSignature | gpt::header::HeaderError::Io(_))
+    );
     if gpt {
         let disk = gpt::GptConfig::new()
             .writable(false)
@@ -300,6 +302,64 @@ mod tests {
         assert_eq!(pick(&["config-1".to_string()]), None);
         assert_eq!(version_cmp("a-10", "a-9"), Ordering::Greater);
         assert_eq!(version_cmp("a-010", "a-10"), Ordering::Equal);
+    }
+
+    /// A sparse image file of `mib` MiB.
+    fn image(mib: u64) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(mib << 20).unwrap();
+        f
+    }
+
+    #[test]
+    fn partitions_are_read_from_gpt_then_mbr_else_the_whole_image() {
+        let gpt_image = image(8);
+        let mut disk = gpt::GptConfig::new()
+            .writable(true)
+            .create(gpt_image.path())
+            .unwrap();
+        disk.update_partitions(Default::default()).unwrap();
+        let p1 = disk
+            .add_partition_at("a", 1, 2048, 2048, gpt::partition_types::LINUX_FS, 0)
+            .unwrap();
+        let p2 = disk
+            .add_partition_at("b", 2, 6144, 4096, gpt::partition_types::LINUX_FS, 0)
+            .unwrap();
+        assert_eq!((p1, p2), (1, 2));
+        disk.write().unwrap();
+        assert_eq!(
+            filesystem_offsets(gpt_image.path()).unwrap(),
+            [2048 * SECTOR, 6144 * SECTOR]
+        );
+
+        let mbr_image = image(8);
+        let mut mbr =
+            mbrman::MBR::new_from(&mut mbr_image.as_file(), SECTOR as u32, [1, 2, 3, 4]).unwrap();
+        mbr[1] = mbrman::MBRPartitionEntry {
+            boot: mbrman::BOOT_INACTIVE,
+            first_chs: mbrman::CHS::empty(),
+            sys: 0x83,
+            last_chs: mbrman::CHS::empty(),
+            starting_lba: 4096,
+            sectors: 8192,
+        };
+        mbr.write_into(&mut mbr_image.as_file()).unwrap();
+        assert_eq!(
+            filesystem_offsets(mbr_image.path()).unwrap(),
+            [4096 * SECTOR]
+        );
+
+        assert_eq!(filesystem_offsets(image(1).path()).unwrap(), [0]);
+
+        // A GPT signature with a broken header is an error, not an MBR.
+        let broken = image(1);
+        std::fs::write(
+            broken.path(),
+            [&[0u8; 512][..], b"EFI PART", &[0u8; 600]].concat(),
+        )
+        .unwrap();
+        let e = filesystem_offsets(broken.path()).unwrap_err();
+        assert!(format!("{e}").starts_with("reading the GPT of "), "{e:#}");
     }
 
     #[test]

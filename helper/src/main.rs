@@ -2,7 +2,7 @@
 //! mkfs and mounts (docs/security.md). It listens on a Unix socket, checks
 //! each peer (SO_PEERCRED) against `--allow-user` and `--allow-group`, and
 //! serves each connection on its own thread; the policy lives in
-//! `dib_sandbox::helper`, the kernel work in `dib_sandbox::helper::kernel`.
+//! `dib_helper`, the kernel work in `dib_helper::kernel`.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -13,12 +13,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use dib_sandbox::helper::{kernel, Allow, Peer, Session, LIMITS};
+use dib_helper::{kernel, Allow, Peer, Session, LIMITS};
 use dib_sandbox::proto::{self, ErrorKind, Reply};
-use rustix::net::{
-    accept_with, bind, listen, socket_with, sockopt, AddressFamily, SocketAddrUnix, SocketFlags,
-    SocketType,
-};
+use rustix::net::{accept_with, bind, listen, sockopt, SocketAddrUnix, SocketFlags};
 
 /// dib-helper: privileged block-device helper for dib (loop, partitions, mkfs, mounts).
 #[derive(Debug, Parser)]
@@ -384,13 +381,7 @@ fn listen_on(path: &Path) -> Result<OwnedFd, String> {
             SUN_PATH_MAX - 1
         ));
     }
-    let sock = socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| err("creating a socket for", &e))?;
+    let sock = proto::socket().map_err(|e| err("creating a socket for", &e))?;
     let addr = SocketAddrUnix::new(&tmp).map_err(|e| err("socket path", &e))?;
     // Connectable by anyone (mode 0666) from the start: no chmod by path
     // afterwards, which a symlink swapped in could redirect.

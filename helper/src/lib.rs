@@ -13,9 +13,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::mkfs::{FsType, MkfsSpec};
-use crate::proto::{self, ErrorKind, Handle, ProtoError, Reply, Request};
-use crate::table::Table;
+use dib_sandbox::mkfs::{FsType, MkfsSpec};
+use dib_sandbox::proto::{self, ErrorKind, Handle, ProtoError, Reply, Request};
+use dib_sandbox::table::Table;
 
 /// An error for the client: its kind and a message naming what was wrong.
 pub type Fail = (ErrorKind, String);

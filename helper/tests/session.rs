@@ -7,12 +7,11 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use dib_helper::{Devices, Fail, Peer, Session, LIMITS};
 use dib_sandbox::client::{Client, ClientError};
-use dib_sandbox::helper::{Devices, Fail, Peer, Session, LIMITS};
 use dib_sandbox::mkfs::{FsType, MkfsSpec};
 use dib_sandbox::proto::{self, ErrorKind, Reply, Request};
 use dib_sandbox::table::Table;
-use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 /// Records what the session asked of it.
 #[derive(Debug, Clone, Default)]
@@ -74,13 +73,7 @@ fn me() -> u32 {
 
 /// A session for a peer with uid `uid`, served on a thread; the client end.
 fn serve(uid: u32) -> (OwnedFd, Fake, std::thread::JoinHandle<()>) {
-    let (a, b) = socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (a, b) = dib_sandbox::proto::socket_pair().unwrap();
     let fake = Fake::default();
     let peer = Peer {
         uid,

@@ -1,7 +1,9 @@
 //! The helper's kernel work: loop devices, partition devices (BLKPG),
-//! mkfs, and idmapped detached mounts with locked flags. Only dib-helper,
-//! as root, calls this; every ioctl and raw syscall is here, each wrapped
-//! at once in a safe function.
+//! mkfs (here), idmapped detached mounts with locked flags (`mount`), and
+//! the helper's own capabilities and systemd socket (`confine`). Only
+//! dib-helper, as root, calls this; every ioctl and raw syscall of the
+//! helper is in this module and its two children, each wrapped at once in
+//! a safe function.
 //!
 //! Loop devices are attached with `LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN`
 //! (loop(4)): the kernel detaches one when its last user closes it and then
@@ -9,18 +11,22 @@
 //! itself, no loop device outlives the mounts made on it.
 #![allow(unsafe_code)] // ioctls and syscalls without wrappers; each block says why it is sound
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::mkfs::{FsType, MkfsSpec, Target};
-use crate::proto::ErrorKind;
-use crate::table::Table;
+use dib_sandbox::mkfs::{FsType, MkfsSpec, Target};
+use dib_sandbox::proto::ErrorKind;
+use dib_sandbox::table::Table;
 
 use super::{Devices, Fail};
+
+mod confine;
+mod mount;
+
+pub use confine::{confine, systemd_listener};
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
@@ -39,8 +45,6 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 const MKFS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
 /// How often to retry a loop device another process took first.
 const ATTACH_TRIES: usize = 8;
-/// `PATH` for the tools the helper runs.
-const TOOL_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -84,7 +88,7 @@ struct BlkpgIoctlArg {
     data: *mut libc::c_void,
 }
 
-fn last_os_error(what: &str) -> Fail {
+pub(crate) fn last_os_error(what: &str) -> Fail {
     let e = std::io::Error::last_os_error();
     (ErrorKind::Failed, format!("{what}: {e}"))
 }
@@ -297,7 +301,7 @@ impl Devices for Kernel {
         let mut child = Command::new(prog)
             .args(&args)
             .env_clear()
-            .env("PATH", TOOL_PATH)
+            .env("PATH", dib_sandbox::host_tools::system_path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -305,7 +309,7 @@ impl Devices for Kernel {
             .map_err(|e| {
                 (
                     ErrorKind::Failed,
-                    format!("running {}: {e}", crate::host_tools::describe(prog)),
+                    format!("running {}: {e}", dib_sandbox::host_tools::describe(prog)),
                 )
             })?;
         let mut stderr = child.stderr.take().expect("piped");
@@ -359,42 +363,7 @@ impl Devices for Kernel {
         if fs == FsType::Swap {
             return Err((ErrorKind::Invalid, "swap is not mounted".into()));
         }
-        use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen};
-        use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
-        let ctx = fsopen(fs.name(), FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
-            if e == rustix::io::Errno::NODEV {
-                (
-                    ErrorKind::Unsupported,
-                    format!("this kernel cannot mount {} filesystems", fs.name()),
-                )
-            } else {
-                (ErrorKind::Failed, format!("fsopen {}: {e}", fs.name()))
-            }
-        })?;
-        // ext takes its error behaviour from the superblock, which the
-        // client controls: never `panic` the host.
-        let errors = if fs.is_ext() {
-            fsconfig_set_string(&ctx, "errors", "remount-ro")
-        } else {
-            Ok(())
-        };
-        errors
-            .and_then(|()| fsconfig_set_string(&ctx, "source", &dev))
-            .and_then(|()| fsconfig_create(&ctx))
-            .map_err(|e| {
-                (
-                    ErrorKind::Failed,
-                    format!("mounting {} ({}): {e}", dev.display(), fs.name()),
-                )
-            })?;
-        let mnt = fsmount(
-            &ctx,
-            FsMountFlags::FSMOUNT_CLOEXEC,
-            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
-        )
-        .map_err(|e| (ErrorKind::Failed, format!("fsmount {}: {e}", dev.display())))?;
-        idmap(mnt.as_fd(), userns)?;
-        lock_flags(mnt.as_fd(), userns)
+        mount::mount_idmapped(&dev, fs, userns)
     }
 
     fn still_bound(&self, name: &str) -> bool {
@@ -424,193 +393,4 @@ fn wait_for_node(p: &Path) -> Result<(), Fail> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Err((ErrorKind::Failed, format!("{} did not appear", p.display())))
-}
-
-/// Set the detached mount's idmapping to the client's user namespace.
-fn idmap(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Fail> {
-    crate::mounts::change_mount_attrs(mnt, crate::mounts::MOUNT_ATTR_IDMAP, 0, Some(userns))
-        .map_err(|e| {
-            (
-                ErrorKind::Failed,
-                format!("idmapping the mount for the client: {e}"),
-            )
-        })
-}
-
-/// A clone of `mnt` whose nodev and nosuid the client cannot clear.
-///
-/// A mount's flags are locked (`MNT_LOCK_NODEV`...) only when a mount
-/// namespace is copied into one owned by another user namespace. So a child
-/// process attaches `mnt` in a private mount namespace, joins the client's
-/// user namespace, unshares a mount namespace there (which locks every
-/// flag) and sends back a clone of the mount: the client can move it, but a
-/// device node in an image it crafted stays unopenable and a setuid file
-/// gives no privilege.
-fn lock_flags(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<OwnedFd, Fail> {
-    let (ours, theirs) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::SEQPACKET,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| (ErrorKind::Failed, format!("socketpair: {e}")))?;
-    let at = CString::new("/dev").expect("no NUL");
-    // SAFETY: fork(2) in a threaded process: the child calls only raw
-    // syscalls (no allocation, no locks) and ends with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(last_os_error("forking"));
-    }
-    if pid == 0 {
-        let code = lock_child(mnt.as_raw_fd(), userns.as_raw_fd(), theirs.as_raw_fd(), &at);
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    drop(theirs);
-    let got = crate::proto::recv::<u32>(&ours);
-    let mut status = 0;
-    // SAFETY: waits for the child forked above; `status` is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    match got {
-        Ok((_, mut fds)) if fds.len() == 1 => Ok(fds.remove(0)),
-        _ => Err((
-            ErrorKind::Failed,
-            format!(
-                "locking the mount's flags failed (step {})",
-                libc::WEXITSTATUS(status)
-            ),
-        )),
-    }
-}
-
-/// The child of [`lock_flags`]: returns the failed step's number, or 0.
-fn lock_child(mnt: RawFd, userns: RawFd, sock: RawFd, at: &CString) -> i32 {
-    // SAFETY: raw syscalls with valid fds and NUL-terminated paths that live
-    // for the calls; this process is the single-threaded child of fork.
-    unsafe {
-        // Nothing of the helper's (other clients' devices and images) stays
-        // open in a process that is about to join a client's namespace, and
-        // the client may not ptrace it.
-        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
-            return 8;
-        }
-        let mut keep = [mnt, userns, sock];
-        keep.sort_unstable();
-        let mut from = 3;
-        for k in keep {
-            if k > from {
-                libc::syscall(libc::SYS_close_range, from as u32, (k - 1) as u32, 0u32);
-            }
-            from = from.max(k + 1);
-        }
-        libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0u32);
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return 1;
-        }
-        // Nothing done here may reach the host's mount table.
-        if libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return 2;
-        }
-        if libc::syscall(
-            libc::SYS_move_mount,
-            mnt,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            at.as_ptr(),
-            0x4u32, // MOVE_MOUNT_F_EMPTY_PATH
-        ) != 0
-        {
-            return 3;
-        }
-        if libc::setns(userns, libc::CLONE_NEWUSER) != 0 {
-            return 4;
-        }
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return 5;
-        }
-        let clone = libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            at.as_ptr(),
-            1u32 | libc::O_CLOEXEC as u32, // OPEN_TREE_CLONE
-        );
-        if clone < 0 {
-            return 6;
-        }
-        let fd = OwnedFd::from_raw_fd(clone as RawFd);
-        let sock = BorrowedFd::borrow_raw(sock);
-        if send_fd(sock, fd.as_fd()).is_err() {
-            return 7;
-        }
-        0
-    }
-}
-
-/// Send one fd with the message `0` (a JSON number), allocation-free.
-fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> rustix::io::Result<usize> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut anc = SendAncillaryBuffer::new(&mut space);
-    let fds = [fd];
-    anc.push(SendAncillaryMessage::ScmRights(&fds));
-    rustix::net::sendmsg(
-        sock,
-        &[std::io::IoSlice::new(b"0")],
-        &mut anc,
-        SendFlags::empty(),
-    )
-}
-
-/// Clear the helper's environment and drop every capability but
-/// `CAP_SYS_ADMIN` (loop, BLKPG, mounts, joining the client's user
-/// namespace), from the bounding set too, so mkfs runs with no more.
-pub fn confine() -> Result<(), String> {
-    for (k, _) in std::env::vars_os() {
-        std::env::remove_var(k);
-    }
-    std::env::set_var("PATH", TOOL_PATH);
-    use caps::{CapSet, Capability, CapsHashSet};
-    let keep: CapsHashSet = [Capability::CAP_SYS_ADMIN].into_iter().collect();
-    for cap in caps::all() {
-        if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
-        }
-    }
-    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
-        let now = caps::read(None, set).map_err(|e| format!("reading capabilities: {e}"))?;
-        caps::set(None, set, &now.intersection(&keep).copied().collect())
-            .map_err(|e| format!("dropping capabilities: {e}"))?;
-    }
-    Ok(())
-}
-
-/// The listening socket systemd passed (socket activation,
-/// sd_listen_fds(3)): fd 3, when `LISTEN_PID` is this process and
-/// `LISTEN_FDS` is 1. Read before [`confine`] clears the environment.
-pub fn systemd_listener() -> Result<OwnedFd, String> {
-    let pid = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok());
-    let n = std::env::var("LISTEN_FDS").ok();
-    if pid != Some(std::process::id()) || n.as_deref() != Some("1") {
-        return Err("--systemd: no socket was passed (run it from dib-helper.socket)".into());
-    }
-    // SAFETY: systemd passed fd 3 to this process (LISTEN_PID matches) and
-    // nothing else in it owns fd 3; it is taken once, here.
-    let fd = unsafe { OwnedFd::from_raw_fd(3) };
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("--systemd: fd 3: {e}"))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
-        return Err("--systemd: fd 3 is not a socket".into());
-    }
-    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
-        .map_err(|e| format!("--systemd: fd 3: {e}"))?;
-    Ok(fd)
 }

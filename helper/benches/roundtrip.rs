@@ -1,4 +1,4 @@
-//! Round trip of a helper request: `cargo bench -p dib-sandbox --bench
+//! Round trip of a helper request: `cargo bench -p dib-helper --bench
 //! roundtrip`. Prints the time of a `Ping` through the protocol code alone
 //! (a session over a socket pair, in this process) and, when
 //! `DIB_HELPER_SOCKET` names a running dib-helper, through the real helper,
@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use dib_helper::{Devices, Fail, Peer, Session, LIMITS};
 use dib_sandbox::client::Client;
-use dib_sandbox::helper::{Devices, Fail, Peer, Session, LIMITS};
 use dib_sandbox::mkfs::{FsType, MkfsSpec};
 use dib_sandbox::table::Table;
 
@@ -72,13 +72,7 @@ fn time(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
 }
 
 fn main() {
-    let (a, b) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::SEQPACKET,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .expect("socketpair");
+    let (a, b) = dib_sandbox::proto::socket_pair().expect("socketpair");
     let peer = Peer {
         uid: rustix::process::geteuid().as_raw(),
         gid: 0,

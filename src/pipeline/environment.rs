@@ -15,8 +15,21 @@ use crate::config::BuildConfig;
 use crate::elements::Resolution;
 use crate::phases::Phase;
 
+/// Where an image's commands are, in `PATH` order (Debian's root `PATH`):
+/// the chroot's `PATH`, and where a ramdisk looks for its binaries.
+pub const IMAGE_BIN_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
 /// `PATH` inside the chroot.
-pub const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub fn chroot_path() -> String {
+    IMAGE_BIN_DIRS.join(":")
+}
 
 /// The environment every hook starts from, and the body of
 /// `get_image_element_array`: the user's environment (after `-c`) with the
@@ -99,14 +112,14 @@ pub fn hook_env(
     if phase.chroot() {
         set("TMP_HOOKS_PATH", format!("/{IN_TARGET}"));
         set("HOME", "/root".into());
-        set("PATH", CHROOT_PATH.into());
+        set("PATH", chroot_path());
         env.remove("TMPDIR");
     } else {
         set("TMP_HOOKS_PATH", dirs.hooks.display().to_string());
-        let host_path = base.get("PATH").map_or(CHROOT_PATH, String::as_str);
+        let host_path = base.get("PATH").cloned().unwrap_or_else(chroot_path);
         set(
             "PATH",
-            format!("{}:{}", dirs.bin.display(), with_sbin(host_path)),
+            format!("{}:{}", dirs.bin.display(), with_sbin(&host_path)),
         );
     }
     if let Some(image) = image {
@@ -125,15 +138,13 @@ pub fn hook_env(
     env
 }
 
-const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
-
 /// `path` with the system directories appended that it lacks: hooks run
 /// as root of the build (DIB's run under sudo, whose PATH has them), and
 /// call chroot, mkfs, depmod, ... by name, which a plain user's PATH may
 /// not find.
 fn with_sbin(path: &str) -> String {
     let mut out = path.to_string();
-    for d in SBIN_DIRS {
+    for d in IMAGE_BIN_DIRS.iter().filter(|d| d.ends_with("/sbin")) {
         if !path.split(':').any(|p| p == *d) {
             out.push(':');
             out.push_str(d);
@@ -183,10 +194,11 @@ mod tests {
         // (phase, TMP_HOOKS_PATH, PATH, TARGET_ROOT, TMPDIR kept)
         let b = "/tmp/dib_build.x";
         let outside_path = format!("{b}/bin:/usr/bin:/usr/local/sbin:/usr/sbin:/sbin");
+        let chroot = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string();
         let cases: Vec<(Phase, String, &str, Option<String>, bool)> = PHASES
             .into_iter()
             .map(|p| match (p.chroot(), p.target_root()) {
-                (true, _) => (p, format!("/{IN_TARGET}"), CHROOT_PATH, None, false),
+                (true, _) => (p, format!("/{IN_TARGET}"), chroot.as_str(), None, false),
                 (false, tr) => (
                     p,
                     format!("{b}/hooks"),

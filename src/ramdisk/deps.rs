@@ -10,14 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 
 /// Where a name in `binary-deps.d` is looked for in the tree.
-const BIN_DIRS: &[&str] = &[
-    "usr/local/sbin",
-    "usr/local/bin",
-    "usr/sbin",
-    "usr/bin",
-    "sbin",
-    "bin",
-];
+use crate::pipeline::environment::IMAGE_BIN_DIRS as BIN_DIRS;
 
 /// Library directories searched after the ELF's own run paths and
 /// `/etc/ld.so.conf`, as the dynamic loader does.
@@ -73,11 +66,9 @@ impl Copier {
         } else {
             BIN_DIRS
                 .iter()
-                .map(|d| Path::new(d).join(name))
+                .map(|d| Path::new(d.trim_start_matches('/')).join(name))
                 .find(|p| resolve(&self.tree, p).is_some_and(|r| self.tree.join(r).is_file()))
-                .with_context(|| {
-                    format!("{name} is not in the image's /usr/sbin, /usr/bin, /sbin or /bin")
-                })?
+                .with_context(|| format!("{name} is not in the image's {}", BIN_DIRS.join(", ")))?
         };
         self.file(&rel)?;
         Ok(rel)

@@ -155,7 +155,7 @@ pub fn succeeded(o: &Output) -> Result<(), Failed> {
 /// Trials for `tests`: as themselves when they can run here; else each
 /// ignored with `skip`'s reason, or failing with it in CI (`in_ci`).
 pub fn trials(
-    tests: Vec<(&'static str, Test)>,
+    tests: Vec<(String, Test)>,
     skip: &Option<String>,
     in_ci: bool,
 ) -> Vec<libtest_mimic::Trial> {
@@ -180,7 +180,7 @@ pub fn trials(
 /// `extra` trials are added as they are.
 pub fn run_trials(
     name: &str,
-    tests: Vec<(&'static str, Test)>,
+    tests: Vec<(String, Test)>,
     skip: Option<String>,
     in_ci: bool,
     extra: Vec<libtest_mimic::Trial>,
@@ -198,3 +198,13 @@ pub fn run_trials(
 
 /// A trial's body.
 pub type Test = fn() -> Result<(), Failed>;
+
+/// The named trial bodies `(name, fn)` for these functions, each named as
+/// written (`trials![a, m::b]` names them `a` and `m::b`),
+/// so a trial's name cannot drift from its function.
+#[macro_export]
+macro_rules! trials {
+    ($($f:path),* $(,)?) => {
+        vec![$((stringify!($f).replace(' ', ""), $f as $crate::common::tier::Test)),*]
+    };
+}

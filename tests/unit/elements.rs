@@ -1,8 +1,6 @@
 //! Element discovery and dependency expansion (SPEC §2), table-driven.
 
-mod common;
-
-use common::{empty_dir, real, Fixture};
+use crate::common::{empty_dir, real, Fixture};
 use dib::elements::{resolve, ElementSet};
 
 type El<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);

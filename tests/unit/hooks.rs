@@ -1,13 +1,11 @@
 //! The merged hook tree and install types (SPEC §3), on real directories.
 #![allow(clippy::type_complexity)] // inline case tables read better than named types
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt as _};
 
-use common::{real, Fixture, GOOD_SCRIPT};
+use crate::common::{real, Fixture, GOOD_SCRIPT};
 use dib::elements::ResolvedElement;
 use dib::hooks::{plan, InstallTypes};
 use dib::runparts::plan_dir;

@@ -1,12 +1,10 @@
 //! The `dib` binary driven as a user would: exit codes and exact output.
 
-mod common;
-
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{real, Fixture, GOOD_SCRIPT};
+use crate::common::{real, Fixture, GOOD_SCRIPT};
 
 const DIB: &str = env!("CARGO_BIN_EXE_dib");
 

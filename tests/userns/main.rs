@@ -10,6 +10,7 @@
 //! trial is the other way round: dib run as root maps ids to themselves, and
 //! that runs only as root (tier 1 in CI).
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::fs;
@@ -19,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build, Test};
+use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build};
 use libtest_mimic::{Failed, Trial};
 
 /// Host processes whose command line contains `marker`.
@@ -1272,99 +1273,30 @@ fn as_root_ids_map_to_themselves() -> Result<(), Failed> {
 }
 
 fn main() {
-    let tests: Vec<(&'static str, Test)> = vec![
-        (
-            "offline_image_matches_its_configuration",
-            offline_image_matches_its_configuration,
-        ),
-        (
-            "bad_block_device_input_fails_clearly_and_leaves_nothing",
-            bad_block_device_input_fails_clearly_and_leaves_nothing,
-        ),
-        (
-            "a_symlink_bound_for_a_fat_filesystem_fails_the_build",
-            a_symlink_bound_for_a_fat_filesystem_fails_the_build,
-        ),
-        (
-            "get_kernel_reads_qcow2_and_gpt_images_without_privilege",
-            get_kernel_reads_qcow2_and_gpt_images_without_privilege,
-        ),
-        (
-            "stopping_while_writing_outputs_leaves_no_file",
-            stopping_while_writing_outputs_leaves_no_file,
-        ),
-        (
-            "chroot_phases_run_as_root_in_an_isolated_tree",
-            chroot_phases_run_as_root_in_an_isolated_tree,
-        ),
-        (
-            "a_failing_script_fails_the_build_naming_it",
-            a_failing_script_fails_the_build_naming_it,
-        ),
-        (
-            "on_disk_builds_clean_up_chowned_files_and_log_to_a_file",
-            on_disk_builds_clean_up_chowned_files_and_log_to_a_file,
-        ),
-        (
-            "an_empty_root_is_a_failed_deploy",
-            an_empty_root_is_a_failed_deploy,
-        ),
-        (
-            "a_daemon_started_by_a_hook_dies_with_its_phase",
-            a_daemon_started_by_a_hook_dies_with_its_phase,
-        ),
-        (
-            "stop_signals_leave_no_process_or_mount",
-            stop_signals_leave_no_process_or_mount,
-        ),
-        (
-            "after_error_opens_a_shell_then_fails",
-            after_error_opens_a_shell_then_fails,
-        ),
-        (
-            "ubuntu_without_a_mirror_or_keyring_fails_clearly",
-            ubuntu_without_a_mirror_or_keyring_fails_clearly,
-        ),
-        (
-            "tar_and_tgz_keep_owners_modes_and_xattrs",
-            tar_and_tgz_keep_owners_modes_and_xattrs,
-        ),
-        (
-            "a_failed_build_leaves_no_output",
-            a_failed_build_leaves_no_output,
-        ),
-        (
-            "odd_output_and_large_hook_trees_are_fine",
-            odd_output_and_large_hook_trees_are_fine,
-        ),
-        (
-            "cleanup_never_reaches_through_a_hooks_bind_mount",
-            cleanup_never_reaches_through_a_hooks_bind_mount,
-        ),
-        (
-            "resolv_conf_follows_what_the_hooks_did",
-            resolv_conf_follows_what_the_hooks_did,
-        ),
-        (
-            "early_stop_signals_never_let_a_build_succeed",
-            early_stop_signals_never_let_a_build_succeed,
-        ),
-        (
-            "symlinks_in_the_image_cannot_point_the_build_at_the_host",
-            symlinks_in_the_image_cannot_point_the_build_at_the_host,
-        ),
-        (
-            "kill_9_of_dib_takes_the_build_down",
-            kill_9_of_dib_takes_the_build_down,
-        ),
-        (
-            "skipped_hooks_are_listed_with_x",
-            skipped_hooks_are_listed_with_x,
-        ),
-        (
-            "break_shell_answers_on_a_terminal",
-            break_shell_answers_on_a_terminal,
-        ),
+    let tests = trials![
+        offline_image_matches_its_configuration,
+        bad_block_device_input_fails_clearly_and_leaves_nothing,
+        a_symlink_bound_for_a_fat_filesystem_fails_the_build,
+        get_kernel_reads_qcow2_and_gpt_images_without_privilege,
+        stopping_while_writing_outputs_leaves_no_file,
+        chroot_phases_run_as_root_in_an_isolated_tree,
+        a_failing_script_fails_the_build_naming_it,
+        on_disk_builds_clean_up_chowned_files_and_log_to_a_file,
+        an_empty_root_is_a_failed_deploy,
+        a_daemon_started_by_a_hook_dies_with_its_phase,
+        stop_signals_leave_no_process_or_mount,
+        after_error_opens_a_shell_then_fails,
+        ubuntu_without_a_mirror_or_keyring_fails_clearly,
+        tar_and_tgz_keep_owners_modes_and_xattrs,
+        a_failed_build_leaves_no_output,
+        odd_output_and_large_hook_trees_are_fine,
+        cleanup_never_reaches_through_a_hooks_bind_mount,
+        resolv_conf_follows_what_the_hooks_did,
+        early_stop_signals_never_let_a_build_succeed,
+        symlinks_in_the_image_cannot_point_the_build_at_the_host,
+        kill_9_of_dib_takes_the_build_down,
+        skipped_hooks_are_listed_with_x,
+        break_shell_answers_on_a_terminal,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");

@@ -7,6 +7,7 @@
 //! lock. Where this tier cannot run, its trials are ignored with the reason
 //! (with CI=true they fail instead).
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::fs;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use common::qemu::{self, Firmware};
 
-use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build, Test};
+use common::tier::{check, eq, run_trials, skip_reason, succeeded, Build};
 use libtest_mimic::Failed;
 
 fn cache() -> PathBuf {
@@ -1311,53 +1312,20 @@ fn e2e_skip_reason() -> Option<String> {
 }
 
 fn main() {
-    let tests: Vec<(&'static str, Test)> = vec![
-        (
-            "debian_minimal_tar_is_a_sound_debian_tree",
-            debian_minimal_tar_is_a_sound_debian_tree,
-        ),
-        (
-            "a_warm_build_unpacks_the_cached_base",
-            a_warm_build_unpacks_the_cached_base,
-        ),
-        (
-            "framework_elements_do_their_job",
-            framework_elements_do_their_job,
-        ),
-        (
-            "apt_sources_replaces_the_images_sources",
-            apt_sources_replaces_the_images_sources,
-        ),
-        (
-            "the_debian_element_is_cloud_ready",
-            the_debian_element_is_cloud_ready,
-        ),
-        (
-            "concurrent_cold_builds_share_one_bootstrap",
-            concurrent_cold_builds_share_one_bootstrap,
-        ),
-        (
-            "offline_builds_use_only_the_cache",
-            offline_builds_use_only_the_cache,
-        ),
-        (
-            "mbr_vm_image_boots_and_matches_its_plan",
-            mbr_vm_image_boots_and_matches_its_plan,
-        ),
-        ("gpt_bios_image_boots", gpt_bios_image_boots),
-        (
-            "debian_ramdisk_boots_runs_init_d_and_troubleshoots",
-            debian_ramdisk_boots_runs_init_d_and_troubleshoots,
-        ),
-        (
-            "deploy_ironic_ramdisk_reports_and_exports_its_disk",
-            deploy_ironic_ramdisk_reports_and_exports_its_disk,
-        ),
-        ("debian_vm_boots_with_ssh", debian_vm_boots_with_ssh),
-        (
-            "efi_image_boots_under_ovmf_and_matches_its_plan",
-            efi_image_boots_under_ovmf_and_matches_its_plan,
-        ),
+    let tests = trials![
+        debian_minimal_tar_is_a_sound_debian_tree,
+        a_warm_build_unpacks_the_cached_base,
+        framework_elements_do_their_job,
+        apt_sources_replaces_the_images_sources,
+        the_debian_element_is_cloud_ready,
+        concurrent_cold_builds_share_one_bootstrap,
+        offline_builds_use_only_the_cache,
+        mbr_vm_image_boots_and_matches_its_plan,
+        gpt_bios_image_boots,
+        debian_ramdisk_boots_runs_init_d_and_troubleshoots,
+        deploy_ironic_ramdisk_reports_and_exports_its_disk,
+        debian_vm_boots_with_ssh,
+        efi_image_boots_under_ovmf_and_matches_its_plan,
     ];
     let skip = if std::env::var("DIB_SKIP_TIER4").as_deref() == Ok("1") {
         Some("scripts/test runs this tier on its own, after tier 2".to_string())
@@ -1377,13 +1345,10 @@ fn main() {
     if let (Some(r), None) = (&helper_skip, &skip) {
         eprintln!("tier 4's helper trials skipped: {r}");
     }
-    let helper: Vec<(&'static str, Test)> = vec![
-        ("helper_gpt_bios_image_boots", helper_gpt_bios_image_boots),
-        (
-            "helper_efi_image_boots_under_ovmf",
-            helper_efi_image_boots_under_ovmf,
-        ),
-        ("helper_xfs_root_boots", helper_xfs_root_boots),
+    let helper = trials![
+        helper_gpt_bios_image_boots,
+        helper_efi_image_boots_under_ovmf,
+        helper_xfs_root_boots,
     ];
     let extra = common::tier::trials(helper, &helper_skip, in_ci);
     run_trials("tier 4 (end to end)", tests, skip, in_ci, extra);

@@ -7,6 +7,7 @@
 //! test user with `DIB_HELPER_PROBE=CASE`: it speaks the protocol directly,
 //! to send what dib never would.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tier::{check, eq, run_trials, succeeded, Build, Test};
+use common::tier::{check, eq, run_trials, succeeded, Build};
 use dib_sandbox::client::{Client, ClientError};
 use dib_sandbox::mkfs::{FsType, MkfsSpec};
 use dib_sandbox::proto::{self, Reply, Request};
@@ -1149,35 +1150,14 @@ fn main() {
     if let Ok(case) = std::env::var(PROBE_ENV) {
         std::process::exit(probe_main(&case));
     }
-    let tests: Vec<(&'static str, Test)> = vec![
-        (
-            "bad_requests_are_refused_and_the_helper_keeps_serving",
-            bad_requests_are_refused_and_the_helper_keeps_serving,
-        ),
-        (
-            "the_socket_appears_only_when_it_accepts",
-            the_socket_appears_only_when_it_accepts,
-        ),
-        (
-            "a_peer_outside_the_allowed_groups_is_refused",
-            a_peer_outside_the_allowed_groups_is_refused,
-        ),
-        (
-            "mounts_are_idmapped_with_nodev_and_nosuid_locked",
-            mounts_are_idmapped_with_nodev_and_nosuid_locked,
-        ),
-        (
-            "both_backends_build_the_same_image",
-            both_backends_build_the_same_image,
-        ),
-        (
-            "killed_builds_leave_no_loop_device_or_mount",
-            killed_builds_leave_no_loop_device_or_mount,
-        ),
-        (
-            "xfs_is_built_through_the_helper",
-            xfs_is_built_through_the_helper,
-        ),
+    let tests = trials![
+        bad_requests_are_refused_and_the_helper_keeps_serving,
+        the_socket_appears_only_when_it_accepts,
+        a_peer_outside_the_allowed_groups_is_refused,
+        mounts_are_idmapped_with_nodev_and_nosuid_locked,
+        both_backends_build_the_same_image,
+        killed_builds_leave_no_loop_device_or_mount,
+        xfs_is_built_through_the_helper,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER3").as_deref() == Ok("1");

@@ -1,11 +1,9 @@
 //! The run-parts planner against real directories and real `sort -n`.
 
-mod common;
-
 use std::os::unix::fs::symlink;
 use std::process::Command;
 
-use common::{Fixture, GOOD_SCRIPT};
+use crate::common::{Fixture, GOOD_SCRIPT};
 use dib::runparts::{plan_dir, sort_n, Skip};
 
 #[test]

@@ -70,7 +70,7 @@ fn skip_reason() -> Option<String> {
     };
     if !helper_bin().is_file() {
         return Some(format!(
-            "no dib-helper at {} (cargo build -p dib-sandbox)",
+            "no dib-helper at {} (cargo build -p dib-helper)",
             helper_bin().display()
         ));
     }

@@ -1,6 +1,7 @@
 //! Fixture element trees for the integration tests, built in temp dirs.
 #![allow(dead_code)]
 
+pub mod image;
 pub mod qemu;
 pub mod tier;
 

@@ -1,0 +1,294 @@
+//! Ramdisks booted with `-kernel`/`-initrd`: a Debian ramdisk's init.d,
+//! its troubleshooting shell and error prompt over the serial console; a
+//! deploy-ironic ramdisk's deploy call to an HTTP server on the host and
+//! its disk exported over iSCSI.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use libtest_mimic::Failed;
+
+use crate::common::qemu;
+use crate::common::tier::{check, eq, succeeded, Build};
+use crate::support::{cache, BOOT_TIMEOUT};
+
+/// A Debian ramdisk: built as a plain user, booted with -kernel/-initrd;
+/// its init.d fragment runs and sees the kernel's arguments and the disk
+/// udev found; `troubleshoot` gives a shell that answers on the serial
+/// console; a failing fragment offers one too.
+pub fn debian_ramdisk_boots_runs_init_d_and_troubleshoots() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.f.path("rd");
+    let out_s = out.display().to_string();
+    let cache = cache().display().to_string();
+    let started = std::time::Instant::now();
+    let o = b
+        .dib(
+            &[
+                "ramdisk",
+                "--image-cache",
+                &cache,
+                "-o",
+                &out_s,
+                "debian-minimal",
+                "ramdisk-probe",
+            ],
+            &[],
+        )
+        .output()?;
+    succeeded(&o)?;
+    let kernel = out.with_extension("kernel");
+    let initrd = out.with_extension("initramfs");
+    let size = fs::metadata(&initrd)?.len();
+    eprintln!(
+        "  ramdisk built in {:.1}s (warm), initramfs {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        size as f64 / (1u64 << 20) as f64
+    );
+    check(
+        fs::read(&initrd)?.starts_with(&[0x1f, 0x8b]),
+        "the initramfs is not gzip-compressed",
+    )?;
+    let disk = b.f.path("disk.raw");
+    fs::File::create(&disk)?.set_len(1 << 20)?;
+    let boot = |append: &str, script: &[(&str, &str)]| {
+        qemu::converse(
+            &qemu::DirectBoot {
+                kernel: &kernel,
+                initrd: &initrd,
+                append,
+                disk: Some(&disk),
+                nic: None,
+            },
+            script,
+            BOOT_TIMEOUT,
+        )
+    };
+    boot(
+        "console=ttyS0 dib_probe_arg=hello",
+        &[
+            ("dib-ramdisk-marker: hello disks=vda lsblk=vda rule=vda", ""),
+            ("dib ramdisk: done", ""),
+        ],
+    )?;
+    boot(
+        "console=ttyS0 troubleshoot",
+        &[
+            ("troubleshooting shell", ""),
+            ("# ", "echo answer-$((6*7))\n"),
+            ("answer-42", "exit\n"),
+            ("dib-ramdisk-marker: none", ""),
+            ("troubleshooting shell", ""),
+            ("# ", "exit\n"),
+            ("Power down", ""),
+        ],
+    )?;
+    boot(
+        "console=ttyS0 dib_probe_fail=1",
+        &[
+            ("ERROR in 50-probe", ""),
+            ("press t", "t"),
+            ("troubleshooting shell", ""),
+            ("# ", "echo failed-$((2+3))\n"),
+            ("failed-5", "exit\n"),
+            ("Power down", ""),
+        ],
+    )?;
+    b.assert_clean()
+}
+
+/// A free TCP port on the host loopback.
+fn free_port() -> Result<u16, Failed> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Accept one HTTP request on `listener` within `timeout`, answer 202, and
+/// return its request line and body.
+fn one_http_request(
+    listener: &std::net::TcpListener,
+    timeout: Duration,
+    gone: &dyn Fn() -> bool,
+) -> Result<(String, String), Failed> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let (stream, _) = loop {
+        match listener.accept() {
+            Ok(c) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline || gone() {
+                    return Err("no HTTP request from the ramdisk".into());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    let mut w = stream;
+    w.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    Ok((
+        request.trim().to_string(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+/// deploy-ironic: the ramdisk posts pass_deploy_info to an HTTP server on
+/// the host loopback, exports its disk over iSCSI (read through a
+/// forwarded port with qemu's userspace initiator), and reboots when told
+/// `done` on port 10000.
+pub fn deploy_ironic_ramdisk_reports_and_exports_its_disk() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.f.path("deploy");
+    let out_s = out.display().to_string();
+    let cache = cache().display().to_string();
+    let started = std::time::Instant::now();
+    succeeded(
+        &b.dib(
+            &[
+                "ramdisk",
+                "--image-cache",
+                &cache,
+                "-o",
+                &out_s,
+                "debian-minimal",
+                "deploy-ironic",
+            ],
+            &[],
+        )
+        .output()?,
+    )?;
+    let (kernel, initrd) = (
+        out.with_extension("kernel"),
+        out.with_extension("initramfs"),
+    );
+    eprintln!(
+        "  deploy-ironic ramdisk built in {:.1}s (warm), initramfs {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        fs::metadata(&initrd)?.len() as f64 / (1u64 << 20) as f64
+    );
+    // The disk the ramdisk exports: a recognisable first sector.
+    let disk = b.f.path("target.raw");
+    let mut first = b"dib-iscsi-first-sector".to_vec();
+    first.resize(512, 0);
+    fs::write(&disk, &first)?;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)?
+        .set_len(8 << 20)?;
+
+    let api = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let api_port = api.local_addr()?.port();
+    let (iscsi_port, done_port) = (free_port()?, free_port()?);
+    let iqn = "iqn.2008-10.org.openstack:dib-e2e";
+    let append = format!(
+        "console=ttyS0 ironic_api_url=http://10.0.2.2:{api_port} deployment_id=node-1 \
+         deployment_key=k3y iscsi_target_iqn={iqn} disk=cciss/c0d0,sda,hda,vda"
+    );
+    let nic = format!(
+        "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{iscsi_port}-:3260,\
+         hostfwd=tcp:127.0.0.1:{done_port}-:10000"
+    );
+    let machine = {
+        let (kernel, initrd, disk, append) =
+            (kernel.clone(), initrd.clone(), disk.clone(), append.clone());
+        std::thread::spawn(move || {
+            qemu::converse(
+                &qemu::DirectBoot {
+                    kernel: &kernel,
+                    initrd: &initrd,
+                    append: &append,
+                    disk: Some(&disk),
+                    nic: Some(nic),
+                },
+                &[
+                    ("waiting for the deploy to finish", ""),
+                    ("dib ramdisk: deploy finished", ""),
+                    ("reboot", ""),
+                ],
+                BOOT_TIMEOUT,
+            )
+        })
+    };
+    let result = (|| -> Result<(), Failed> {
+        let (request, body) = one_http_request(&api, BOOT_TIMEOUT, &|| machine.is_finished())?;
+        eq(
+            &request,
+            "POST /v1/nodes/node-1/vendor_passthru/pass_deploy_info HTTP/1.1",
+            "the deploy call",
+        )?;
+        let info: serde_json::Value = serde_json::from_str(&body)?;
+        eq(
+            &format!(
+                "{} {} {} {}",
+                info["address"], info["key"], info["iqn"], info["error"]
+            ),
+            &format!("\"10.0.2.15\" \"k3y\" \"{iqn}\" \"\""),
+            "the deploy info",
+        )?;
+        // Log in as an initiator and read the first sector.
+        let sector = b.f.path("sector");
+        let dd = Command::new("qemu-img")
+            .args(["dd", "-f", "raw", "-O", "raw", "bs=512", "count=1"])
+            .arg(format!("if=iscsi://127.0.0.1:{iscsi_port}/{iqn}/1"))
+            .arg(format!("of={}", sector.display()))
+            .output()?;
+        succeeded(&dd)?;
+        check(
+            fs::read(&sector)? == first,
+            "the first sector read over iSCSI is not the disk's",
+        )?;
+        // The deploy service writes the image through the target.
+        let url = format!("iscsi://127.0.0.1:{iscsi_port}/{iqn}/1");
+        let write = Command::new("qemu-io")
+            .args([
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x5a 4096 4096",
+                "-c",
+                "read -P 0x5a 4096 4096",
+            ])
+            .arg(&url)
+            .output()?;
+        succeeded(&write)?;
+        check(
+            !String::from_utf8_lossy(&write.stdout).contains("Pattern verification failed"),
+            format!(
+                "writing over iSCSI: {}",
+                String::from_utf8_lossy(&write.stdout)
+            ),
+        )?;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", done_port))?;
+        std::io::Write::write_all(&mut s, b"done")?;
+        Ok(())
+    })();
+    let console = machine.join().map_err(|_| "the QEMU thread panicked")?;
+    match (result, console) {
+        (Ok(()), Ok(_)) => b.assert_clean(),
+        (Err(e), Ok(log)) => {
+            Err(format!("{}\n--- console ---\n{log}", e.message().map_or("", |m| m)).into())
+        }
+        (_, Err(e)) => Err(e),
+    }
+}

@@ -107,6 +107,14 @@ impl Probe {
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")).map(String::from))
     }
+
+    /// The values of `keys`, `-` for one blkid did not print, on one line.
+    pub fn values(&self, keys: &[&str]) -> String {
+        keys.iter()
+            .map(|k| self.get(k).unwrap_or_else(|| "-".to_string()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// blkid's low-level probe of `dev` (a device, or an image file), of the

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use crate::common::image;
 use crate::common::tier::{check, succeeded};
 use crate::image::{describe, Attached};
 use crate::support::{chown_tree, dib, no_leaks_under, user, user_build, Helper};
@@ -148,11 +149,7 @@ pub fn xfs_is_built_through_the_helper() -> Result<(), Failed> {
     )?;
     succeeded(&dib(&b, Some(&h), &args, &env).output()?)?;
     let attached = Attached::new(&out.with_extension("raw"))?;
-    let keys = attached.blkid(1, |l| {
-        ["TYPE=", "LABEL=", "UUID="]
-            .iter()
-            .any(|k| l.starts_with(k))
-    })?;
+    let keys = attached.blkid(1, image::is_identity)?;
     let (tree, fstab) = attached.tree(1, &b.f.path("view"))?;
     drop(attached);
     check(

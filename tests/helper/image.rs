@@ -1,62 +1,15 @@
-//! Looking into a built image as root: its partition table, each
-//! filesystem's identity, a mounted filesystem's tree, the ESP, the BIOS
-//! boot area.
+//! Looking into a built image as root: its partitions attached to a loop
+//! device, each filesystem's identity, a mounted filesystem's tree; and all
+//! of an image the backends must agree on (with `common::image` for the
+//! partition table, the ESP and the listing).
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::image::{self, tree_listing};
 use crate::common::tier::succeeded;
 use libtest_mimic::Failed;
-
-/// The tree of a mounted filesystem: one line per file with type, mode,
-/// owner, links, size, content hash or link target, and xattrs.
-fn tree_listing(root: &Path) -> Result<Vec<String>, Failed> {
-    use sha2::Digest as _;
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir)? {
-            let p = e?.path();
-            let md = fs::symlink_metadata(&p)?;
-            let rel = p.strip_prefix(root)?.display().to_string();
-            let what = if md.file_type().is_symlink() {
-                format!("-> {}", fs::read_link(&p)?.display())
-            } else if md.is_file() {
-                sha2::Sha256::digest(fs::read(&p)?)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            } else {
-                String::new()
-            };
-            let mut xattrs = Vec::new();
-            let mut names = vec![0u8; 4096];
-            let n = rustix::fs::llistxattr(&p, &mut names).unwrap_or(0);
-            for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-                let name = String::from_utf8_lossy(name).into_owned();
-                let mut v = vec![0u8; 4096];
-                let len = rustix::fs::lgetxattr(&p, name.as_str(), &mut v).unwrap_or(0);
-                xattrs.push(format!("{name}={:?}", String::from_utf8_lossy(&v[..len])));
-            }
-            out.push(format!(
-                "{rel} {:o} {}:{} n{} {} {what} {}",
-                md.mode(),
-                md.uid(),
-                md.gid(),
-                md.nlink(),
-                if md.is_dir() { 0 } else { md.size() },
-                xattrs.join(",")
-            ));
-            if md.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
 
 /// An image attached read-only by the harness (root) to look into, its
 /// partitions added; detached when dropped.
@@ -81,16 +34,8 @@ impl Attached {
     /// blkid's low-level probe of partition `n`: the KEY=value lines `keep`
     /// keeps, sorted, on one line.
     pub fn blkid(&self, n: u32, keep: impl Fn(&str) -> bool) -> Result<String, Failed> {
-        let o = Command::new("blkid")
-            .args(["-p", "-o", "export", &format!("{}p{n}", self.dev)])
-            .output()?;
-        let mut keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| keep(l))
-            .map(String::from)
-            .collect();
-        keys.sort();
-        Ok(keys.join(" "))
+        let part = format!("{}p{n}", self.dev);
+        Ok(image::blkid(Path::new(&part), None)?.keys(keep))
     }
 
     /// Partition `n` mounted read-only under `scratch`: its tree
@@ -121,15 +66,7 @@ impl Drop for Attached {
 /// each filesystem's identity, the root tree, the ESP's files, the BIOS
 /// boot area.
 pub fn describe(image: &Path, scratch: &Path) -> Result<String, Failed> {
-    let mut d = String::new();
-    let o = Command::new("sfdisk").arg("-d").arg(image).output()?;
-    succeeded(&o)?;
-    for l in String::from_utf8_lossy(&o.stdout).lines() {
-        if !l.starts_with("device:") {
-            d.push_str(&l.replace(&image.display().to_string(), "IMG"));
-            d.push('\n');
-        }
-    }
+    let mut d = image::sfdisk_dump(image)?;
     let attached = Attached::new(image)?;
     for n in 1..=4 {
         // Which loop device showed it is no property of the image.
@@ -143,14 +80,7 @@ pub fn describe(image: &Path, scratch: &Path) -> Result<String, Failed> {
     d.push_str(&listing.join("\n"));
     d.push('\n');
     // The ESP (vfat: this kernel may not mount it) through mtools.
-    let o = Command::new("mdir")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .args(["-/", "-b", "-i"])
-        .arg(format!("{}@@{}", image.display(), 1 << 20))
-        .arg("::/")
-        .output()?;
-    succeeded(&o)?;
-    d.push_str(&String::from_utf8_lossy(&o.stdout));
+    d.push_str(&image::mdir(image, 1 << 20, &["-/", "-b"], "::/")?);
     // The BIOS boot partition (finalise.d wrote to it).
     let bytes = fs::read(image)?;
     let bsp = 41 << 20;

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use libtest_mimic::Failed;
 
+use crate::common::image;
 use crate::common::tier::{check, eq, succeeded, Build};
-use crate::image::probe_fs;
 use crate::support::{images_left, tar_entries};
 
 pub fn offline_image_matches_its_configuration() -> Result<(), Failed> {
@@ -48,38 +48,30 @@ pub fn offline_image_matches_its_configuration() -> Result<(), Failed> {
         .output()?;
     succeeded(&o)?;
     let raw = out.with_extension("raw");
-    let table = Command::new("sfdisk").arg("--json").arg(&raw).output()?;
-    succeeded(&table)?;
-    let v: serde_json::Value = serde_json::from_slice(&table.stdout)?;
-    let parts = v["partitiontable"]["partitions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let table = image::partitions(&raw)?;
+    let parts = &table.partitions;
     let summary: Vec<String> = parts
         .iter()
-        .map(|p| {
-            format!(
-                "{} {}",
-                p["name"].as_str().unwrap_or("?"),
-                p["type"].as_str().unwrap_or("?")
-            )
-        })
+        .map(|p| format!("{} {}", p.name.as_deref().unwrap_or("?"), p.kind))
         .collect();
     eq(
-        &format!("{} {summary:?}", v["partitiontable"]["label"].as_str().unwrap_or("?")),
+        &format!("{} {summary:?}", table.label),
         "gpt [\"ESP C12A7328-F81F-11D2-BA4B-00A0C93EC93B\", \"BSP 21686148-6449-6E6F-744E-656564454649\", \
          \"swap 0657FD6D-A4AB-43C4-84E5-0933C84B4F4F\", \"root 0FC63DAF-8483-4772-8E79-3D69D8477DE4\"]",
         "the partition table",
     )?;
-    let start = |i: usize| parts[i]["start"].as_u64().unwrap_or(0);
+    let start = |i: usize| parts[i].start;
     check(
         (0..4).all(|i| start(i) % 2048 == 0),
         "partitions are 1 MiB aligned",
     )?;
     let fss: Vec<String> = [0, 2, 3]
         .iter()
-        .map(|&i| probe_fs(&raw, start(i) * 512))
-        .collect::<Result<_, _>>()?;
+        .map(|&i| {
+            // (type, label, uuid) of the filesystem.
+            Ok(image::blkid(&raw, Some(start(i) * 512))?.values(&["TYPE", "LABEL", "UUID"]))
+        })
+        .collect::<Result<_, Failed>>()?;
     eq(
         &fss.join("; "),
         "vfat EFI 1234-ABCD; swap - 5d0c5f2e-8a55-4f6e-9b52-6f1f4e0c1a11; \
@@ -94,19 +86,8 @@ pub fn offline_image_matches_its_configuration() -> Result<(), Failed> {
         "finalise.d's write to IMAGE_BLOCK_DEVICE is not in the image",
     )?;
     // The root filesystem: sound, with owners and modes, and only its files.
-    let root = b.f.path("root.ext4");
-    let dd = Command::new("dd")
-        .arg(format!("if={}", raw.display()))
-        .arg(format!("of={}", root.display()))
-        .arg(format!("skip={}", start(3)))
-        .args(["bs=512", "conv=sparse", "status=none"])
-        .output()?;
-    succeeded(&dd)?;
-    let fsck = Command::new("e2fsck").arg("-fn").arg(&root).output()?;
-    check(
-        fsck.status.success(),
-        format!("e2fsck -fn: {}", String::from_utf8_lossy(&fsck.stdout)),
-    )?;
+    let root = image::copy_partition(&raw, start(3), &b.f.path("root.ext4"))?;
+    image::e2fsck(&root)?;
     let debugfs = |req: &str| -> Result<String, Failed> {
         let o = Command::new("debugfs")
             .args(["-R", req])

@@ -11,7 +11,7 @@
 //! that runs only as root (tier 1 in CI).
 //!
 //! The trials are in modules by subject; `support` holds the helpers several
-//! of them share and `image` the inspection of a built image.
+//! of them share; a built image is inspected with `common::image`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -22,7 +22,6 @@ mod disk_images;
 mod failures;
 mod get_kernel;
 mod hooks;
-mod image;
 mod isolation;
 mod outputs;
 mod signals;

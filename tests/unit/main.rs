@@ -6,6 +6,8 @@
 mod common;
 
 mod cli;
+mod commands;
+mod create;
 mod element_tools;
 mod elements;
 mod hooks;

@@ -51,7 +51,8 @@ pub trait DiskBackend: std::fmt::Debug {
     fn create(&mut self, file: &Path, layout: &Layout) -> Result<()>;
 
     /// Make the image's filesystems and mount them under `root` (empty).
-    /// Returns what to call the device in messages.
+    /// Returns what to call the device in messages (`dib-helper:
+    /// /dev/loop0`).
     fn mount_filesystems(&mut self, file: &Path, layout: &Layout, root: &Path) -> Result<String> {
         let _ = (file, layout, root);
         anyhow::bail!("{self:?} mounts no filesystems (internal error)")

@@ -1,14 +1,9 @@
 //! The helper backend: dib-helper (root) attaches the image file to a loop
 //! device, writes the partition table, makes the filesystems and hands each
 //! one back as an idmapped detached mount; pid 1 (in the build's user
-//! namespace) mounts them into its own mount namespace, copies the tree in,
-//! and the rest of the build (pre-finalise.d, finalise.d, cleanup.d) runs
-//! on the real filesystems, as in DIB.
-//!
-//! A filesystem this kernel cannot mount (vfat on a kernel without it)
-//! gets a tmpfs at its mount point instead, and its files are written into
-//! it with mtools at the end, as the offline backend does: the image is the
-//! same either way.
+//! namespace) mounts them into its own mount namespace after
+//! pre-finalise.d, copies the tree in, and finalise.d and cleanup.d run on
+//! the real filesystems, as in DIB.
 
 use std::fs::{self, File};
 use std::os::fd::AsFd as _;
@@ -56,7 +51,7 @@ impl DiskBackend for Helper {
             .with_context(|| format!("opening {file:?}"))?;
         let attached = self.attached.insert(attach(&self.socket, &image, layout)?);
         attached.mount_all(layout, root)?;
-        Ok(attached.device.clone())
+        Ok(format!("dib-helper: {}", attached.device))
     }
 
     /// The tree is already in the mounted filesystems: write what was

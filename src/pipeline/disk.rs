@@ -124,7 +124,7 @@ impl Build<'_> {
         bind(&root, mnt, true).context("moving TMP_MOUNT_PATH to the image")?;
         self.dirs.tree = root;
         self.took(
-            &format!("dib-helper: {device} partitioned, formatted and filled"),
+            &format!("{device} partitioned, formatted and filled"),
             started,
         );
         Ok(())

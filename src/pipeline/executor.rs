@@ -3,7 +3,8 @@
 //! the steps that need them. What a step does is in [`super::steps`].
 //!
 //! Layout of the build directory (as DIB's): `built/` holds the image tree
-//! (`TARGET_ROOT` of root.d and cleanup.d), `mnt/` is the same tree through a
+//! (`TARGET_ROOT` of root.d and cleanup.d; `image/root` once a backend
+//! mounts the image's filesystems there), `mnt/` is the same tree through a
 //! bind mount (`TMP_MOUNT_PATH`, where chroot phases run), `hooks/` is the
 //! merged hook tree (`TMP_HOOKS_PATH`), and `bin/` holds the `sudo` shim for
 //! outside phases.

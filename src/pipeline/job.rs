@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::outputs::{Output, Settings};
@@ -104,10 +104,12 @@ impl Products {
             return Ok(p);
         }
         if config.mode == Mode::Ramdisk {
-            let with = |ext: &str| std::path::absolute(format!("{}.{ext}", config.image_name));
+            let name = std::path::absolute(&config.image_name)
+                .with_context(|| format!("resolving the output name {:?}", config.image_name))?;
+            let with = |ext: &str| PathBuf::from(format!("{}.{ext}", name.display()));
             p.ramdisk = Some(RamdiskJob {
-                kernel: with("kernel")?,
-                initramfs: with("initramfs")?,
+                kernel: with("kernel"),
+                initramfs: with("initramfs"),
             });
             return Ok(p);
         }
@@ -137,19 +139,18 @@ impl BuildJob {
         products: Products,
         host: Host,
     ) -> Result<BuildJob> {
-        let args = config.args.iter().skip(1).cloned().collect::<Vec<_>>();
+        let args = config.args.get(1..).unwrap_or_default().join(" ");
         let logfile = config
             .logfile
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
-        let (env, element_array) =
-            super::environment::job_env(config, resolution, &args.join(" "))?;
+        let (env, element_array) = super::environment::job_env(config, resolution, &args)?;
         Ok(BuildJob {
             build_dir: host.build_dir,
             tmpfs: host.tmpfs,
             hooks,
             env,
-            args: args.join(" "),
+            args,
             element_array,
             breakpoints: config.breakpoints.clone(),
             trace: config.trace,
@@ -177,5 +178,53 @@ impl BuildJob {
     /// Whether a `break=` point is set.
     pub fn breaks_at(&self, at: Breakpoint) -> bool {
         self.breakpoints.contains(&at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::CreateArgs;
+    use crate::config::{Env, OutputType};
+
+    fn products(mode: Mode, output: &str, types: &[&str], final_image: bool) -> Products {
+        let args = CreateArgs {
+            elements: vec!["x".into()],
+            output: Some(output.into()),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let env: Env = [("HOME".to_string(), "/h".to_string())].into();
+        let config = BuildConfig::new(mode, &args, &env, vec![]).unwrap();
+        Products::new(&config, final_image).unwrap()
+    }
+
+    #[test]
+    fn a_build_makes_its_outputs_or_a_ramdisk_or_nothing() {
+        let abs = |p: &str| std::path::absolute(p).unwrap();
+        let disk = products(Mode::Disk, "out/vm", &["qcow2", "tar"], true);
+        let kinds: Vec<OutputType> = disk.outputs.iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, [OutputType::Qcow2, OutputType::Tar]);
+        assert_eq!(disk.outputs[0].path, abs("out/vm.qcow2"));
+        assert!(disk.needs_disk() && disk.ramdisk.is_none());
+        let tree = products(Mode::Disk, "t", &["tar"], true);
+        assert!(!tree.needs_disk());
+        let none = products(Mode::Disk, "vm", &["qcow2"], false);
+        assert!(none.outputs.is_empty() && none.ramdisk.is_none() && !none.final_image);
+        // A ramdisk is NAME.kernel and NAME.initramfs beside the resolved
+        // name, whatever the name's last component.
+        for (name, base) in [("r", abs("r")), ("out/.", abs("out/."))] {
+            let r = products(Mode::Ramdisk, name, &[], true);
+            let job = r.ramdisk.unwrap();
+            assert_eq!(
+                job.kernel.display().to_string(),
+                format!("{}.kernel", base.display())
+            );
+            assert_eq!(
+                job.initramfs.display().to_string(),
+                format!("{}.initramfs", base.display())
+            );
+            assert!(r.outputs.is_empty());
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
-/// Where a name in `binary-deps.d` is looked for in the tree.
+// Where a name in `binary-deps.d` is looked for in the tree.
 use crate::pipeline::environment::IMAGE_BIN_DIRS as BIN_DIRS;
 
 /// Library directories searched after the ELF's own run paths and

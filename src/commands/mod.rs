@@ -1,4 +1,4 @@
-//! One function per subcommand, each taking parsed arguments (STYLE rule 1).
+//! One function per subcommand, each taking parsed arguments.
 //! They wire the library together; the logic lives in the modules they call.
 
 pub mod create;

@@ -1,4 +1,4 @@
-//! Element discovery and dependency expansion (SPEC §2), table-driven.
+//! Element discovery and dependency expansion, table-driven.
 
 use crate::common::{empty_dir, real, Fixture};
 use dib::elements::{resolve, ElementSet};

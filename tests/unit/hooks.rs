@@ -1,4 +1,4 @@
-//! The merged hook tree and install types (SPEC §3), on real directories.
+//! The merged hook tree and install types, on real directories.
 #![allow(clippy::type_complexity)] // inline case tables read better than named types
 
 use std::collections::BTreeMap;

@@ -5,7 +5,6 @@
 use std::fs::{self, File};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::tier::{check, eq};
 use crate::support::{no_leaks_under, probe, probe_image, user_dir, Helper};
@@ -26,11 +25,7 @@ pub fn mounts_are_idmapped_with_nodev_and_nosuid_locked() -> Result<(), Failed> 
     no_leaks_under(scratch.path())?;
     // As namespace root the probe wrote uid 0's file into the filesystem.
     let img = scratch.path().join("probe.img");
-    let o = Command::new("debugfs")
-        .args(["-R", "stat /hello"])
-        .arg(&img)
-        .output()?;
-    let stat = String::from_utf8_lossy(&o.stdout);
+    let stat = crate::common::image::debugfs(&img, "stat /hello")?;
     check(
         stat.contains("User:     0   Group:     0"),
         format!("/hello in the image: {stat}"),

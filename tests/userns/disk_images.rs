@@ -88,13 +88,7 @@ pub fn offline_image_matches_its_configuration() -> Result<(), Failed> {
     // The root filesystem: sound, with owners and modes, and only its files.
     let root = image::copy_partition(&raw, start(3), &b.f.path("root.ext4"))?;
     image::e2fsck(&root)?;
-    let debugfs = |req: &str| -> Result<String, Failed> {
-        let o = Command::new("debugfs")
-            .args(["-R", req])
-            .arg(&root)
-            .output()?;
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let debugfs = |req: &str| image::debugfs(&root, req);
     let owned = debugfs("stat /srv/owned")?;
     check(
         owned.contains("Mode:  04750") && owned.contains("User:  1234   Group:  4321"),

@@ -25,7 +25,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
 use crate::elements::ResolvedElement;
 
@@ -103,8 +103,10 @@ impl InstallTypes {
     }
 }
 
-/// Compute the merged tree of `elements` (in the given order).
-pub fn plan(elements: &[ResolvedElement], install: &InstallTypes) -> Result<HookTree> {
+/// Compute the merged tree of `elements` (in the given order). Install
+/// types are linked later, once environment.d has had its say
+/// ([`HookTree::link_install_types`]).
+pub fn plan(elements: &[ResolvedElement]) -> Result<HookTree> {
     let mut tree = HookTree::default();
     for el in elements {
         for (name, path) in sorted_children(&el.path)? {
@@ -124,7 +126,6 @@ pub fn plan(elements: &[ResolvedElement], install: &InstallTypes) -> Result<Hook
             }
         }
     }
-    link_install_types(&mut tree, install)?;
     Ok(tree)
 }
 
@@ -195,7 +196,14 @@ fn split_install_dir(name: &str) -> Option<(&str, &str)> {
     (!prefix.is_empty() && !ty.is_empty()).then_some((prefix, ty))
 }
 
-fn link_install_types(tree: &mut HookTree, install: &InstallTypes) -> Result<()> {
+/// The links that put the chosen install type's scripts into install.d:
+/// (link, target), relative to the hook tree; and, for each prefix whose
+/// explicitly chosen type no element ships, a note (nothing of it runs, as
+/// in DIB).
+fn install_links(
+    tree: &HookTree,
+    install: &InstallTypes,
+) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<String>)> {
     // prefix -> type -> (element, scripts)
     let mut by_prefix: BTreeMap<String, BTreeMap<String, (String, Vec<String>)>> = BTreeMap::new();
     for (rel, src) in tree.dir(INSTALL_D) {
@@ -218,33 +226,36 @@ fn link_install_types(tree: &mut HookTree, install: &InstallTypes) -> Result<()>
                 .insert(ty.to_string(), (element.clone(), scripts));
         }
     }
+    let (mut links, mut notes) = (Vec::new(), Vec::new());
+    let mut linked: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (prefix, types) in by_prefix {
         let (chosen, var) = install.choose(&prefix);
         let Some((element, scripts)) = types.get(chosen) else {
+            // The default type simply absent for a prefix is normal.
             if let Some(var) = var {
                 let have: Vec<&str> = types.keys().map(String::as_str).collect();
-                bail!(
+                notes.push(format!(
                     "{var}={chosen}, but no element ships install.d/{prefix}-{chosen}-install \
-                     (available install types for '{prefix}': {}); set {var} to one of them",
+                     (install types for '{prefix}': {}), so none of its install scripts run",
                     have.join(", ")
-                );
+                ));
             }
-            // The default type is simply absent for this prefix: nothing runs,
-            // as in DIB.
             continue;
         };
         let dirname = format!("{prefix}-{chosen}{INSTALL_SUFFIX}");
         for script in scripts {
-            let src = Source::Symlink {
-                element: element.clone(),
-                target: Path::new(&dirname).join(script),
-            };
-            insert_unique(tree, Path::new(INSTALL_D).join(script), src).with_context(|| {
-                format!("linking install type '{chosen}' of '{prefix}' into install.d")
-            })?;
+            let link = Path::new(INSTALL_D).join(script);
+            let other = tree.entries.get(&link).map(|s| s.element().to_string());
+            if let Some(other) = other.or_else(|| linked.get(&link).cloned()) {
+                return Err(conflict(&link, &other, element)).with_context(|| {
+                    format!("linking install type '{chosen}' of '{prefix}' into install.d")
+                });
+            }
+            linked.insert(link.clone(), element.clone());
+            links.push((link, Path::new(&dirname).join(script)));
         }
     }
-    Ok(())
+    Ok((links, notes))
 }
 
 /// Non-hidden children of a directory, sorted by name (as DIB's `ls`).
@@ -274,6 +285,18 @@ impl HookTree {
             }
             Some((rel.file_name()?.to_str()?, src))
         })
+    }
+
+    /// Link the install type `install` chooses for each prefix into
+    /// `dest/install.d` (a materialised copy of this tree); returns notes on
+    /// chosen types no element ships.
+    pub fn link_install_types(&self, dest: &Path, install: &InstallTypes) -> Result<Vec<String>> {
+        let (links, notes) = install_links(self, install)?;
+        for (link, target) in links {
+            let to = dest.join(&link);
+            symlink(&target, &to).with_context(|| format!("linking {to:?} -> {target:?}"))?;
+        }
+        Ok(notes)
     }
 
     /// Write the tree into `dest` (created if missing; should be empty).

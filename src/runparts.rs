@@ -4,8 +4,8 @@
 //! (symlinks to such files count) directly in the directory, whose names match
 //! `^[0-9A-Za-z_-]+$`, run; everything else is skipped with a reason. Order is
 //! `LC_ALL=C sort -n`: numeric on the leading number, names without one count
-//! as 0, ties broken bytewise. `environment.d` files are sourced in the same
-//! order, need not be executable, and may contain dots.
+//! as 0, ties broken bytewise. `environment.d` files are sourced in byte
+//! order of their names, need not be executable, and may contain dots.
 //!
 //! The decision is a pure function over [`Entry`] values so it can be tested
 //! without a file system; [`plan_dir`] feeds it from a real directory.
@@ -102,10 +102,12 @@ pub fn valid_environment_name(name: &str) -> bool {
 }
 
 /// Which `environment.d` files are sourced, in order: regular files with
-/// valid names.
+/// valid names, in the byte order of their paths (DIB sorts the full paths
+/// with `sort -n`, where no path has a leading number, so `10-b` comes
+/// before `5-a`).
 pub fn plan_environment(mut entries: Vec<Entry>) -> Vec<String> {
     entries.retain(|e| e.kind == EntryKind::File && valid_environment_name(&e.name));
-    entries.sort_by(|a, b| sort_n(&a.name, &b.name));
+    entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     entries.into_iter().map(|e| e.name).collect()
 }
 
@@ -287,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn environment_files_may_have_dots_and_no_exec_bit() {
+    fn environment_files_are_in_byte_order_may_have_dots_and_no_exec_bit() {
         let entries = vec![
             file("10-b.bash", false),
             file("5-a.bash", false),
@@ -302,7 +304,7 @@ mod tests {
         ];
         assert_eq!(
             plan_environment(entries),
-            vec!["README", "5-a.bash", "10-b.bash"]
+            vec!["10-b.bash", "5-a.bash", "README"]
         );
     }
 

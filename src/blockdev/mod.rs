@@ -107,7 +107,28 @@ pub fn hook_env(layout: &Layout, image: &Path) -> BTreeMap<String, String> {
     };
     let dev = image.display().to_string();
     set("IMAGE_BLOCK_DEVICE", dev.clone());
-    set("IMAGE_BLOCK_DEVICE_WITHOUT_PART", dev);
+    set("IMAGE_BLOCK_DEVICE_WITHOUT_PART", dev.clone());
+    // `eval declare -A devices=( $IMAGE_BLOCK_DEVICES )`, as DIB's: the
+    // image's node; partitions have no devices of their own here.
+    set("IMAGE_BLOCK_DEVICES", format!(" [image0]={dev} "));
+    set("TMP_IMAGE_PATH", dev);
+    set("DIB_IMAGE_SIZE", (layout.size / 1024).to_string());
+    let mut mount_points: Vec<&str> = layout
+        .filesystems
+        .iter()
+        .filter_map(|f| f.mount_point.as_deref())
+        .collect();
+    mount_points.sort();
+    set("DIB_MOUNTPOINTS", mount_points.join("|"));
+    let boot = layout
+        .filesystems
+        .iter()
+        .find(|f| f.mount_point.as_deref() == Some("/boot"));
+    set(
+        "DIB_BOOT_LABEL",
+        boot.map(|f| f.label.clone().unwrap_or_else(|| f.name.clone()))
+            .unwrap_or_default(),
+    );
     set(
         "DIB_BLOCK_DEVICE_LABEL",
         layout.label.map_or("none", |l| l.as_str()).to_string(),

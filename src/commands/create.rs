@@ -6,7 +6,7 @@ use crate::cli::CreateArgs;
 use crate::config::{process_env, BuildConfig, Mode};
 use crate::elements::resolve;
 use crate::features;
-use crate::hooks::{self, InstallTypes};
+use crate::hooks;
 use crate::pipeline::job::Products;
 use crate::pipeline::{self, package_lists::PackageLists};
 
@@ -16,9 +16,7 @@ pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
     config.check_paths()?;
     let set = super::load_elements(&env)?;
     let resolution = resolve(&set, &config.elements, config.arch.as_str())?;
-    let install = InstallTypes::from_env(config.install_type.as_str(), &config.env);
-    let tree =
-        hooks::plan(&resolution.elements, &install).context("merging the elements' hook trees")?;
+    let tree = hooks::plan(&resolution.elements).context("merging the elements' hook trees")?;
     tracing::info!(
         "elements: {} ({} hook files)",
         resolution.names().collect::<Vec<_>>().join(" "),

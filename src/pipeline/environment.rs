@@ -11,7 +11,7 @@ use dib_sandbox::mounts::{IMAGE_FILE_IN_TARGET, IN_TARGET};
 
 use super::job::JOB_ENV;
 use crate::blockdev::Layout;
-use crate::config::BuildConfig;
+use crate::config::{BuildConfig, Tmpfs, DEFAULT_MIN_TMPFS_GB};
 use crate::elements::Resolution;
 use crate::phases::Phase;
 
@@ -46,12 +46,30 @@ pub fn job_env(
         crate::element_info::env_script_parts(resolution);
     let mut env = config.env.clone();
     env.retain(|k, _| k != JOB_ENV && !k.starts_with("BASH_FUNC_"));
+    let dib_env = declare_p(env.iter().filter(|(k, _)| k.starts_with("DIB_")));
+    let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+    let (no_tmpfs, min_tmpfs) = match config.tmpfs {
+        Tmpfs::Never => (true, DEFAULT_MIN_TMPFS_GB),
+        Tmpfs::WhenMemoryAtLeastTwice(gb) => (false, gb),
+    };
+    let home = env.get("HOME").cloned().unwrap_or_default();
+    for (k, v) in [
+        ("DIB_LOCKFILES", format!("{home}/.cache/dib/lockfiles")),
+        ("DIB_PYTHON_EXEC", host_python(&env)),
+    ] {
+        env.entry(k.to_string()).or_insert(v);
+    }
     for (k, v) in [
         ("ARCH", config.arch.to_string()),
         ("IMAGE_NAME", image_name.display().to_string()),
         ("IMAGE_ELEMENT", image_element),
         ("IMAGE_ELEMENT_YAML", image_element_yaml),
-        ("DIB_OFFLINE", if config.offline { "1" } else { "0" }.into()),
+        ("DIB_ENV", dib_env),
+        // Empty when online, as DIB has it: elements test `-z`.
+        ("DIB_OFFLINE", if config.offline { "1" } else { "" }.into()),
+        ("DIB_CHECKSUM", flag(config.checksum)),
+        ("DIB_NO_TMPFS", flag(no_tmpfs)),
+        ("DIB_MIN_TMPFS", min_tmpfs.to_string()),
         ("DIB_IMAGE_CACHE", config.image_cache.display().to_string()),
         ("DIB_DEBUG_TRACE", config.trace.to_string()),
         ("DIB_ROOT_LABEL", config.root_label.clone()),
@@ -65,6 +83,35 @@ pub fn job_env(
         env.insert(k.to_string(), v);
     }
     Ok((env, element_array))
+}
+
+/// Variables as bash's `declare -p` prints exported ones, a line each
+/// (`DIB_ENV`, which hooks `eval` or log).
+pub fn declare_p<'a>(vars: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    let mut out = Vec::new();
+    for (k, v) in vars {
+        let mut quoted = String::with_capacity(v.len() + 2);
+        for c in v.chars() {
+            if matches!(c, '"' | '\\' | '$' | '`') {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        out.push(format!("declare -x {k}=\"{quoted}\""));
+    }
+    out.join("\n")
+}
+
+/// `DIB_PYTHON_EXEC`: the host's python3 (DIB's is the Python it runs on),
+/// found on the user's `PATH` or in the system directories.
+fn host_python(env: &BTreeMap<String, String>) -> String {
+    let path = env.get("PATH").map_or("", String::as_str);
+    path.split(':')
+        .chain(IMAGE_BIN_DIRS)
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("python3"))
+        .find(|p| p.is_file())
+        .map_or_else(|| "python3".to_string(), |p| p.display().to_string())
 }
 
 /// Where a build's directories are, seen from pid 1.
@@ -109,6 +156,13 @@ pub fn hook_env(
         "BASH_FUNC_get_image_element_array%%",
         format!("() {{  echo {element_array}\n}}"),
     );
+    let hooks = if phase.chroot() {
+        format!("/{IN_TARGET}")
+    } else {
+        dirs.hooks.display().to_string()
+    };
+    set("_LIB", super::runtime::lib_dir(&hooks));
+    set("DIB_RUN_PARTS", super::runtime::run_parts(&hooks));
     if phase.chroot() {
         set("TMP_HOOKS_PATH", format!("/{IN_TARGET}"));
         set("HOME", "/root".into());

@@ -6,12 +6,11 @@
 //! (`TARGET_ROOT` of root.d and cleanup.d; `image/root` once a backend
 //! mounts the image's filesystems there), `mnt/` is the same tree through a
 //! bind mount (`TMP_MOUNT_PATH`, where chroot phases run), `hooks/` is the
-//! merged hook tree (`TMP_HOOKS_PATH`), and `bin/` holds the `sudo` shim for
-//! outside phases.
+//! merged hook tree (`TMP_HOOKS_PATH`, with dib's shell library in `.dib/`),
+//! and `bin/` holds the outside phases' `sudo`, `mknod` and `dib-run-parts`.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -26,20 +25,6 @@ use super::log::Log;
 use super::outputs::Finished;
 use super::plan::plan;
 use crate::phases::Phase;
-
-/// `sudo` for outside phases: the build is already uid 0 in its namespace,
-/// so DIB-style `sudo cmd` just runs cmd (options are dropped).
-const SUDO_SHIM: &str = "#!/bin/sh\n\
-# dib: already uid 0 in the build's user namespace; run the command as is.\n\
-while [ $# -gt 0 ]; do\n\
-    case \"$1\" in\n\
-        --) shift; break ;;\n\
-        -u|-g|-C|-D|-h|-p|-r|-t|-U) shift 2 ;;\n\
-        -*) shift ;;\n\
-        *) break ;;\n\
-    esac\n\
-done\n\
-exec \"$@\"\n";
 
 /// Why a build stopped.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +91,7 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
 
 impl<'a> Build<'a> {
     /// The build directory's parts: the tree and its bind mount, the hook
-    /// tree with the build's settings, the `sudo` shim.
+    /// tree with the build's settings, the hooks' runtime.
     fn prepare(job: &'a BuildJob, stopped: &'a AtomicI32, log: &'a Arc<Log>) -> Result<Build<'a>> {
         let b = &job.build_dir;
         if job.tmpfs {
@@ -127,10 +112,10 @@ impl<'a> Build<'a> {
             .materialize(&dirs.hooks)
             .context("writing the hook tree")?;
         write_build_settings(job, &dirs.hooks)?;
-        let sudo = dirs.bin.join("sudo");
-        fs::write(&sudo, SUDO_SHIM).with_context(|| format!("writing {sudo:?}"))?;
-        fs::set_permissions(&sudo, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("chmod {sudo:?}"))?;
+        if let Some(disk) = &job.disk {
+            write_block_device_params(job, disk, b)?;
+        }
+        super::runtime::install(&dirs.hooks, &dirs.bin).context("writing the hooks' runtime")?;
         Ok(Build {
             job,
             log,
@@ -179,13 +164,20 @@ impl<'a> Build<'a> {
             layout: &d.layout,
             file: &d.file,
         });
-        hook_env(
+        let mut env = hook_env(
             &self.job.env,
             &self.job.element_array,
             &self.dirs,
             phase,
             image,
-        )
+        );
+        if self.job.disk.is_some() && !phase.chroot() {
+            env.insert(
+                "DIB_BLOCK_DEVICE_PARAMS_YAML".into(),
+                self.dirs.build.join(PARAMS_YAML).display().to_string(),
+            );
+        }
+        env
     }
 
     /// The shell that runs hooks: the tree's bash (or sh) in chroot phases,
@@ -208,6 +200,39 @@ impl<'a> Build<'a> {
         }
         Ok(())
     }
+}
+
+/// `DIB_BLOCK_DEVICE_PARAMS_YAML`, in the build directory.
+const PARAMS_YAML: &str = "block-device/params.yaml";
+
+/// The block-device parameters as DIB writes them for its hooks, with the
+/// configuration beside them.
+fn write_block_device_params(
+    job: &BuildJob,
+    disk: &crate::blockdev::DiskJob,
+    build: &Path,
+) -> Result<()> {
+    let dir = build.join("block-device");
+    fs::create_dir(&dir).with_context(|| format!("creating {dir:?}"))?;
+    let config = dir.join("config.yaml");
+    let text =
+        serde_yaml_ng::to_string(&disk.config).context("writing the block-device configuration")?;
+    fs::write(&config, text).with_context(|| format!("writing {config:?}"))?;
+    let image_dir = std::path::absolute(job.env.get("IMAGE_NAME").map_or(".", String::as_str))
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let params = format!(
+        "config: {}\nimage-dir: {}\nroot-fs-type: {}\nroot-label: {}\nmount-base: {}\nbuild-dir: {}\n",
+        config.display(),
+        image_dir.display(),
+        disk.options.fs_type,
+        disk.options.root_label,
+        build.join("mnt").display(),
+        build.display(),
+    );
+    let p = build.join(PARAMS_YAML);
+    fs::write(&p, params).with_context(|| format!("writing {p:?}"))
 }
 
 /// `dib_environment` (the build's `DIB_*` variables as bash) and `dib_args`

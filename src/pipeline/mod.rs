@@ -4,7 +4,7 @@
 //! and start the sandbox. Inside ([`pid1`]): pid 1 turns the job into a
 //! [`plan`] of steps and the [`executor`] runs them; each step's work is in
 //! [`steps`] and the modules by subject: hooks ([`run_hooks`], their
-//! [`environment`], the [`chroot`]), [`breaks`] shells, [`package_lists`], the [`disk`] image,
+//! [`environment`], the [`chroot`], their shell [`runtime`]), [`breaks`] shells, [`package_lists`], the [`disk`] image,
 //! [`outputs`]; [`log`] is the build's log.
 
 pub mod breaks;
@@ -20,6 +20,7 @@ pub mod package_lists;
 pub mod pid1;
 pub mod plan;
 pub mod run_hooks;
+pub mod runtime;
 pub mod steps;
 
 pub use host::{run, Reported};

@@ -53,11 +53,27 @@ impl PackageLists {
 const SQUASH_PHASE: Phase = Phase::ExtraData;
 
 impl Build<'_> {
-    /// Squash the package lists (through the pkg-maps) into per-phase
-    /// files in the hook tree, for the package-installs element's hooks,
-    /// and write each element's pkg-map table for the pkg-map element.
+    /// What environment.d decides once extra-data.d has run, as DIB's
+    /// install-types and package-installs do at the end of that phase: the
+    /// chosen install types linked into install.d, and the package lists
+    /// (through the pkg-maps) squashed into per-phase files in the hook tree
+    /// for the package-installs element's hooks, with each element's pkg-map
+    /// table for the pkg-map element.
     pub fn write_package_lists(&self) -> Result<()> {
         use crate::packages::{plan, Context};
+        let env = self.sourced_env()?;
+        let installtypes = crate::hooks::InstallTypes::from_env(
+            env.get("DIB_DEFAULT_INSTALLTYPE")
+                .map_or("source", String::as_str),
+            &env,
+        );
+        for note in self
+            .job
+            .hooks
+            .link_install_types(&self.dirs.hooks, &installtypes)?
+        {
+            self.log.line(&format!("warning: {note}"));
+        }
         let lists = &self.job.package_lists;
         for w in &lists.warnings {
             self.log.line(&format!("warning: {w}"));
@@ -65,13 +81,7 @@ impl Build<'_> {
         if lists.entries.is_empty() && lists.maps.is_empty() {
             return Ok(());
         }
-        let env = self.sourced_env()?;
         self.write_pkg_map_tables(&lists.maps, &env)?;
-        let installtypes = crate::hooks::InstallTypes::from_env(
-            env.get("DIB_DEFAULT_INSTALLTYPE")
-                .map_or("source", String::as_str),
-            &env,
-        );
         let ctx = Context {
             arch: env.get("ARCH").map_or("", String::as_str),
             env: &env,

@@ -15,8 +15,10 @@ pub enum Step {
     Hooks { phase: Phase, shell_on_error: bool },
     /// An interactive shell at a `break=` point, where that phase runs.
     Break { at: Breakpoint, phase: Phase },
-    /// Every element's package-installs (through its pkg-map) squashed
-    /// into per-phase lists in the hook tree, as DIB does in extra-data.d.
+    /// What environment.d decides after extra-data.d, as DIB's elements
+    /// do at its end: the chosen install types linked into install.d, and
+    /// every element's package-installs (through its pkg-map) squashed into
+    /// per-phase lists in the hook tree.
     PackageLists,
     /// `-p`: the image's `install-packages` with the listed packages.
     ExtraPackages,

@@ -35,7 +35,7 @@ fn phase_directories_merge_and_keep_modes() {
     f.file("e/b/README.md", "b\n", 0o644);
     f.file("e/b/tests/README", "element tests are not merged\n", 0o644);
 
-    let tree = plan(&elements(&f, &["a", "b"]), &source_default()).unwrap();
+    let tree = plan(&elements(&f, &["a", "b"])).unwrap();
     let rels: Vec<String> = tree
         .entries
         .keys()
@@ -75,7 +75,7 @@ fn duplicate_hook_names_both_elements() {
     let f = Fixture::new();
     f.file("e/a/install.d/50-same", GOOD_SCRIPT, 0o755);
     f.file("e/b/install.d/50-same", GOOD_SCRIPT, 0o755);
-    let err = plan(&elements(&f, &["a", "b"]), &source_default()).unwrap_err();
+    let err = plan(&elements(&f, &["a", "b"])).unwrap_err();
     assert_eq!(
         format!("{err:#}"),
         "duplicate hook install.d/50-same: shipped by both element 'a' and element 'b'; rename one of them"
@@ -87,7 +87,7 @@ fn directories_merge_and_only_files_clash() {
     let f = Fixture::new();
     f.file("e/a/static/etc/a.conf", "a\n", 0o644);
     f.file("e/b/static/etc/b.conf", "b\n", 0o644);
-    let tree = plan(&elements(&f, &["a", "b"]), &source_default()).unwrap();
+    let tree = plan(&elements(&f, &["a", "b"])).unwrap();
     let out = f.path("hooks");
     tree.materialize(&out).unwrap();
     assert_eq!(
@@ -101,14 +101,14 @@ fn directories_merge_and_only_files_clash() {
 
     // The same file deep down clashes, naming both elements.
     f.file("e/c/static/etc/a.conf", "c\n", 0o644);
-    let err = plan(&elements(&f, &["a", "c"]), &source_default()).unwrap_err();
+    let err = plan(&elements(&f, &["a", "c"])).unwrap_err();
     assert_eq!(
         format!("{err:#}"),
         "duplicate hook static/etc/a.conf: shipped by both element 'a' and element 'c'; rename one of them"
     );
     // So does a file where another element has a directory.
     f.file("e/d/static/etc", "not a directory\n", 0o644);
-    let err = plan(&elements(&f, &["a", "d"]), &source_default()).unwrap_err();
+    let err = plan(&elements(&f, &["a", "d"])).unwrap_err();
     assert_eq!(
         format!("{err:#}"),
         "duplicate hook static/etc: shipped by both element 'a' and element 'd'; rename one of them"
@@ -130,7 +130,7 @@ fn symlinks_are_recreated_not_followed() {
     .unwrap();
     // A link pointing up its own tree must not recurse.
     symlink("..", f.path("e/a/static/etc/loop")).unwrap();
-    let tree = plan(&elements(&f, &["a"]), &source_default()).unwrap();
+    let tree = plan(&elements(&f, &["a"])).unwrap();
     let out = f.path("hooks");
     tree.materialize(&out).unwrap();
     let link = |p: &str| fs::read_link(out.join(p)).unwrap();
@@ -189,13 +189,13 @@ fn install_types_link_the_chosen_scripts() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let tree = plan(
-            &elements(&f, &["svc"]),
-            &InstallTypes::from_env(default, &env),
-        )
-        .unwrap();
+        let tree = plan(&elements(&f, &["svc"])).unwrap();
         let out = f.path("hooks");
         tree.materialize(&out).unwrap();
+        let notes = tree
+            .link_install_types(&out, &InstallTypes::from_env(default, &env))
+            .unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
         let dib::runparts::DirPlan { run, skipped } = plan_dir(&out.join("install.d")).unwrap();
         let names: Vec<String> = run
             .iter()
@@ -210,27 +210,37 @@ fn install_types_link_the_chosen_scripts() {
 }
 
 #[test]
-fn install_type_with_no_scripts_for_it() {
+fn install_type_with_no_scripts_for_it_runs_nothing_of_it() {
     let f = install_type_fixture();
     let env: BTreeMap<String, String> =
         [("DIB_INSTALLTYPE_nova_api".to_string(), "pip".to_string())].into();
-    let err = plan(
-        &elements(&f, &["svc"]),
-        &InstallTypes::from_env("source", &env),
-    )
-    .unwrap_err();
+    let tree = plan(&elements(&f, &["svc"])).unwrap();
+    let out = f.path("hooks");
+    tree.materialize(&out).unwrap();
+    let notes = tree
+        .link_install_types(&out, &InstallTypes::from_env("source", &env))
+        .unwrap();
     assert_eq!(
-        format!("{err:#}"),
-        "DIB_INSTALLTYPE_nova_api=pip, but no element ships install.d/nova-api-pip-install \
-         (available install types for 'nova-api': package, source); set DIB_INSTALLTYPE_nova_api to one of them"
+        notes,
+        [
+            "DIB_INSTALLTYPE_nova_api=pip, but no element ships install.d/nova-api-pip-install \
+          (install types for 'nova-api': package, source), so none of its install scripts run"
+        ]
     );
+    let run = plan_dir(&out.join("install.d")).unwrap().run;
+    assert_eq!(run.len(), 1, "only 50-common: {run:?}");
 }
 
 #[test]
 fn install_type_script_clashing_with_a_plain_hook() {
     let f = install_type_fixture();
     f.file("e/other/install.d/10-from-git", GOOD_SCRIPT, 0o755);
-    let err = plan(&elements(&f, &["other", "svc"]), &source_default()).unwrap_err();
+    let tree = plan(&elements(&f, &["other", "svc"])).unwrap();
+    let out = f.path("hooks");
+    tree.materialize(&out).unwrap();
+    let err = tree
+        .link_install_types(&out, &source_default())
+        .unwrap_err();
     assert_eq!(
         format!("{err:#}"),
         "linking install type 'source' of 'nova-api' into install.d: duplicate hook install.d/10-from-git: \

@@ -1,0 +1,71 @@
+//! What DIB's hooks expect of their runtime besides the environment: the
+//! shell library `_LIB` (`die`, `common-functions`, `img-functions`, the
+//! defaults), `dib-run-parts` (`DIB_RUN_PARTS`), and the outside phases'
+//! `sudo` and `mknod`. The files are dib's own, built into the binary and
+//! written into each build: the library and `dib-run-parts` into the hook
+//! tree's `.dib/` (so chroot phases see them at the same place under
+//! `/tmp/in_target.d`), the commands into the outside phases' `bin/`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+/// The runtime's directory in the hook tree.
+pub const DIR: &str = ".dib";
+
+/// `_LIB`'s files.
+const LIB: [(&str, &str); 5] = [
+    ("die", include_str!("runtime/lib/die")),
+    (
+        "common-defaults",
+        include_str!("runtime/lib/common-defaults"),
+    ),
+    ("img-defaults", include_str!("runtime/lib/img-defaults")),
+    (
+        "common-functions",
+        include_str!("runtime/lib/common-functions"),
+    ),
+    ("img-functions", include_str!("runtime/lib/img-functions")),
+];
+
+const RUN_PARTS: &str = include_str!("runtime/dib-run-parts");
+
+/// Commands first on the outside phases' `PATH`.
+const OUTSIDE_BIN: [(&str, &str); 3] = [
+    ("sudo", include_str!("runtime/sudo")),
+    ("mknod", include_str!("runtime/mknod")),
+    ("dib-run-parts", RUN_PARTS),
+];
+
+/// `_LIB` under a hook tree seen at `hooks`.
+pub fn lib_dir(hooks: &str) -> String {
+    format!("{hooks}/{DIR}/lib")
+}
+
+/// `DIB_RUN_PARTS` under a hook tree seen at `hooks`.
+pub fn run_parts(hooks: &str) -> String {
+    format!("{hooks}/{DIR}/dib-run-parts")
+}
+
+/// Write the runtime into the hook tree `hooks` and the commands into `bin`.
+pub fn install(hooks: &Path, bin: &Path) -> Result<()> {
+    let dir = hooks.join(DIR);
+    let lib = dir.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {lib:?}"))?;
+    for (name, text) in LIB {
+        write(&lib.join(name), text, 0o644)?;
+    }
+    write(&dir.join("dib-run-parts"), RUN_PARTS, 0o755)?;
+    for (name, text) in OUTSIDE_BIN {
+        write(&bin.join(name), text, 0o755)?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("writing {path:?}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {path:?}"))
+}

@@ -1,5 +1,7 @@
 # Distribution defaults; overridable with the DIB_ variables.
 export DISTRO_NAME=debian
+export DIB_INIT_SYSTEM=${DIB_INIT_SYSTEM:-systemd}
+export EFI_BOOT_DIR=EFI/debian
 if [ -z "${DIB_RELEASE:-}" ]; then
     DIB_RELEASE=bookworm
     if [ -r /etc/os-release ] && grep -q '^ID=debian$' /etc/os-release; then
@@ -19,5 +21,6 @@ case "${ARCH:-amd64}" in
     armhf) __dib_kernel=linux-image-armmp ;;
     *) __dib_kernel= ;;
 esac
-export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE-systemd-sysv${__dib_kernel:+,$__dib_kernel}}
+# What DIB's debian-minimal base has besides: busybox, sudo, gnupg, python3.
+export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE-systemd-sysv,busybox,sudo,gnupg,python3${__dib_kernel:+,$__dib_kernel}}
 unset __dib_kernel

@@ -142,6 +142,11 @@ pub struct CreateArgs {
     #[arg(long)]
     pub offline: bool,
 
+    /// Trust the host's CA certificates in every phase (for a TLS-inspecting
+    /// proxy); they are never copied into the image [env: DIB_TRUST_HOST_CA=1]
+    #[arg(long)]
+    pub trust_host_ca: bool,
+
     /// Options for `qemu-img convert -o`, as k=v,k=v
     #[arg(long, value_name = "K=V,..")]
     pub qemu_img_options: Option<String>,

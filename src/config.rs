@@ -68,6 +68,8 @@ pub struct BuildConfig {
     pub mkfs_options: Option<String>,
     pub mkfs_journal_size_mb: Option<u64>,
     pub offline: bool,
+    /// `--trust-host-ca`: the host's CA bundle, trusted by every phase.
+    pub host_ca: Option<PathBuf>,
     pub qemu_img_options: Vec<(String, String)>,
     pub fs_type: FsType,
     pub root_label: String,
@@ -235,6 +237,11 @@ impl BuildConfig {
 
         let offline = args.offline || env_flag(env, "DIB_OFFLINE")?;
         let checksum = args.checksum || env_flag(env, "DIB_CHECKSUM")?;
+        let host_ca = (args.trust_host_ca || env_flag(env, "DIB_TRUST_HOST_CA")?).then(|| {
+            env.get("DIB_HOST_CA_BUNDLE")
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(HOST_CA_BUNDLE), PathBuf::from)
+        });
         let env_for_hooks = if args.clear_env {
             cleared_env(env)
         } else {
@@ -260,6 +267,7 @@ impl BuildConfig {
             mkfs_options: args.mkfs_options.clone(),
             mkfs_journal_size_mb: args.mkfs_journal_size,
             offline,
+            host_ca,
             qemu_img_options,
             fs_type,
             root_label,
@@ -285,11 +293,27 @@ impl BuildConfig {
     }
 }
 
+/// The host's CA bundle on Debian (`DIB_HOST_CA_BUNDLE` names another).
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 impl BuildConfig {
     /// The checks that need the file system, kept apart from [`BuildConfig::new`]
     /// so that stays pure: `TMP_DIR` exists, the log file's directory exists,
     /// and a `DIB_BLOCK_DEVICE_CONFIG` is readable YAML.
     pub fn check_paths(&self) -> Result<()> {
+        if let Some(ca) = &self.host_ca {
+            let text = std::fs::read_to_string(ca).with_context(|| {
+                format!(
+                    "--trust-host-ca: cannot read the CA bundle {ca:?}: install the Debian \
+                     package ca-certificates, or name a PEM bundle with DIB_HOST_CA_BUNDLE"
+                )
+            })?;
+            ensure!(
+                text.contains("-----BEGIN CERTIFICATE-----"),
+                "--trust-host-ca: {ca:?} holds no PEM certificate: name a PEM bundle with \
+                 DIB_HOST_CA_BUNDLE"
+            );
+        }
         ensure!(
             self.tmp_dir.is_dir(),
             "TMP_DIR={:?} is not a directory: create it or point TMP_DIR elsewhere",

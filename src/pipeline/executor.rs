@@ -116,6 +116,10 @@ impl<'a> Build<'a> {
             write_block_device_params(job, disk, b)?;
         }
         super::runtime::install(&dirs.hooks, &dirs.bin).context("writing the hooks' runtime")?;
+        if let Some(ca) = &job.host_ca {
+            let in_target = format!("/{}", dib_sandbox::mounts::IN_TARGET);
+            super::runtime::install_host_ca(ca, &dirs.hooks, &in_target)?;
+        }
         Ok(Build {
             job,
             log,
@@ -171,6 +175,12 @@ impl<'a> Build<'a> {
             phase,
             image,
         );
+        if self.job.host_ca.is_some() {
+            let hooks = env.get("TMP_HOOKS_PATH").cloned().unwrap_or_default();
+            for (k, v) in super::runtime::host_ca_env(&hooks, phase.chroot()) {
+                env.insert(k.to_string(), v);
+            }
+        }
         if self.job.disk.is_some() && !phase.chroot() {
             env.insert(
                 "DIB_BLOCK_DEVICE_PARAMS_YAML".into(),

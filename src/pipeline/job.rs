@@ -66,6 +66,8 @@ pub struct BuildJob {
     pub packages: Vec<String>,
     /// Every element's package-installs and pkg-map, parsed.
     pub package_lists: PackageLists,
+    /// `--trust-host-ca`: the host CA bundle every phase trusts.
+    pub host_ca: Option<PathBuf>,
 }
 
 /// What the host found out, for [`BuildJob::new`].
@@ -172,6 +174,7 @@ impl BuildJob {
             ramdisk: products.ramdisk,
             packages: config.packages.clone(),
             package_lists,
+            host_ca: config.host_ca.clone(),
         })
     }
 

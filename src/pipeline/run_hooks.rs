@@ -76,11 +76,14 @@ impl Build<'_> {
         for script in &plan.run {
             let name = file_name(script);
             let rel = format!("{}/{name}", phase.dir());
-            let element = self
-                .job
-                .hooks
-                .entries
+            // An install type's script is a link into its directory.
+            let entries = &self.job.hooks.entries;
+            let element = entries
                 .get(Path::new(&rel))
+                .or_else(|| {
+                    let target = std::fs::read_link(script).ok()?;
+                    entries.get(&Path::new(phase.dir()).join(target))
+                })
                 .map(|s| s.element().to_string())
                 .unwrap_or_default();
             let path = if phase.chroot() {

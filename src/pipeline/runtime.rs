@@ -39,6 +39,43 @@ const OUTSIDE_BIN: [(&str, &str); 3] = [
     ("dib-run-parts", RUN_PARTS),
 ];
 
+/// The host's CA bundle's copy in the hook tree (`--trust-host-ca`).
+const HOST_CA: &str = "host-ca.crt";
+/// apt's configuration naming it, for chroot phases (`APT_CONFIG`).
+const APT_HOST_CA: &str = "apt-host-ca.conf";
+
+/// The variables that make TLS clients trust only the host's CA bundle,
+/// for a hook tree seen at `hooks`: OpenSSL and Python (`SSL_CERT_FILE`),
+/// requests and pip, curl, git, node; apt in chroot phases.
+pub fn host_ca_env(hooks: &str, chroot: bool) -> Vec<(&'static str, String)> {
+    let ca = format!("{hooks}/{DIR}/{HOST_CA}");
+    let mut env: Vec<(&str, String)> = [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "PIP_CERT",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "NODE_EXTRA_CA_CERTS",
+    ]
+    .into_iter()
+    .map(|k| (k, ca.clone()))
+    .collect();
+    if chroot {
+        env.push(("APT_CONFIG", format!("{hooks}/{DIR}/{APT_HOST_CA}")));
+    }
+    env
+}
+
+/// Copy the CA bundle `ca` into the hook tree `hooks` (seen at `/in_target`
+/// from chroot phases), with apt's configuration for it.
+pub fn install_host_ca(ca: &Path, hooks: &Path, in_target: &str) -> Result<()> {
+    let dir = hooks.join(DIR);
+    let to = dir.join(HOST_CA);
+    fs::copy(ca, &to).with_context(|| format!("copying the CA bundle {ca:?}"))?;
+    let apt = format!("Acquire::https::CaInfo \"{in_target}/{DIR}/{HOST_CA}\";\n");
+    write(&dir.join(APT_HOST_CA), &apt, 0o644)
+}
+
 /// `_LIB` under a hook tree seen at `hooks`.
 pub fn lib_dir(hooks: &str) -> String {
     format!("{hooks}/{DIR}/lib")

@@ -24,6 +24,7 @@ mod get_kernel;
 mod hooks;
 mod isolation;
 mod outputs;
+mod runtime;
 mod signals;
 mod support;
 
@@ -55,6 +56,7 @@ fn main() {
         signals::kill_9_of_dib_takes_the_build_down,
         hooks::skipped_hooks_are_listed_with_x,
         break_shell::break_shell_answers_on_a_terminal,
+        runtime::hooks_get_dibs_runtime,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");

@@ -10,6 +10,7 @@ use Phase::*;
 /// A job with the given outputs and nothing else asked for.
 fn job(outputs: &[OutputType]) -> BuildJob {
     BuildJob {
+        host_ca: None,
         build_dir: PathBuf::from("/tmp/dib_build.x"),
         tmpfs: false,
         hooks: Default::default(),

@@ -196,6 +196,9 @@ fn split_install_dir(name: &str) -> Option<(&str, &str)> {
     (!prefix.is_empty() && !ty.is_empty()).then_some((prefix, ty))
 }
 
+/// A link to make in the hook tree: (link, target).
+type Link = (PathBuf, PathBuf);
+
 /// The links that put the chosen install type's scripts into install.d:
 /// (link, target), relative to the hook tree; and, for each prefix whose
 /// explicitly chosen type no element ships, a note (nothing of it runs, as
@@ -203,7 +206,7 @@ fn split_install_dir(name: &str) -> Option<(&str, &str)> {
 fn install_links(
     tree: &HookTree,
     install: &InstallTypes,
-) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<String>)> {
+) -> Result<(Vec<Link>, Vec<String>)> {
     // prefix -> type -> (element, scripts)
     let mut by_prefix: BTreeMap<String, BTreeMap<String, (String, Vec<String>)>> = BTreeMap::new();
     for (rel, src) in tree.dir(INSTALL_D) {

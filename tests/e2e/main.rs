@@ -10,11 +10,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cloud;
+mod dib_elements;
 mod framework_elements;
 mod helper_backend;
 mod image_cache;
 mod packages;
 mod ramdisks;
+mod runtime;
 mod support;
 mod vm_images;
 
@@ -49,6 +52,7 @@ fn main() {
         framework_elements::framework_elements_do_their_job,
         packages::apt_sources_replaces_the_images_sources,
         packages::the_debian_element_is_cloud_ready,
+        runtime::debian_hooks_get_dibs_runtime_and_the_hosts_cas,
         image_cache::concurrent_cold_builds_share_one_bootstrap,
         image_cache::offline_builds_use_only_the_cache,
         vm_images::mbr_vm_image_boots_and_matches_its_plan,
@@ -57,6 +61,7 @@ fn main() {
         ramdisks::deploy_ironic_ramdisk_reports_and_exports_its_disk,
         vm_images::debian_vm_boots_with_ssh,
         vm_images::efi_image_boots_under_ovmf_and_matches_its_plan,
+        cloud::debian_vm_is_cloud_ready_over_ssh,
     ];
     let skip = if std::env::var("DIB_SKIP_TIER4").as_deref() == Ok("1") {
         Some("scripts/test runs this tier on its own, after tier 2".to_string())
@@ -81,6 +86,16 @@ fn main() {
         helper_backend::helper_efi_image_boots_under_ovmf,
         helper_backend::helper_xfs_root_boots,
     ];
-    let extra = common::tier::trials(helper, &helper_skip, in_ci);
+    let mut extra = common::tier::trials(helper, &helper_skip, in_ci);
+    // DIB's own elements: its released package, downloaded with pip.
+    let dib_skip = skip.clone().or_else(dib_elements::skip_reason);
+    if let (Some(r), None) = (&dib_skip, &skip) {
+        eprintln!("tier 4's DIB element trials skipped: {r}");
+    }
+    let dib = trials![
+        dib_elements::dib_elements_shape_a_debian_tree,
+        dib_elements::dib_elements_boot_in_a_vm,
+    ];
+    extra.extend(common::tier::trials(dib, &dib_skip, in_ci));
     run_trials("tier 4 (end to end)", tests, skip, in_ci, extra);
 }

@@ -203,10 +203,7 @@ type Link = (PathBuf, PathBuf);
 /// (link, target), relative to the hook tree; and, for each prefix whose
 /// explicitly chosen type no element ships, a note (nothing of it runs, as
 /// in DIB).
-fn install_links(
-    tree: &HookTree,
-    install: &InstallTypes,
-) -> Result<(Vec<Link>, Vec<String>)> {
+fn install_links(tree: &HookTree, install: &InstallTypes) -> Result<(Vec<Link>, Vec<String>)> {
     // prefix -> type -> (element, scripts)
     let mut by_prefix: BTreeMap<String, BTreeMap<String, (String, Vec<String>)>> = BTreeMap::new();
     for (rel, src) in tree.dir(INSTALL_D) {

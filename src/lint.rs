@@ -29,8 +29,21 @@ use anyhow::{Context as _, Result};
 use crate::elements::parse_name_list;
 use crate::phases::PHASES;
 
-/// Other `.d` directories the core or the ramdisk elements read.
-pub const OTHER_D_DIRS: &[&str] = &["environment.d", "init.d", "binary-deps.d", "udev.d"];
+/// Other `.d` directories the core, the ramdisk elements or DIB's elements
+/// read: data that an element copies into the image (`modprobe.d` by
+/// modprobe, `dracut.conf.d` and `dracut-drivers.d` by the dracut elements,
+/// `yum.repos.d` by yum), not scripts.
+pub const OTHER_D_DIRS: &[&str] = &[
+    "environment.d",
+    "init.d",
+    "binary-deps.d",
+    "udev.d",
+    "modprobe.d",
+    "dracut.conf.d",
+    "dracut-drivers.d",
+    "ramdisk-install.d",
+    "yum.repos.d",
+];
 /// Sub-directories copied verbatim into images: not style-checked.
 const VERBATIM_DIRS: &[&str] = &["static"];
 /// Indentation unit of shell scripts.

@@ -146,24 +146,62 @@ fn cache_url_fetches_revalidates_and_works_offline() {
 #[test]
 fn pkg_map_looks_names_up() {
     let f = Fixture::new();
+    // The build's table (distribution and release of the build) ...
     f.file("maps/el", "editor\tnano\nnone\t\nmulti\ta b\n", 0o644);
+    // ... and a DIB map file, read for other distributions.
+    f.file(
+        "el.json",
+        r#"{"default": {"editor": "vim"}, "distro": {"ubuntu": {"editor": "vim-nox"}},
+            "release": {"ubuntu": {"noble": {"editor": "neovim"}}}}"#,
+        0o644,
+    );
     let run = |args: &[&str]| {
         Command::new(tool("pkg-map", "pkg-map"))
             .args(args)
             .env("DIB_PKG_MAP_DIR", f.path("maps"))
+            .env("DISTRO_NAME", "debian")
+            .env("DIB_RELEASE", "bookworm")
             .output()
             .unwrap()
     };
     let o = run(&["--element", "el", "editor", "none", "multi"]);
     assert_eq!(text(&o), "nano\na b\n");
+    let o = run(&["--element", "el", "--prefix", "x:", "editor"]);
+    assert_eq!(text(&o), "x:nano\n");
     let o = run(&["--element", "el", "other"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         text(&o),
-        "pkg-map: element 'el' does not map 'other' (use --missing-ok to keep it)\n"
+        "pkg-map: el has no mapping for package other (use --missing-ok to keep it)\n"
     );
     let o = run(&["--element", "el", "--missing-ok", "other"]);
     assert_eq!(text(&o), "other\n");
     let o = run(&["--element", "nope", "x"]);
-    assert_eq!(text(&o), "pkg-map: element 'nope' has no pkg-map\n");
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o),
+        "pkg-map: element 'nope' has no pkg-map (/usr/share/pkg-map/nope)\n"
+    );
+    let o = run(&["--element", "nope", "--missing-ok", "x"]);
+    assert_eq!((o.status.code(), text(&o).as_str()), (Some(0), "x\n"));
+    let map = f.path("el.json").display().to_string();
+    for (args, want) in [
+        (vec!["--distro", "debian"], "vim\n"),
+        (vec!["--distro", "ubuntu"], "vim-nox\n"),
+        (vec!["--distro", "ubuntu", "--release", "noble"], "neovim\n"),
+    ] {
+        let mut all = vec!["--pkg-map", map.as_str()];
+        all.extend(args.iter().copied());
+        all.push("editor");
+        let o = run(&all);
+        assert_eq!(text(&o), want, "{args:?}");
+    }
+    let o = run(&["--element", "el", "--pkg-map", &map, "x"]);
+    assert_eq!(
+        (o.status.code(), text(&o).as_str()),
+        (
+            Some(1),
+            "pkg-map: give either --element or --pkg-map, not both\n"
+        )
+    );
 }

@@ -26,6 +26,7 @@ mod isolation;
 mod outputs;
 mod runtime;
 mod signals;
+mod source_elements;
 mod support;
 
 use common::tier::{run_trials, skip_reason};
@@ -57,6 +58,8 @@ fn main() {
         hooks::skipped_hooks_are_listed_with_x,
         break_shell::break_shell_answers_on_a_terminal,
         runtime::hooks_get_dibs_runtime,
+        source_elements::source_repositories_fetch_override_refresh_and_work_offline,
+        source_elements::bad_source_repository_entries_fail_naming_the_line,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");

@@ -19,6 +19,7 @@ mod common;
 mod break_shell;
 mod cleanup;
 mod disk_images;
+mod elements;
 mod failures;
 mod get_kernel;
 mod hooks;
@@ -60,6 +61,10 @@ fn main() {
         runtime::hooks_get_dibs_runtime,
         source_elements::source_repositories_fetch_override_refresh_and_work_offline,
         source_elements::bad_source_repository_entries_fail_naming_the_line,
+        elements::configuration_elements_write_their_files,
+        elements::users_keys_proxies_and_cloud_init,
+        elements::svc_map_merges_the_elements_maps,
+        elements::impossible_builds_fail_at_once,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");

@@ -588,3 +588,91 @@ pub fn impossible_builds_fail_at_once() -> Result<(), Failed> {
     }
     Ok(())
 }
+
+/// sysprep's extract-image: a disk image dib made (qcow2, GPT with a BIOS
+/// boot partition before the root) becomes the next build's tree, owners,
+/// setuid modes and links kept, repacked once into the image cache.
+pub fn extract_image_unpacks_a_disk_images_root() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file(
+        "e/base-probe/root.d/20-files",
+        &format!(
+            "{SHEBANG}cd \"$TARGET_ROOT\"\n\
+             echo kept > root/owned\nchown 1234:4321 root/owned\nchmod 4750 root/owned\n\
+             ln -s ../root/owned etc/owned-link\n"
+        ),
+        0o755,
+    );
+    let base = b.f.path("images/base").display().to_string();
+    succeeded(
+        &b.dib(
+            &[
+                "create",
+                "-n",
+                "-o",
+                &base,
+                "tiny-os",
+                "tiny-tools",
+                "block-device-gpt",
+                "base-probe",
+            ],
+            &[],
+        )
+        .output()?,
+    )?;
+    b.f.file("e/from-image/element-provides", "operating-system\n", 0o644);
+    b.f.file("e/from-image/element-deps", "sysprep\n", 0o644);
+    b.f.file(
+        "e/from-image/root.d/10-from-image",
+        &format!(
+            "{SHEBANG}\"$TMP_HOOKS_PATH/bin/extract-image\" base.qcow2 tiny-base.tgz \
+             file:///nonexistent \"$DIB_LOCAL_IMAGE\"\n"
+        ),
+        0o755,
+    );
+    let local = b.f.path("images/base.qcow2").display().to_string();
+    let cache = b.f.path("cache").display().to_string();
+    let out = b.f.path("images/img").display().to_string();
+    let o = b
+        .dib(
+            &[
+                "create",
+                "-n",
+                "--image-cache",
+                &cache,
+                "-t",
+                "tar",
+                "-o",
+                &out,
+                "from-image",
+            ],
+            &[("DIB_LOCAL_IMAGE", &local)],
+        )
+        .output()?;
+    succeeded(&o)?;
+    let tree = Tree::read(&b.f.path("images/img.tar"))?;
+    let owned = tree.get("root/owned")?;
+    eq(
+        &format!(
+            "{} {} {:o} {}",
+            owned.uid,
+            owned.gid,
+            owned.mode & 0o7777,
+            owned.data
+        ),
+        "1234 4321 4750 kept\n",
+        "/root/owned from the image: owner, mode, content",
+    )?;
+    let link = tree.get("etc/owned-link")?;
+    check(
+        link.link && link.data == "../root/owned",
+        format!("/etc/owned-link: {link:?}"),
+    )?;
+    tree.get("bin/busybox")?;
+    tree.absent("lost+found")?;
+    check(
+        b.f.path("cache/tiny-base.tgz").is_file(),
+        "the repacked tree is not in the image cache",
+    )?;
+    b.assert_clean()
+}

@@ -65,6 +65,7 @@ fn main() {
         elements::users_keys_proxies_and_cloud_init,
         elements::svc_map_merges_the_elements_maps,
         elements::impossible_builds_fail_at_once,
+        elements::extract_image_unpacks_a_disk_images_root,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");

@@ -11,6 +11,7 @@
 mod common;
 
 mod cloud;
+mod config_elements;
 mod dib_elements;
 mod framework_elements;
 mod helper_backend;
@@ -52,6 +53,7 @@ fn main() {
         framework_elements::framework_elements_do_their_job,
         packages::apt_sources_replaces_the_images_sources,
         packages::the_debian_element_is_cloud_ready,
+        config_elements::config_elements_in_a_debian_image,
         runtime::debian_hooks_get_dibs_runtime_and_the_hosts_cas,
         image_cache::concurrent_cold_builds_share_one_bootstrap,
         image_cache::offline_builds_use_only_the_cache,

@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod qemu;
+pub mod ssh;
 pub mod tier;
 
 use std::fs;

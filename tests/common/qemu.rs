@@ -221,3 +221,191 @@ pub fn converse(
         Some(f) => Err(format!("{f}\n--- console ---\n{console}\n--- end ---").into()),
     }
 }
+
+/// A disk a [`Machine`] boots from or sees (virtio).
+pub struct Drive<'a> {
+    pub path: &'a Path,
+    /// `qcow2` or `raw`.
+    pub format: &'a str,
+    /// Writes go to a temporary overlay, never to the file.
+    pub snapshot: bool,
+}
+
+/// A machine booted from its disks that runs until it is dropped (then it
+/// is killed), its serial console read as it comes: waited on for a
+/// text, typed into, and kept for the failure messages.
+pub struct Machine {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    console: Vec<u8>,
+    /// How far [`Machine::wait_for`] has matched.
+    mark: usize,
+    started: Instant,
+    /// Commands run by [`Machine::run`] so far, for their markers.
+    commands: u32,
+}
+
+impl Machine {
+    /// Start `qemu-system-x86_64 -accel tcg` on `drives` (the first one
+    /// boots), with QEMU's `-nic` value `nic` (default: no network).
+    pub fn boot(
+        drives: &[Drive<'_>],
+        firmware: Firmware,
+        nic: Option<&str>,
+    ) -> Result<Machine, Failed> {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
+            .args(["-nographic", "-no-reboot", "-nic"])
+            .arg(nic.unwrap_or("none"))
+            .args(["-serial", "stdio", "-monitor", "none"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for d in drives {
+            cmd.arg("-drive").arg(format!(
+                "file={},format={},if=virtio,snapshot={}",
+                d.path.display(),
+                d.format,
+                if d.snapshot { "on" } else { "off" }
+            ));
+        }
+        if firmware == Firmware::Uefi {
+            if let [missing] = &dib_sandbox::host_tools::missing([OVMF])[..] {
+                return Err(format!("{missing} is not installed").into());
+            }
+            cmd.arg("-bios").arg(OVMF);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+        let stdin = child.stdin.take();
+        let (rx, reader) = console_reader(&mut child);
+        Ok(Machine {
+            child,
+            stdin,
+            rx,
+            reader: Some(reader),
+            console: Vec::new(),
+            mark: 0,
+            started: Instant::now(),
+            commands: 0,
+        })
+    }
+
+    /// Seconds since the machine was started.
+    pub fn seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Take in what the console printed so far; false once QEMU is gone.
+    fn pump(&mut self, wait: Duration) -> bool {
+        match self.rx.recv_timeout(wait) {
+            Ok(chunk) => {
+                self.console.extend_from_slice(&chunk);
+                while let Ok(more) = self.rx.try_recv() {
+                    self.console.extend_from_slice(&more);
+                }
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    /// Everything the console printed so far.
+    pub fn console(&mut self) -> String {
+        self.pump(Duration::ZERO);
+        String::from_utf8_lossy(&self.console).into_owned()
+    }
+
+    /// Whether QEMU is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// An error saying `what`, with the whole console log.
+    pub fn failure(&mut self, what: &str) -> Failed {
+        let console = self.console();
+        format!(
+            "{what} (after {:.0}s)\n--- console ---\n{console}\n--- end ---",
+            self.seconds()
+        )
+        .into()
+    }
+
+    /// Wait until the console prints `text` after what the previous wait
+    /// matched, until `deadline`; returns what came in between.
+    pub fn wait_for(&mut self, text: &str, deadline: Instant) -> Result<String, Failed> {
+        let t = text.as_bytes();
+        loop {
+            // Bytes, not text: a console may print invalid UTF-8.
+            if let Some(at) = self.console[self.mark..]
+                .windows(t.len())
+                .position(|w| w == t)
+            {
+                let between =
+                    String::from_utf8_lossy(&self.console[self.mark..self.mark + at]).into_owned();
+                self.mark += at + t.len();
+                return Ok(between);
+            }
+            if Instant::now() > deadline {
+                return Err(self.failure(&format!("no {text:?} on the console in time")));
+            }
+            if !self.pump(Duration::from_millis(200)) {
+                return Err(self.failure(&format!("the machine stopped before {text:?}")));
+            }
+        }
+    }
+
+    /// Type `text` on the serial console, slowly: a console at 115200
+    /// baud drops a burst.
+    pub fn type_text(&mut self, text: &str) {
+        use std::io::Write as _;
+        if let Some(stdin) = self.stdin.as_mut() {
+            for b in text.bytes() {
+                let _ = stdin.write_all(&[b]);
+                let _ = stdin.flush();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Log in on the serial console as `user` with `password`, and wait
+    /// for the shell's prompt (ending in `$ `).
+    pub fn login(&mut self, user: &str, password: &str, deadline: Instant) -> Result<(), Failed> {
+        self.wait_for("login: ", deadline)?;
+        self.type_text(&format!("{user}\n"));
+        self.wait_for("Password: ", deadline)?;
+        self.type_text(&format!("{password}\n"));
+        self.wait_for("$ ", deadline)?;
+        Ok(())
+    }
+
+    /// Run `command` in the shell logged in on the console and return
+    /// what it printed (lines ending in `\n`). Its output is found
+    /// between two markers the shell computes, so that the echo of the
+    /// typed line never matches them.
+    pub fn run(&mut self, command: &str, deadline: Instant) -> Result<String, Failed> {
+        self.commands += 1;
+        let n = 1000 + self.commands;
+        self.type_text(&format!(
+            "echo dib-out-$(({n})); {command}; echo dib-end-$(({n}))\n"
+        ));
+        self.wait_for(&format!("dib-out-{n}\r\n"), deadline)?;
+        let out = self.wait_for(&format!("dib-end-{n}"), deadline)?;
+        Ok(out.replace('\r', ""))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stdin = None;
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}

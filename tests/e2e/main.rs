@@ -54,6 +54,7 @@ fn main() {
         packages::apt_sources_replaces_the_images_sources,
         packages::the_debian_element_is_cloud_ready,
         config_elements::config_elements_in_a_debian_image,
+        config_elements::hardware_ramdisk_reports_and_burns_in,
         runtime::debian_hooks_get_dibs_runtime_and_the_hosts_cas,
         image_cache::concurrent_cold_builds_share_one_bootstrap,
         image_cache::offline_builds_use_only_the_cache,

@@ -170,6 +170,7 @@ pub fn debian_hooks_get_dibs_runtime_and_the_hosts_cas() -> Result<(), Failed> {
             "./var/lib/dpkg",
             "./usr/share/pkg-map",
             "./usr/local",
+            "./etc/hosts",
         ],
     )?;
     let read = |p: &str| std::fs::read_to_string(x.join(p)).unwrap_or_default();
@@ -219,6 +220,10 @@ pub fn debian_hooks_get_dibs_runtime_and_the_hosts_cas() -> Result<(), Failed> {
         &unit.len().to_string(),
         "2",
         &format!("init-scripts unit installed and enabled: {unit:?}"),
+    )?;
+    check(
+        read("etc/hosts").contains("127.0.0.1\tlocalhost"),
+        format!("/etc/hosts names localhost: {:?}", read("etc/hosts")),
     )?;
     let dpkg = Dpkg::of(&x);
     for pkg in ["python3", "sudo", "busybox", "gnupg"] {

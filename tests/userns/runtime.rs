@@ -38,6 +38,8 @@ pub fn hooks_get_dibs_runtime() -> Result<(), Failed> {
             r#"declare -x DIB_PROBE_VALUE="a \"quoted\" \$value""#,
         ),
         ("run_in_target", "/root"),
+        // Elements copy img-functions alone into images: it sources nothing.
+        ("alone", "function"),
         ("die", "exit 1"),
         ("run_parts", "first from-env"),
         ("on_path", "bin/dib-run-parts"),

@@ -17,6 +17,7 @@ mod framework_elements;
 mod helper_backend;
 mod image_cache;
 mod packages;
+mod python_and_boot_elements;
 mod ramdisks;
 mod runtime;
 mod support;
@@ -51,6 +52,7 @@ fn main() {
         packages::debian_minimal_tar_is_a_sound_debian_tree,
         image_cache::a_warm_build_unpacks_the_cached_base,
         framework_elements::framework_elements_do_their_job,
+        python_and_boot_elements::python_and_boot_elements_do_their_job,
         packages::apt_sources_replaces_the_images_sources,
         packages::the_debian_element_is_cloud_ready,
         config_elements::config_elements_in_a_debian_image,

@@ -61,6 +61,7 @@ fn main() {
         runtime::hooks_get_dibs_runtime,
         source_elements::source_repositories_fetch_override_refresh_and_work_offline,
         source_elements::bad_source_repository_entries_fail_naming_the_line,
+        source_elements::pypi_and_pip_cache_configure_pip_for_the_build_only,
         elements::configuration_elements_write_their_files,
         elements::users_keys_proxies_and_cloud_init,
         elements::svc_map_merges_the_elements_maps,

@@ -1,7 +1,8 @@
 //! Elements that put sources and facts about the build into the image, on
 //! the busybox tree: source-repositories (git, tar, file and package
 //! entries, the DIB_REPO* overrides, the cache refreshed when online and
-//! used as it is offline, the manifest) and element-manifest.
+//! used as it is offline, the manifest), element-manifest, and pypi with
+//! pip-cache (pip's configuration and cache during the build only).
 
 use std::fs;
 use std::path::Path;
@@ -67,8 +68,8 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The tree of `img.tar` extracted into a new directory `name` of `b`.
-fn extract(b: &Build, name: &str) -> Result<std::path::PathBuf, Failed> {
+/// `members` of `img.tar` extracted into a new directory `name` of `b`.
+fn extract(b: &Build, name: &str, members: &[&str]) -> Result<std::path::PathBuf, Failed> {
     let x = b.f.path(name);
     fs::create_dir_all(&x)?;
     let o = Command::new("tar")
@@ -76,7 +77,7 @@ fn extract(b: &Build, name: &str) -> Result<std::path::PathBuf, Failed> {
         .arg(b.f.path("img.tar"))
         .arg("-C")
         .arg(&x)
-        .args(["./opt", "./etc"])
+        .args(members)
         .output()?;
     check(
         o.status.success(),
@@ -191,7 +192,7 @@ pub fn source_repositories_fetch_override_refresh_and_work_offline() -> Result<(
         !entries.iter().any(|e| e.0.starts_with("./opt/nothing")),
         "a package entry was fetched into the image",
     )?;
-    let x = extract(&b, "x1")?;
+    let x = extract(&b, "x1", &["./opt", "./etc"])?;
     eq(&read(&x.join("opt/app/README"))?, "two\n", "app's README")?;
     eq(
         &git(&x.join("opt/app"), &["rev-parse", "HEAD"])?,
@@ -273,7 +274,7 @@ pub fn source_repositories_fetch_override_refresh_and_work_offline() -> Result<(
     // Offline: the cache as it was, nothing fetched.
     let o = build(&["--offline"], &env)?;
     succeeded(&o)?;
-    let x = extract(&b, "x2")?;
+    let x = extract(&b, "x2", &["./opt", "./etc"])?;
     eq(
         &git(&x.join("opt/app"), &["rev-parse", "HEAD"])?,
         &two,
@@ -292,7 +293,7 @@ pub fn source_repositories_fetch_override_refresh_and_work_offline() -> Result<(
 
     // Online again: the cache is refreshed.
     succeeded(&build(&[], &env)?)?;
-    let x = extract(&b, "x3")?;
+    let x = extract(&b, "x3", &["./opt", "./etc"])?;
     eq(
         &git(&x.join("opt/app"), &["rev-parse", "HEAD"])?,
         &three,
@@ -388,5 +389,125 @@ pub fn bad_source_repository_entries_fail_naming_the_line() -> Result<(), Failed
             format!("{lines:?}: {want:?} not in stderr:\n{}", stderr(&o)),
         )?;
     }
+    b.assert_clean()
+}
+
+pub fn pypi_and_pip_cache_configure_pip_for_the_build_only() -> Result<(), Failed> {
+    let b = Build::new();
+    b.f.file("e/probe/README.md", "probe\n", 0o644);
+    // The image's own pip.conf, which the build's replaces for a while.
+    b.f.file(
+        "e/probe/extra-data.d/10-own-pip-conf",
+        "#!/bin/bash\nset -eu\nmkdir -p \"$TMP_MOUNT_PATH/root/.pip\"\n\
+         echo '# the image s own' > \"$TMP_MOUNT_PATH/root/.pip/pip.conf\"\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/install.d/50-probe",
+        "#!/bin/sh\nset -eu\nmkdir -p /etc/probe\n\
+         cp /root/.pip/pip.conf /etc/probe/pip.conf\n\
+         ls /tmp/pypi/pkg > /etc/probe/mirror\n\
+         echo \"$PIP_CACHE_DIR $PIP_DOWNLOAD_CACHE\" > /etc/probe/pip-env\n\
+         echo built > /tmp/pip/from-the-image\n",
+        0o755,
+    );
+    b.f.file(
+        "e/probe/cleanup.d/50-probe",
+        "#!/bin/bash\nset -eu\necho \"${PIP_CACHE_DIR-unset}\" > \"$DIB_TEST_OUT/outside-pip-cache-dir\"\n",
+        0o755,
+    );
+    let cache = b.f.path("cache");
+    b.f.file(
+        "cache/pypi/mirror/pkg/index.html",
+        "<a href=x>x</a>\n",
+        0o644,
+    );
+    let cache_s = cache.display().to_string();
+    let env = [
+        ("DIB_IMAGE_CACHE", cache_s.as_str()),
+        ("DIB_PYPI_MIRROR_URL", "https://mirror.invalid:8443/simple"),
+        ("DIB_PYPI_MIRROR_URL_2", "http://user@second.invalid/pypi"),
+        ("DIB_PYPI_MIRROR_URL_1", "file:///tmp/pypi"),
+        ("PYPI_MIRROR_URL", "http://old.invalid/simple"),
+        ("DIB_PIP_RETRIES", "0"),
+    ];
+    let out = b.f.path("img").display().to_string();
+    let build = |extra: &[&str]| -> Result<Output, Failed> {
+        let mut args = vec!["create", "-n", "-t", "tar", "-o", &out];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["tiny-os", "tiny-tools", "pypi", "pip-cache", "probe"]);
+        Ok(b.dib(&args, &env).output()?)
+    };
+    let header = "# Written by dib's pypi element for the build; removed after post-install.d.\n\
+                  [global]\n";
+    let hosts = "trusted-host =\n    mirror.invalid\n    old.invalid\n    second.invalid\n\
+                 retries = 0\n";
+
+    // Online: pip keeps its default index; the mirrors are extra indexes,
+    // in the order of their variables' names, the old name last.
+    let o = build(&[])?;
+    succeeded(&o)?;
+    check(
+        stderr(&o).contains("pypi: warning: PYPI_MIRROR_URL* are DIB's old names"),
+        format!("no warning about PYPI_MIRROR_URL:\n{}", stderr(&o)),
+    )?;
+    let x = extract(&b, "x1", &["./etc", "./root"])?;
+    eq(
+        &read(&x.join("etc/probe/pip.conf"))?,
+        &format!(
+            "{header}extra-index-url =\n    https://mirror.invalid:8443/simple\n    \
+             file:///tmp/pypi\n    http://user@second.invalid/pypi\n    \
+             http://old.invalid/simple\n{hosts}"
+        ),
+        "pip.conf online",
+    )?;
+    eq(
+        &read(&x.join("etc/probe/mirror"))?,
+        "index.html\n",
+        "the cache's mirror at /tmp/pypi",
+    )?;
+    eq(
+        &read(&x.join("etc/probe/pip-env"))?,
+        "/tmp/pip /tmp/pip\n",
+        "PIP_CACHE_DIR and PIP_DOWNLOAD_CACHE in the chroot",
+    )?;
+    eq(
+        &b.out("outside-pip-cache-dir"),
+        "unset",
+        "PIP_CACHE_DIR outside the chroot",
+    )?;
+    eq(
+        &read(&cache.join("pip/from-the-image"))?,
+        "built\n",
+        "what the image wrote to /tmp/pip, in the host's cache",
+    )?;
+    let entries = tar_entries(fs::File::open(b.f.path("img.tar"))?)?;
+    let left: Vec<&str> = entries
+        .iter()
+        .map(|e| e.0.as_str())
+        .filter(|p| p.starts_with("./tmp/pip") || p.starts_with("./tmp/pypi"))
+        .collect();
+    check(
+        left.is_empty(),
+        format!("the cache or the mirror is in the image: {left:?}"),
+    )?;
+    eq(
+        &read(&x.join("root/.pip/pip.conf"))?,
+        "# the image s own\n",
+        "the image's own pip.conf, back after post-install.d",
+    )?;
+
+    // Offline: only the mirrors, the first as the index.
+    succeeded(&build(&["--offline"])?)?;
+    let x = extract(&b, "x2", &["./etc", "./root"])?;
+    eq(
+        &read(&x.join("etc/probe/pip.conf"))?,
+        &format!(
+            "{header}index-url = https://mirror.invalid:8443/simple\nextra-index-url =\n    \
+             file:///tmp/pypi\n    http://user@second.invalid/pypi\n    \
+             http://old.invalid/simple\n{hosts}"
+        ),
+        "pip.conf offline",
+    )?;
     b.assert_clean()
 }

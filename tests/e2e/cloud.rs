@@ -164,8 +164,8 @@ fn checks(ssh: &Ssh, disk_size: u64, image_size: u64) -> Result<(), Failed> {
         status.contains("status: done"),
         format!("cloud-init status: {status}"),
     )?;
-    let state = ssh.run("systemctl is-system-running --wait || true")?;
-    let failed = ssh.run("systemctl --failed --no-legend --plain")?;
+    let state = ssh.run("sudo -n systemctl is-system-running --wait || true")?;
+    let failed = ssh.run("sudo -n systemctl --failed --no-legend --plain")?;
     check(
         state.trim() == "running" && failed.trim().is_empty(),
         format!("the system is {:?}; failed units:\n{failed}", state.trim()),

@@ -205,3 +205,34 @@ fn pkg_map_looks_names_up() {
         )
     );
 }
+
+#[test]
+fn cache_url_copies_local_files_only_when_newer() {
+    let f = Fixture::new();
+    let src = f.file("src/file.txt", "one\n", 0o644);
+    let url = format!("file://{}", src.display());
+    let dest = f.path("cache/file.txt");
+    let d = dest.display().to_string();
+    let o = cache_url(&[&url, &d], false);
+    assert_eq!(text(&o), format!("cache-url: fetched {url} to {d}\n"));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "one\n");
+    // Unchanged: the cached copy stays, with its contents.
+    let o = cache_url(&[&url, &d], false);
+    assert_eq!(text(&o), format!("cache-url: {d} is current\n"));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "one\n");
+    // Changed (dated a minute ahead): fetched again.
+    std::fs::write(&src, "two\n").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let o = cache_url(&[&url, &d], false);
+    assert_eq!(text(&o), format!("cache-url: fetched {url} to {d}\n"));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "two\n");
+    let missing = format!("file://{}", f.path("src/none").display());
+    let o = cache_url(&[&missing, &d], false);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -307,3 +307,164 @@ pub fn config_elements_in_a_debian_image() -> Result<(), Failed> {
     )?;
     b.assert_clean()
 }
+
+/// The form body of one HTTP POST accepted on `listener` (answered 200),
+/// or an error once `gone()` or the timeout.
+fn one_post(listener: &std::net::TcpListener, gone: &dyn Fn() -> bool) -> Result<String, Failed> {
+    use std::io::{BufRead as _, Write as _};
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + crate::support::BOOT_TIMEOUT;
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline || gone() {
+                    return Err("no HTTP request from the ramdisk".into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    check(line.starts_with("POST "), format!("not a POST: {line}"))?;
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    let mut w = stream;
+    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `%XX` decoded.
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64_decode(s: &str) -> Result<String, Failed> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("piped").write_all(s.as_bytes())?;
+    let o = child.wait_with_output()?;
+    check(o.status.success(), "base64 -d failed")?;
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// A hardware ramdisk (hwdiscovery, hwburnin) booted with user networking:
+/// its report reaches an HTTP server on the host with the machine's CPUs,
+/// memory and MAC, then memtester and the disk test (of the attached disk) pass.
+pub fn hardware_ramdisk_reports_and_burns_in() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.f.path("hw");
+    let out_s = out.display().to_string();
+    let cache = cache().display().to_string();
+    succeeded(
+        &b.dib(
+            &[
+                "ramdisk",
+                "--image-cache",
+                &cache,
+                "-o",
+                &out_s,
+                "debian-minimal",
+                "hwdiscovery",
+                "hwburnin",
+            ],
+            &[],
+        )
+        .output()?,
+    )?;
+    let (kernel, initrd) = (
+        out.with_extension("kernel"),
+        out.with_extension("initramfs"),
+    );
+    let disk = b.f.path("disk.raw");
+    fs::File::create(&disk)?.set_len(8 << 20)?;
+    let api = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = api.local_addr()?.port();
+    let append = format!(
+        "console=ttyS0 HW_DISCOVERY_URL=http://10.0.2.2:{port}/hw \
+         hwburnin_memory=16M hwburnin_disks=vda"
+    );
+    let machine = std::thread::spawn(move || {
+        crate::common::qemu::converse(
+            &crate::common::qemu::DirectBoot {
+                kernel: &kernel,
+                initrd: &initrd,
+                append: &append,
+                disk: Some(&disk),
+                nic: Some("user,model=virtio-net-pci,mac=52:54:00:12:34:56".into()),
+            },
+            &[
+                ("dib ramdisk: hardware report sent", ""),
+                ("write and read back 8 MiB of /dev/vda", ""),
+                ("dib ramdisk: hwburnin passed", ""),
+            ],
+            crate::support::BOOT_TIMEOUT,
+        )
+    });
+    let report = (|| -> Result<serde_json::Value, Failed> {
+        let body = one_post(&api, &|| machine.is_finished())?;
+        let data = body
+            .strip_prefix("hwdiscovery=true&hwdiscovery_data=")
+            .ok_or_else(|| format!("the form: {body}"))?;
+        let json = base64_decode(&url_decode(data))?;
+        serde_json::from_str(&json)
+            .map_err(|e| format!("the report is not JSON ({e}):\n{json}").into())
+    })();
+    let console = machine.join().map_err(|_| "the QEMU thread panicked")??;
+    let report =
+        report.map_err(|e| format!("{}\n--- console ---\n{console}", e.message().unwrap_or("")))?;
+    eq(&report["cpu cores"].to_string(), "\"2\"", "cpu cores")?;
+    eq(
+        &report["pxe mac"].to_string(),
+        "\"52:54:00:12:34:56\"",
+        "the NIC with a link",
+    )?;
+    let ram = report["ram size"].as_str().unwrap_or_default();
+    let bytes: u64 = ram.trim_end_matches(" bytes").parse().unwrap_or(0);
+    check(
+        bytes > 900 << 20 && bytes <= 1 << 30,
+        format!("ram size of a 1 GiB machine: {ram:?}"),
+    )?;
+    for raw in ["raw disk", "raw network"] {
+        let text = base64_decode(report["extra data"][raw].as_str().unwrap_or_default())?;
+        check(
+            text.contains("virtio"),
+            format!("{raw}: hwinfo's listing names no virtio device:\n{text}"),
+        )?;
+    }
+    b.assert_clean()
+}

@@ -360,6 +360,10 @@ const TREE_ELEMENTS: &[&str] = &[
     "autoupdates",
     "enable-serial-console",
     "dhcp-all-interfaces",
+    "fail2ban",
+    "ibft-interfaces",
+    "nm-dhcp-ib-interfaces",
+    "grub2",
 ];
 
 const USER: &str = "dibcompat";
@@ -379,6 +383,8 @@ pub fn dib_elements_shape_a_debian_tree() -> Result<(), Failed> {
     b.f.file("home/.ssh/authorized_keys", &root_keys, 0o600);
     let updates = "// dib-compat autoupdates\nUnattended-Upgrade::Origins-Pattern { \"origin=Debian,codename=${distro_codename},label=Debian-Security\"; };\n";
     let updates_conf = b.f.file("50unattended-upgrades", updates, 0o644);
+    let jail = "[sshd]\nenabled = true\n";
+    let jail_conf = b.f.file("jail.local", jail, 0o644).display().to_string();
     let (repo, repo_sha) = git_repo(&b.f.path("repo"))?;
     let password = password()?;
     let out = b.f.path("img").display().to_string();
@@ -415,6 +421,7 @@ pub fn dib_elements_shape_a_debian_tree() -> Result<(), Failed> {
             ("DIB_REPOLOCATION_dib_compat_probe", &repo),
             ("DIB_INSTALLTYPE_pip_and_virtualenv", "package"),
             ("DIB_DEB_UPDATES_CONF", &updates_conf),
+            ("DIB_FAIL2BAN_CONF", &jail_conf),
         ],
     )
     .output()?;
@@ -779,6 +786,43 @@ pub fn dib_elements_shape_a_debian_tree() -> Result<(), Failed> {
     );
     for pkg in ["ifupdown", "isc-dhcp-client", "ndisc6"] {
         installed(&mut f, "dhcp-all-interfaces", pkg)?;
+    }
+
+    // fail2ban, ibft-interfaces, nm-dhcp-ib-interfaces, grub2.
+    installed(&mut f, "fail2ban", "fail2ban")?;
+    f.eq(
+        "fail2ban",
+        &t.read("etc/fail2ban/jail.local"),
+        jail,
+        "DIB_FAIL2BAN_CONF as /etc/fail2ban/jail.local",
+    );
+    f.check(
+        "fail2ban",
+        t.enabled("fail2ban.service"),
+        "fail2ban.service is not enabled",
+    );
+    installed(&mut f, "ibft-interfaces", "open-iscsi")?;
+    f.check(
+        "ibft-interfaces",
+        t.exists("usr/local/sbin/init-ibft-interfaces.sh")
+            && t.exists("etc/modules-load.d/ibft.conf")
+            && t.enabled("init-ibft-interfaces.service"),
+        "the iBFT script, module list and enabled unit are not all there",
+    );
+    let nm = "./etc/NetworkManager/system-connections/infiniband.nmconnection";
+    f.check(
+        "nm-dhcp-ib-interfaces",
+        t.read(&nm[2..]).contains("type=infiniband"),
+        "no infiniband connection profile for NetworkManager",
+    );
+    f.eq(
+        "nm-dhcp-ib-interfaces",
+        &members(&tarball, &[nm])?.join("\n"),
+        &format!("{nm} 0/0 600"),
+        "the profile's owner and mode",
+    );
+    for pkg in ["grub-pc-bin", "grub-efi-amd64-signed", "shim-signed"] {
+        installed(&mut f, "grub2", pkg)?;
     }
     dpkg.audit_is_clean()?;
     f.done()?;

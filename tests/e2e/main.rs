@@ -64,6 +64,7 @@ fn main() {
         vm_images::gpt_bios_image_boots,
         ramdisks::debian_ramdisk_boots_runs_init_d_and_troubleshoots,
         ramdisks::deploy_ironic_ramdisk_reports_and_exports_its_disk,
+        ramdisks::deploy_kexec_ramdisk_kexecs_into_the_fetched_kernel,
         vm_images::debian_vm_boots_with_ssh,
         vm_images::efi_image_boots_under_ovmf_and_matches_its_plan,
         cloud::debian_vm_is_cloud_ready_over_ssh,

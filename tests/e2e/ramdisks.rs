@@ -1,7 +1,8 @@
 //! Ramdisks booted with `-kernel`/`-initrd`: a Debian ramdisk's init.d,
 //! its troubleshooting shell and error prompt over the serial console; a
 //! deploy-ironic ramdisk's deploy call to an HTTP server on the host and
-//! its disk exported over iSCSI.
+//! its disk exported over iSCSI; a deploy-kexec ramdisk kexecing into the
+//! kernel, initrd and arguments it fetched by TFTP.
 
 use std::fs;
 use std::process::Command;
@@ -291,4 +292,115 @@ pub fn deploy_ironic_ramdisk_reports_and_exports_its_disk() -> Result<(), Failed
         }
         (_, Err(e)) => Err(e),
     }
+}
+
+/// The MAC of the deploy-kexec trial's NIC.
+const KEXEC_MAC: &str = "52:54:00:12:34:56";
+
+/// deploy-kexec: when the deploy ends with `reboot`, the ramdisk fetches
+/// its pxelinux config, kernel and ramdisk by TFTP (QEMU's user network
+/// serves them at 10.0.2.2) and kexecs into them: the second kernel's
+/// command line is the config's `append` line from its third word on.
+/// The second kernel is the ramdisk's own, so its init says so.
+pub fn deploy_kexec_ramdisk_kexecs_into_the_fetched_kernel() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.f.path("deploy");
+    let out_s = out.display().to_string();
+    let cache = cache().display().to_string();
+    let started = std::time::Instant::now();
+    succeeded(
+        &b.dib(
+            &[
+                "ramdisk",
+                "--image-cache",
+                &cache,
+                "-o",
+                &out_s,
+                "debian-minimal",
+                "deploy-kexec",
+                "kexec-probe",
+            ],
+            &[],
+        )
+        .output()?,
+    )?;
+    let (kernel, initrd) = (
+        out.with_extension("kernel"),
+        out.with_extension("initramfs"),
+    );
+    eprintln!(
+        "  deploy-kexec ramdisk built in {:.1}s (warm), initramfs {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        fs::metadata(&initrd)?.len() as f64 / (1u64 << 20) as f64
+    );
+    // The TFTP root as a PXE boot server lays it out: the node's config
+    // boots the deploy kernel first, the image's kernel last.
+    let root = b.f.path("tftp");
+    let node = root.join("tftpboot/node-1");
+    fs::create_dir_all(root.join("tftpboot/pxelinux.cfg"))?;
+    fs::create_dir_all(&node)?;
+    fs::copy(&kernel, node.join("kernel"))?;
+    fs::copy(&initrd, node.join("ramdisk"))?;
+    let args = "dib-kexec-marker=yes console=ttyS0";
+    fs::write(
+        root.join("tftpboot/pxelinux.cfg")
+            .join(format!("01-{}", KEXEC_MAC.replace(':', "-"))),
+        format!(
+            "default deploy\n\nlabel deploy\nkernel /tftpboot/node-1/deploy_kernel\n\
+             append initrd=/tftpboot/node-1/deploy_ramdisk boot_server=10.0.2.2\nipappend 3\n\n\
+             label boot\nkernel /tftpboot/node-1/kernel\n\
+             append initrd=/tftpboot/node-1/ramdisk {args}\n"
+        ),
+    )?;
+    // The disk deploy-iscsi-target exports on the way.
+    let disk = b.f.path("target.raw");
+    fs::File::create(&disk)?.set_len(8 << 20)?;
+    let first = "console=ttyS0 boot_server=10.0.2.2 BOOT_IMAGE=/tftpboot/node-1/deploy_kernel \
+                 iscsi_target_iqn=iqn.2008-10.org.openstack:dib-kexec";
+    let booting = std::time::Instant::now();
+    let console = qemu::converse(
+        &qemu::DirectBoot {
+            kernel: &kernel,
+            initrd: &initrd,
+            append: first,
+            disk: Some(&disk),
+            nic: Some(format!(
+                "user,model=virtio-net-pci,mac={KEXEC_MAC},tftp={}",
+                root.display()
+            )),
+        },
+        &[
+            ("dib-kexec-probe: the network is up", ""),
+            (
+                "deploy-kexec: fetching /tftpboot/node-1/kernel and /tftpboot/node-1/ramdisk \
+                 from 10.0.2.2",
+                "",
+            ),
+            (
+                &format!("deploy-kexec: booting /tftpboot/node-1/kernel with: {args}"),
+                "",
+            ),
+            // The jump, the kexec'd kernel's first words, then its init's.
+            ("kexec_core: Starting new kernel", ""),
+            (&format!("Command line: {args}"), ""),
+            ("dib-kexec-probe: booted by kexec with: ", ""),
+        ],
+        BOOT_TIMEOUT,
+    )?;
+    let booted = console
+        .lines()
+        .find_map(|l| l.split_once("dib-kexec-probe: booted by kexec with: "))
+        .map(|(_, cmdline)| cmdline.trim())
+        .unwrap_or_default();
+    eq(booted, args, "the kexec'd kernel's /proc/cmdline").map_err(|e| {
+        format!(
+            "{}\n--- console ---\n{console}",
+            e.message().map_or("", |m| m)
+        )
+    })?;
+    eprintln!(
+        "  booted, fetched and kexec'd into in {:.1}s",
+        booting.elapsed().as_secs_f64()
+    );
+    b.assert_clean()
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use libtest_mimic::Failed;
 
 use crate::common::tier::{check, eq, succeeded, Build};
-use crate::support::{cache, create_cmd, extract, Dpkg};
+use crate::support::{build_ramdisk, cache, create_cmd, extract, Dpkg};
 
 /// What of the image's tar the checks read: (uid, gid, mode, content or
 /// symlink target) by path, contents kept for text under these roots only.
@@ -311,43 +311,13 @@ pub fn config_elements_in_a_debian_image() -> Result<(), Failed> {
 /// The form body of one HTTP POST accepted on `listener` (answered 200),
 /// or an error once `gone()` or the timeout.
 fn one_post(listener: &std::net::TcpListener, gone: &dyn Fn() -> bool) -> Result<String, Failed> {
-    use std::io::{BufRead as _, Write as _};
-    listener.set_nonblocking(true)?;
-    let deadline = std::time::Instant::now() + crate::support::BOOT_TIMEOUT;
-    let stream = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if std::time::Instant::now() > deadline || gone() {
-                    return Err("no HTTP request from the ramdisk".into());
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    let mut reader = std::io::BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    check(line.starts_with("POST "), format!("not a POST: {line}"))?;
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h)?;
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    let mut w = stream;
-    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    let (request, body) =
+        crate::support::one_http_request(listener, crate::support::BOOT_TIMEOUT, gone, "200 OK")?;
+    check(
+        request.starts_with("POST "),
+        format!("not a POST: {request}"),
+    )?;
+    Ok(body)
 }
 
 /// `%XX` decoded.
@@ -387,29 +357,7 @@ fn base64_decode(s: &str) -> Result<String, Failed> {
 /// memory and MAC, then memtester and the disk test (of the attached disk) pass.
 pub fn hardware_ramdisk_reports_and_burns_in() -> Result<(), Failed> {
     let b = Build::new();
-    let out = b.f.path("hw");
-    let out_s = out.display().to_string();
-    let cache = cache().display().to_string();
-    succeeded(
-        &b.dib(
-            &[
-                "ramdisk",
-                "--image-cache",
-                &cache,
-                "-o",
-                &out_s,
-                "debian-minimal",
-                "hwdiscovery",
-                "hwburnin",
-            ],
-            &[],
-        )
-        .output()?,
-    )?;
-    let (kernel, initrd) = (
-        out.with_extension("kernel"),
-        out.with_extension("initramfs"),
-    );
+    let (kernel, initrd) = build_ramdisk(&b, "hw", &["hwdiscovery", "hwburnin"])?;
     let disk = b.f.path("disk.raw");
     fs::File::create(&disk)?.set_len(8 << 20)?;
     let api = std::net::TcpListener::bind("127.0.0.1:0")?;

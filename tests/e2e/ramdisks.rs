@@ -6,13 +6,13 @@
 
 use std::fs;
 use std::process::Command;
-use std::time::Duration;
 
 use libtest_mimic::Failed;
 
 use crate::common::qemu;
+use crate::common::ssh::free_port;
 use crate::common::tier::{check, eq, succeeded, Build};
-use crate::support::{cache, BOOT_TIMEOUT};
+use crate::support::{build_ramdisk, cache, one_http_request, BOOT_TIMEOUT};
 
 /// A Debian ramdisk: built as a plain user, booted with -kernel/-initrd;
 /// its init.d fragment runs and sees the kernel's arguments and the disk
@@ -99,95 +99,13 @@ pub fn debian_ramdisk_boots_runs_init_d_and_troubleshoots() -> Result<(), Failed
     b.assert_clean()
 }
 
-/// A free TCP port on the host loopback.
-fn free_port() -> Result<u16, Failed> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Accept one HTTP request on `listener` within `timeout`, answer 202, and
-/// return its request line and body.
-fn one_http_request(
-    listener: &std::net::TcpListener,
-    timeout: Duration,
-    gone: &dyn Fn() -> bool,
-) -> Result<(String, String), Failed> {
-    use std::io::{BufRead as _, Read as _, Write as _};
-    listener.set_nonblocking(true)?;
-    let deadline = std::time::Instant::now() + timeout;
-    let (stream, _) = loop {
-        match listener.accept() {
-            Ok(c) => break c,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if std::time::Instant::now() > deadline || gone() {
-                    return Err("no HTTP request from the ramdisk".into());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = std::io::BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h)?;
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    let mut w = stream;
-    w.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    Ok((
-        request.trim().to_string(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
-}
-
 /// deploy-ironic: the ramdisk posts pass_deploy_info to an HTTP server on
 /// the host loopback, exports its disk over iSCSI (read through a
 /// forwarded port with qemu's userspace initiator), and reboots when told
 /// `done` on port 10000.
 pub fn deploy_ironic_ramdisk_reports_and_exports_its_disk() -> Result<(), Failed> {
     let b = Build::new();
-    let out = b.f.path("deploy");
-    let out_s = out.display().to_string();
-    let cache = cache().display().to_string();
-    let started = std::time::Instant::now();
-    succeeded(
-        &b.dib(
-            &[
-                "ramdisk",
-                "--image-cache",
-                &cache,
-                "-o",
-                &out_s,
-                "debian-minimal",
-                "deploy-ironic",
-            ],
-            &[],
-        )
-        .output()?,
-    )?;
-    let (kernel, initrd) = (
-        out.with_extension("kernel"),
-        out.with_extension("initramfs"),
-    );
-    eprintln!(
-        "  deploy-ironic ramdisk built in {:.1}s (warm), initramfs {:.1} MiB",
-        started.elapsed().as_secs_f64(),
-        fs::metadata(&initrd)?.len() as f64 / (1u64 << 20) as f64
-    );
+    let (kernel, initrd) = build_ramdisk(&b, "deploy", &["deploy-ironic"])?;
     // The disk the ramdisk exports: a recognisable first sector.
     let disk = b.f.path("target.raw");
     let mut first = b"dib-iscsi-first-sector".to_vec();
@@ -232,7 +150,12 @@ pub fn deploy_ironic_ramdisk_reports_and_exports_its_disk() -> Result<(), Failed
         })
     };
     let result = (|| -> Result<(), Failed> {
-        let (request, body) = one_http_request(&api, BOOT_TIMEOUT, &|| machine.is_finished())?;
+        let (request, body) = one_http_request(
+            &api,
+            BOOT_TIMEOUT,
+            &|| machine.is_finished(),
+            "202 Accepted",
+        )?;
         eq(
             &request,
             "POST /v1/nodes/node-1/vendor_passthru/pass_deploy_info HTTP/1.1",
@@ -304,35 +227,7 @@ const KEXEC_MAC: &str = "52:54:00:12:34:56";
 /// The second kernel is the ramdisk's own, so its init says so.
 pub fn deploy_kexec_ramdisk_kexecs_into_the_fetched_kernel() -> Result<(), Failed> {
     let b = Build::new();
-    let out = b.f.path("deploy");
-    let out_s = out.display().to_string();
-    let cache = cache().display().to_string();
-    let started = std::time::Instant::now();
-    succeeded(
-        &b.dib(
-            &[
-                "ramdisk",
-                "--image-cache",
-                &cache,
-                "-o",
-                &out_s,
-                "debian-minimal",
-                "deploy-kexec",
-                "kexec-probe",
-            ],
-            &[],
-        )
-        .output()?,
-    )?;
-    let (kernel, initrd) = (
-        out.with_extension("kernel"),
-        out.with_extension("initramfs"),
-    );
-    eprintln!(
-        "  deploy-kexec ramdisk built in {:.1}s (warm), initramfs {:.1} MiB",
-        started.elapsed().as_secs_f64(),
-        fs::metadata(&initrd)?.len() as f64 / (1u64 << 20) as f64
-    );
+    let (kernel, initrd) = build_ramdisk(&b, "deploy", &["deploy-kexec", "kexec-probe"])?;
     // The TFTP root as a PXE boot server lays it out: the node's config
     // boots the deploy kernel first, the image's kernel last.
     let root = b.f.path("tftp");

@@ -189,3 +189,91 @@ pub fn boot_efi_is_empty(root: &Path) -> Result<(), Failed> {
         format!("/boot/efi on the root filesystem is not empty: {ls}"),
     )
 }
+
+/// Accept one HTTP request on `listener` within `timeout` (or until
+/// `gone()`), answer it with `status` (e.g. `200 OK`), and return its
+/// request line and body.
+pub fn one_http_request(
+    listener: &std::net::TcpListener,
+    timeout: std::time::Duration,
+    gone: &dyn Fn() -> bool,
+    status: &str,
+) -> Result<(String, String), Failed> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let (stream, _) = loop {
+        match listener.accept() {
+            Ok(c) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline || gone() {
+                    return Err("no HTTP request from the ramdisk".into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    let mut w = stream;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    Ok((
+        request.trim().to_string(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+/// `dib ramdisk -o NAME debian-minimal ELEMENTS...` in `b`'s scratch space
+/// with the shared image cache: the kernel and initramfs it wrote. Says
+/// how long the build took and how large the initramfs is.
+pub fn build_ramdisk(
+    b: &Build,
+    name: &str,
+    elements: &[&str],
+) -> Result<(PathBuf, PathBuf), Failed> {
+    let out = b.f.path(name);
+    let out_s = out.display().to_string();
+    let cache = cache().display().to_string();
+    let mut args = vec![
+        "ramdisk",
+        "--image-cache",
+        &cache,
+        "-o",
+        &out_s,
+        "debian-minimal",
+    ];
+    args.extend_from_slice(elements);
+    let started = std::time::Instant::now();
+    succeeded(&b.dib(&args, &[]).output()?)?;
+    let (kernel, initrd) = (
+        out.with_extension("kernel"),
+        out.with_extension("initramfs"),
+    );
+    eprintln!(
+        "  {name} ramdisk ({}) built in {:.1}s, initramfs {:.1} MiB",
+        elements.join(" "),
+        started.elapsed().as_secs_f64(),
+        fs::metadata(&initrd)?.len() as f64 / (1u64 << 20) as f64
+    );
+    Ok((kernel, initrd))
+}

@@ -22,5 +22,5 @@ case "${ARCH:-amd64}" in
     *) __dib_kernel= ;;
 esac
 # What DIB's debian-minimal base has besides: busybox, sudo, gnupg, python3.
-export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE-systemd-sysv,busybox,sudo,gnupg,python3${__dib_kernel:+,$__dib_kernel}}
+export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE-systemd-sysv,busybox,sudo,gnupg,python3,adduser,ca-certificates,locales,lsb-release${__dib_kernel:+,$__dib_kernel}}
 unset __dib_kernel

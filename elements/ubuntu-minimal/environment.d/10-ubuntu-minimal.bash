@@ -8,4 +8,4 @@ export DIB_DEBOOTSTRAP_COMPONENTS=$DIB_UBUNTU_COMPONENTS
 export DIB_DEBOOTSTRAP_KEYRING=${DIB_DEBOOTSTRAP_KEYRING:-/usr/share/keyrings/ubuntu-archive-keyring.gpg}
 export DIB_DEBOOTSTRAP_KEYRING_PACKAGE=ubuntu-keyring
 # Bootstrapped with the base tree: an init system and the kernel.
-export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE-systemd-sysv,busybox,sudo,gnupg,python3,linux-image-virtual}
+export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE-systemd-sysv,busybox,sudo,gnupg,python3,adduser,ca-certificates,locales,lsb-release,linux-image-virtual}

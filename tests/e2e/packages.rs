@@ -122,6 +122,8 @@ pub fn debian_minimal_tar_is_a_sound_debian_tree() -> Result<(), Failed> {
         &[
             "./usr/sbin/policy-rc.d",
             "./etc/dpkg/dpkg.cfg.d/dib-unsafe-io",
+            "./usr/local/sbin/apt-get",
+            "./var/cache/apt/archives/.dib-lock",
         ],
     )?;
     check(

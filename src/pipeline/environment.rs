@@ -163,13 +163,12 @@ pub fn hook_env(
     };
     set("_LIB", super::runtime::lib_dir(&hooks));
     set("DIB_RUN_PARTS", super::runtime::run_parts(&hooks));
+    set("TMP_HOOKS_PATH", hooks);
     if phase.chroot() {
-        set("TMP_HOOKS_PATH", format!("/{IN_TARGET}"));
         set("HOME", "/root".into());
         set("PATH", chroot_path());
         env.remove("TMPDIR");
     } else {
-        set("TMP_HOOKS_PATH", dirs.hooks.display().to_string());
         let host_path = base.get("PATH").cloned().unwrap_or_else(chroot_path);
         set(
             "PATH",

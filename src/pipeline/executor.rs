@@ -117,8 +117,7 @@ impl<'a> Build<'a> {
         }
         super::runtime::install(&dirs.hooks, &dirs.bin).context("writing the hooks' runtime")?;
         if let Some(ca) = &job.host_ca {
-            let in_target = format!("/{}", dib_sandbox::mounts::IN_TARGET);
-            super::runtime::install_host_ca(ca, &dirs.hooks, &in_target)?;
+            super::runtime::install_host_ca(ca, &dirs.hooks)?;
         }
         Ok(Build {
             job,
@@ -228,10 +227,12 @@ fn write_block_device_params(
     let text =
         serde_yaml_ng::to_string(&disk.config).context("writing the block-device configuration")?;
     fs::write(&config, text).with_context(|| format!("writing {config:?}"))?;
-    let image_dir = std::path::absolute(job.env.get("IMAGE_NAME").map_or(".", String::as_str))
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    // IMAGE_NAME is absolute in the job's environment.
+    let image_dir = job
+        .env
+        .get("IMAGE_NAME")
+        .and_then(|n| Path::new(n).parent())
+        .unwrap_or(Path::new(""));
     let params = format!(
         "config: {}\nimage-dir: {}\nroot-fs-type: {}\nroot-label: {}\nmount-base: {}\nbuild-dir: {}\n",
         config.display(),

@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use dib_sandbox::mounts::IN_TARGET;
 
 /// The runtime's directory in the hook tree.
 pub const DIR: &str = ".dib";
@@ -66,13 +67,13 @@ pub fn host_ca_env(hooks: &str, chroot: bool) -> Vec<(&'static str, String)> {
     env
 }
 
-/// Copy the CA bundle `ca` into the hook tree `hooks` (seen at `/in_target`
-/// from chroot phases), with apt's configuration for it.
-pub fn install_host_ca(ca: &Path, hooks: &Path, in_target: &str) -> Result<()> {
+/// Copy the CA bundle `ca` into the hook tree `hooks`, with apt's
+/// configuration for it as chroot phases see it.
+pub fn install_host_ca(ca: &Path, hooks: &Path) -> Result<()> {
     let dir = hooks.join(DIR);
     let to = dir.join(HOST_CA);
     fs::copy(ca, &to).with_context(|| format!("copying the CA bundle {ca:?}"))?;
-    let apt = format!("Acquire::https::CaInfo \"{in_target}/{DIR}/{HOST_CA}\";\n");
+    let apt = format!("Acquire::https::CaInfo \"/{IN_TARGET}/{DIR}/{HOST_CA}\";\n");
     write(&dir.join(APT_HOST_CA), &apt, 0o644)
 }
 

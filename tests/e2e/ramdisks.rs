@@ -12,7 +12,7 @@ use libtest_mimic::Failed;
 use crate::common::qemu;
 use crate::common::ssh::free_port;
 use crate::common::tier::{check, eq, succeeded, Build};
-use crate::support::{build_ramdisk, cache, one_http_request, BOOT_TIMEOUT};
+use crate::support::{build_ramdisk, one_http_request, BOOT_TIMEOUT};
 
 /// A Debian ramdisk: built as a plain user, booted with -kernel/-initrd;
 /// its init.d fragment runs and sees the kernel's arguments and the disk
@@ -20,33 +20,7 @@ use crate::support::{build_ramdisk, cache, one_http_request, BOOT_TIMEOUT};
 /// console; a failing fragment offers one too.
 pub fn debian_ramdisk_boots_runs_init_d_and_troubleshoots() -> Result<(), Failed> {
     let b = Build::new();
-    let out = b.f.path("rd");
-    let out_s = out.display().to_string();
-    let cache = cache().display().to_string();
-    let started = std::time::Instant::now();
-    let o = b
-        .dib(
-            &[
-                "ramdisk",
-                "--image-cache",
-                &cache,
-                "-o",
-                &out_s,
-                "debian-minimal",
-                "ramdisk-probe",
-            ],
-            &[],
-        )
-        .output()?;
-    succeeded(&o)?;
-    let kernel = out.with_extension("kernel");
-    let initrd = out.with_extension("initramfs");
-    let size = fs::metadata(&initrd)?.len();
-    eprintln!(
-        "  ramdisk built in {:.1}s (warm), initramfs {:.1} MiB",
-        started.elapsed().as_secs_f64(),
-        size as f64 / (1u64 << 20) as f64
-    );
+    let (kernel, initrd) = build_ramdisk(&b, "rd", &["ramdisk-probe"])?;
     check(
         fs::read(&initrd)?.starts_with(&[0x1f, 0x8b]),
         "the initramfs is not gzip-compressed",

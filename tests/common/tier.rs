@@ -129,6 +129,17 @@ impl Build {
     }
 }
 
+/// The fields of `user`'s line in the text of an `/etc/passwd`.
+pub fn passwd_entry<'a>(passwd: &'a str, user: &str) -> Result<Vec<&'a str>, Failed> {
+    let prefix = format!("{user}:");
+    Ok(passwd
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .ok_or_else(|| format!("no {user} in /etc/passwd:\n{passwd}"))?
+        .split(':')
+        .collect())
+}
+
 pub fn check(ok: bool, msg: impl Into<String>) -> Result<(), Failed> {
     if ok {
         Ok(())

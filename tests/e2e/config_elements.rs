@@ -11,7 +11,7 @@ use std::path::Path;
 
 use libtest_mimic::Failed;
 
-use crate::common::tier::{check, eq, succeeded, Build};
+use crate::common::tier::{check, eq, passwd_entry, succeeded, Build};
 use crate::support::{build_ramdisk, cache, create_cmd, extract, Dpkg};
 
 /// What of the image's tar the checks read: (uid, gid, mode, content or
@@ -230,12 +230,7 @@ pub fn config_elements_in_a_debian_image() -> Result<(), Failed> {
     )?;
 
     let passwd = tree.text("etc/passwd")?;
-    let entry: Vec<&str> = passwd
-        .lines()
-        .find(|l| l.starts_with("devuser:"))
-        .ok_or_else(|| format!("no devuser in /etc/passwd:\n{passwd}"))?
-        .split(':')
-        .collect();
+    let entry = passwd_entry(passwd, "devuser")?;
     eq(
         &format!("{} {}", entry[5], entry[6]),
         "/home/devuser /bin/bash",

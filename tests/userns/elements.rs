@@ -9,7 +9,7 @@ use std::path::Path;
 
 use libtest_mimic::Failed;
 
-use crate::common::tier::{check, eq, succeeded, Build};
+use crate::common::tier::{check, eq, passwd_entry, succeeded, Build};
 
 /// One member of the image's tar.
 #[derive(Debug)]
@@ -388,12 +388,7 @@ pub fn users_keys_proxies_and_cloud_init() -> Result<(), Failed> {
     )?;
 
     let passwd = tree.file("etc/passwd")?;
-    let entry: Vec<&str> = passwd
-        .lines()
-        .find(|l| l.starts_with("devuser:"))
-        .ok_or_else(|| format!("no devuser in /etc/passwd:\n{passwd}"))?
-        .split(':')
-        .collect();
+    let entry = passwd_entry(passwd, "devuser")?;
     eq(
         &format!("{} {}", entry[5], entry[6]),
         "/home/devuser /bin/bash",

@@ -142,6 +142,12 @@ pub struct CreateArgs {
     #[arg(long)]
     pub offline: bool,
 
+    /// A stricter box for the hooks: the user's home hidden, and no network
+    /// after the phases that install packages (none with --offline)
+    /// (DIB_STRICT_BOX=1)
+    #[arg(long)]
+    pub strict_box: bool,
+
     /// Trust the host's CA certificates in every phase (for a TLS-inspecting
     /// proxy); they are never copied into the image [env: DIB_TRUST_HOST_CA=1]
     #[arg(long)]

@@ -68,6 +68,9 @@ pub struct BuildConfig {
     pub mkfs_options: Option<String>,
     pub mkfs_journal_size_mb: Option<u64>,
     pub offline: bool,
+    /// `--strict-box` / `DIB_STRICT_BOX`: hooks see no home and, after the
+    /// package phases, no network.
+    pub strict_box: bool,
     /// `--trust-host-ca`: the host's CA bundle, trusted by every phase.
     pub host_ca: Option<PathBuf>,
     pub qemu_img_options: Vec<(String, String)>,
@@ -236,6 +239,7 @@ impl BuildConfig {
         }
 
         let offline = args.offline || env_flag(env, "DIB_OFFLINE")?;
+        let strict_box = args.strict_box || env_flag(env, "DIB_STRICT_BOX")?;
         let checksum = args.checksum || env_flag(env, "DIB_CHECKSUM")?;
         let host_ca = (args.trust_host_ca || env_flag(env, "DIB_TRUST_HOST_CA")?).then(|| {
             env.get("DIB_HOST_CA_BUNDLE")
@@ -267,6 +271,7 @@ impl BuildConfig {
             mkfs_options: args.mkfs_options.clone(),
             mkfs_journal_size_mb: args.mkfs_journal_size,
             offline,
+            strict_box,
             host_ca,
             qemu_img_options,
             fs_type,

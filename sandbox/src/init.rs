@@ -83,29 +83,6 @@ fn unblock_stop_signals() -> Result<(), SandboxError> {
         .map_err(nix_err("unblocking stop signals"))
 }
 
-/// Make `cmd` run chrooted into `root` (with `/` as its working directory).
-/// Used for the in-chroot phases and break shells; the mounts the chroot
-/// needs come from [`crate::mounts::ChrootMounts`].
-pub fn chrooted(cmd: &mut Command, root: &Path) -> Result<(), SandboxError> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let root =
-        std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|_| SandboxError::Io {
-            what: format!("chroot path {} contains a NUL byte", root.display()),
-            source: io::Error::from(io::ErrorKind::InvalidInput),
-        })?;
-    // SAFETY: the closure runs between fork and exec and only calls chroot and
-    // chdir (async-signal-safe) on a CString allocated before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(())
-}
-
 /// Run in the supervisor: wait for the id maps, then run `cmd` as pid 1 of
 /// the build's pid namespace and return its exit code (128 + signal if it
 /// was killed).
@@ -235,6 +212,16 @@ pub fn become_init() -> Result<Arc<AtomicI32>, SandboxError> {
         });
     }
     check_lifeline()?;
+    // Not dumpable: reaching this process through /proc/1/root, /proc/1/fd
+    // or ptrace then takes CAP_SYS_PTRACE in this user namespace, which no
+    // hook has (hooks run in the box's own user namespace, crate::buildbox).
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(SandboxError::Io {
+            what: "making the build's pid 1 undumpable".into(),
+            source: io::Error::last_os_error(),
+        });
+    }
     close_inherited_fds();
     // Supplementary groups of the host user are unmapped here; drop them.
     nix::unistd::setgroups(&[]).map_err(nix_err("dropping supplementary groups in the build"))?;

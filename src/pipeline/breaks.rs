@@ -25,7 +25,8 @@ impl Build<'_> {
         env.insert("PS1".into(), format!("dib ({label}) # "));
         let mut cmd = Command::new(self.interpreter(phase));
         cmd.arg("-i").env_clear().envs(&env);
-        self.place(&mut cmd, phase)?;
+        self.fresh_boxes();
+        self.place(&mut cmd, phase, None)?;
         let status = self
             .log
             .suspend(|| cmd.status())

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
+use dib_sandbox::buildbox::{BuildBox, Start};
 use dib_sandbox::mounts::{bind, mount_tmpfs};
+use dib_sandbox::seccomp::Filter;
 
 use super::chroot::InTarget;
 use super::environment::{hook_env, Dirs, Image};
@@ -75,6 +77,20 @@ pub struct Build<'a> {
     /// Outputs written so far, still unnamed.
     pub finished: Finished,
     chroot: Option<InTarget>,
+    /// The hooks' boxes of the current phase, by (network, element whose
+    /// cache directories it shows); made when first needed.
+    boxes: std::cell::RefCell<BTreeMap<(bool, String), BuildBox>>,
+    /// The seccomp filter every hook gets.
+    filter: HookFilter,
+}
+
+/// The hooks' seccomp filter, built once.
+struct HookFilter(Arc<Filter>);
+
+impl std::fmt::Debug for HookFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookFilter")
+    }
 }
 
 /// Run `job`. The caller is pid 1 and cleans up afterwards.
@@ -86,6 +102,8 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
         step.run(&mut build)?;
     }
     build.set_chroot(false)?;
+    build.fresh_boxes();
+    super::boxing::keep_hook_outputs(&job.boxing, &build.dirs.build, log)?;
     Ok(())
 }
 
@@ -107,6 +125,7 @@ impl<'a> Build<'a> {
         for d in [&dirs.tree, &dirs.mnt, &dirs.bin] {
             fs::create_dir(d).with_context(|| format!("creating {d:?}"))?;
         }
+        super::boxing::prepare_build_dir(b)?;
         bind(&dirs.tree, &dirs.mnt, false).context("mounting the tree at TMP_MOUNT_PATH")?;
         job.hooks
             .materialize(&dirs.hooks)
@@ -127,6 +146,8 @@ impl<'a> Build<'a> {
             disk: None,
             finished: Finished::default(),
             chroot: None,
+            boxes: Default::default(),
+            filter: HookFilter(Arc::new(Filter::for_hooks())),
         })
     }
 
@@ -199,15 +220,52 @@ impl<'a> Build<'a> {
         }
     }
 
-    /// Where a command of `phase` runs: chrooted into the tree, or in the
-    /// build directory.
-    pub fn place(&self, cmd: &mut std::process::Command, phase: Phase) -> Result<()> {
-        if phase.chroot() {
-            dib_sandbox::init::chrooted(cmd, &self.dirs.mnt)?;
+    /// Make `cmd` run in the hooks' box for `phase`: chrooted into the
+    /// tree for chroot phases, else in the build directory. `element`'s
+    /// cache directories are writable there.
+    pub fn place(
+        &self,
+        cmd: &mut std::process::Command,
+        phase: Phase,
+        element: Option<&str>,
+    ) -> Result<()> {
+        let boxing = &self.job.boxing;
+        let caches = element.map_or(&[][..], |e| boxing.caches_of(e));
+        let network = boxing.network(phase);
+        let key = (
+            network,
+            match (caches.is_empty(), element) {
+                (false, Some(e)) => e.to_string(),
+                _ => String::new(),
+            },
+        );
+        let made = self.boxes.borrow().get(&key).cloned();
+        let the_box = match made {
+            Some(b) => b,
+            None => {
+                for (_, real) in caches {
+                    fs::create_dir_all(real)
+                        .with_context(|| format!("creating the cache directory {real:?}"))?;
+                }
+                let spec = boxing.spec(&self.dirs.build, caches, network);
+                let b = BuildBox::create(&spec).context("making the hooks' box")?;
+                self.boxes.borrow_mut().insert(key, b.clone());
+                b
+            }
+        };
+        let start = if phase.chroot() {
+            Start::Chroot(self.dirs.mnt.clone())
         } else {
-            cmd.current_dir(&self.dirs.build);
-        }
+            Start::Dir(self.dirs.build.clone())
+        };
+        the_box.enter(cmd, &start, self.filter.0.clone())?;
         Ok(())
+    }
+
+    /// Forget the boxes made so far: the next hook gets one that shows the
+    /// mounts as they are now.
+    pub fn fresh_boxes(&self) {
+        self.boxes.borrow_mut().clear();
     }
 }
 

@@ -68,6 +68,8 @@ pub struct BuildJob {
     pub package_lists: PackageLists,
     /// `--trust-host-ca`: the host CA bundle every phase trusts.
     pub host_ca: Option<PathBuf>,
+    /// What the hooks' box shows and lets them write.
+    pub boxing: super::boxing::BoxJob,
 }
 
 /// What the host found out, for [`BuildJob::new`].
@@ -147,6 +149,12 @@ impl BuildJob {
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
         let (env, element_array) = super::environment::job_env(config, resolution, &args)?;
+        let boxing = super::boxing::BoxJob::new(
+            config,
+            resolution,
+            &crate::commands::shipped_elements_dir(),
+            &env,
+        )?;
         Ok(BuildJob {
             build_dir: host.build_dir,
             tmpfs: host.tmpfs,
@@ -175,6 +183,7 @@ impl BuildJob {
             packages: config.packages.clone(),
             package_lists,
             host_ca: config.host_ca.clone(),
+            boxing,
         })
     }
 

@@ -7,6 +7,7 @@
 //! [`environment`], the [`chroot`], their shell [`runtime`]), [`breaks`] shells, [`package_lists`], the [`disk`] image,
 //! [`outputs`]; [`log`] is the build's log.
 
+pub mod boxing;
 pub mod breaks;
 pub mod chroot;
 pub mod disk;

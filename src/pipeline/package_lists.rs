@@ -191,7 +191,8 @@ impl Build<'_> {
             .env_clear()
             .envs(self.env(Phase::Install))
             .stdin(Stdio::null());
-        self.place(&mut cmd, Phase::Install)?;
+        self.fresh_boxes();
+        self.place(&mut cmd, Phase::Install, None)?;
         self.run_logged(cmd, "installing the -p packages")?;
         dib_sandbox::init::kill_all_and_reap();
         Ok(())

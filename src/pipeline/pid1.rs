@@ -57,6 +57,11 @@ pub fn init_main() -> i32 {
             return 1;
         }
     };
+    // The job file is on the host: gone once read, so no hook can change
+    // what a later step of this build would read.
+    if let Ok(f) = std::env::var(JOB_ENV) {
+        let _ = std::fs::remove_file(f);
+    }
     std::env::remove_var(JOB_ENV);
     use std::io::IsTerminal as _;
     let status_line = std::io::stderr().is_terminal() && !job.quiet;

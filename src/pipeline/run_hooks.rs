@@ -72,6 +72,7 @@ impl Build<'_> {
         ));
         let env = self.env(phase);
         let env_files = self.env_files(phase)?;
+        self.fresh_boxes();
         let mut timings = Vec::new();
         for script in &plan.run {
             let name = file_name(script);
@@ -97,15 +98,25 @@ impl Build<'_> {
                 .env_clear()
                 .envs(&env)
                 .stdin(Stdio::null());
-            self.place(&mut cmd, phase)?;
+            self.place(&mut cmd, phase, Some(&element))?;
             self.log
                 .status(format!("{}: {name} ({element})", phase.dir()));
+            // A hook that writes cache directories runs alone: what earlier
+            // hooks left running ends first, and what it leaves ends with it.
+            let writes_caches = !self.job.boxing.caches_of(&element).is_empty();
+            if writes_caches {
+                kill_all_and_reap();
+            }
             let started = Instant::now();
             self.run_logged(cmd, &format!("{rel} of element '{element}'"))?;
+            if writes_caches {
+                kill_all_and_reap();
+            }
             timings.push((name.to_string(), element, started.elapsed()));
         }
         // Whatever a hook left running (a daemon) ends with its phase.
         kill_all_and_reap();
+        self.fresh_boxes();
         self.log_timings(phase, &timings);
         Ok(())
     }

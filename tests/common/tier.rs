@@ -73,6 +73,8 @@ impl Build {
             )
             .env("TMP_DIR", &self.tmp)
             .env("DIB_TEST_OUT", &self.out)
+            // Hooks report into DIB_TEST_OUT; the box lets them write it.
+            .env("DIB_BOX_WRITABLE", &self.out)
             // `--block-backend auto` must not find a helper running on the
             // machine; the root tier names its own.
             .env("DIB_HELPER_SOCKET", self.f.path("no-helper.sock"));

@@ -617,6 +617,8 @@ pub fn extract_image_unpacks_a_disk_images_root() -> Result<(), Failed> {
     )?;
     b.f.file("e/from-image/element-provides", "operating-system\n", 0o644);
     b.f.file("e/from-image/element-deps", "sysprep\n", 0o644);
+    // Its hook writes the cache's top directory: a copy of its own.
+    b.f.file("e/from-image/cache-dirs", ".\n", 0o644);
     b.f.file(
         "e/from-image/root.d/10-from-image",
         &format!(
@@ -665,9 +667,21 @@ pub fn extract_image_unpacks_a_disk_images_root() -> Result<(), Failed> {
     )?;
     tree.get("bin/busybox")?;
     tree.absent("lost+found")?;
+    let private: Vec<_> = fs::read_dir(b.f.path("cache/.elements"))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     check(
-        b.f.path("cache/tiny-base.tgz").is_file(),
-        "the repacked tree is not in the image cache",
+        private.len() == 1
+            && private[0]
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("from-image-"))
+            && private[0].join("tiny-base.tgz").is_file(),
+        format!("the repacked tree is not in the element's own cache: {private:?}"),
+    )?;
+    check(
+        !b.f.path("cache/tiny-base.tgz").exists(),
+        "an element's cache write reached the shared image cache",
     )?;
     b.assert_clean()
 }

@@ -23,6 +23,7 @@ mod elements;
 mod failures;
 mod get_kernel;
 mod hooks;
+mod hostile;
 mod isolation;
 mod outputs;
 mod runtime;
@@ -67,6 +68,11 @@ fn main() {
         elements::svc_map_merges_the_elements_maps,
         elements::impossible_builds_fail_at_once,
         elements::extract_image_unpacks_a_disk_images_root,
+        hostile::hooks_cannot_write_the_home_caches_or_the_job,
+        hostile::strict_box_hides_the_home_and_the_network,
+        hostile::seccomp_refuses_what_no_build_needs,
+        hostile::a_build_cannot_reach_another_build,
+        hostile::hooks_write_beside_the_image_only_under_its_name,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");

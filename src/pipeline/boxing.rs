@@ -1,0 +1,463 @@
+//! The box the hooks run in, as dib plans it: what a hook may see and
+//! write (docs/security.md). `dib_sandbox::buildbox` makes it.
+//!
+//! From any hook the host is read-only, but for the build's own directory,
+//! the cache directories its element declared, and the output directory,
+//! whose writes land in the build directory and are kept (names starting
+//! with the image's name) only when the build succeeds. `/tmp`, `/var/tmp`,
+//! `/dev/shm`, `TMP_DIR` and the user's runtime directory are hidden (other
+//! builds live there); what the build's `DIB_*` variables name stays
+//! readable. `--strict-box` also hides the home directory and cuts the
+//! network after the package phases (in every phase with `--offline`).
+//!
+//! Cache directories: an element lists, one per line in its `cache-dirs`
+//! file, the directories under `DIB_IMAGE_CACHE` it writes. A shipped
+//! element writes them in place. Any other element writes a copy of its own,
+//! kept under `DIB_IMAGE_CACHE/.elements/NAME-HASH/` (HASH of the element's
+//! files) and shown at the usual path only in its own hooks' box, so an
+//! element cannot change what another element, or a later build, reads.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use dib_sandbox::buildbox::{BoxSpec, Mask, Placement};
+use serde::{Deserialize, Serialize};
+
+use crate::config::BuildConfig;
+use crate::elements::Resolution;
+use crate::phases::Phase;
+
+/// An element's list of the cache directories it writes.
+pub const CACHE_DIRS_FILE: &str = "cache-dirs";
+/// Where elements not shipped with dib keep their cache directories.
+const PRIVATE_CACHES: &str = ".elements";
+
+/// The box's inputs, made on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoxJob {
+    pub strict: bool,
+    pub offline: bool,
+    pub home: Option<PathBuf>,
+    pub tmp_dir: PathBuf,
+    /// The user's runtime directory (sockets of the user's session).
+    pub runtime_dir: Option<PathBuf>,
+    pub image_cache: PathBuf,
+    /// The directory the outputs go to.
+    pub output_dir: PathBuf,
+    /// What the image's outputs are named after (IMAGE_NAME's last part).
+    pub image_base: String,
+    /// Per element: (the path hooks use, the directory behind it).
+    pub cache_dirs: BTreeMap<String, Vec<(PathBuf, PathBuf)>>,
+    /// Existing absolute paths the `DIB_*` variables name.
+    pub named: Vec<PathBuf>,
+    /// `DIB_BOX_WRITABLE`: host directories the user lets hooks write.
+    pub writable: Vec<PathBuf>,
+}
+
+/// One line of a `cache-dirs` file: a relative path with no `..`.
+fn cache_dir_line(file: &Path, n: usize, line: &str) -> Result<Option<PathBuf>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let p = PathBuf::from(line);
+    let plain = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !plain {
+        bail!(
+            "{}:{n}: '{line}' is not a directory under DIB_IMAGE_CACHE: give a relative \
+             path without '..'",
+            file.display()
+        );
+    }
+    Ok(Some(p))
+}
+
+/// A short hash of every file of an element (paths and contents).
+fn element_hash(dir: &Path) -> Result<String> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("reading {d:?}"))? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        let rel = f.strip_prefix(dir).unwrap_or(&f);
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        match fs::read_link(&f) {
+            Ok(t) => h.update(t.as_os_str().as_encoded_bytes()),
+            Err(_) => h.update(fs::read(&f).with_context(|| format!("reading {f:?}"))?),
+        }
+        h.update([0]);
+    }
+    Ok(h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+impl BoxJob {
+    pub fn new(
+        config: &BuildConfig,
+        resolution: &Resolution,
+        shipped: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<BoxJob> {
+        let shipped = fs::canonicalize(shipped).unwrap_or_else(|_| shipped.to_path_buf());
+        let image_cache = std::path::absolute(&config.image_cache)
+            .unwrap_or_else(|_| config.image_cache.clone());
+        let mut cache_dirs = BTreeMap::new();
+        for e in &resolution.elements {
+            let file = e.path.join(CACHE_DIRS_FILE);
+            let Ok(text) = fs::read_to_string(&file) else {
+                continue;
+            };
+            let own = e.path.starts_with(&shipped);
+            let base = if own {
+                image_cache.clone()
+            } else {
+                image_cache
+                    .join(PRIVATE_CACHES)
+                    .join(format!("{}-{}", e.name, element_hash(&e.path)?))
+            };
+            let mut dirs = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if let Some(rel) = cache_dir_line(&file, i + 1, line)? {
+                    let clean = |p: PathBuf| p.components().collect::<PathBuf>();
+                    dirs.push((clean(image_cache.join(&rel)), clean(base.join(&rel))));
+                }
+            }
+            cache_dirs.insert(e.name.clone(), dirs);
+        }
+        let image_name = PathBuf::from(env.get("IMAGE_NAME").cloned().unwrap_or_default());
+        let named = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("DIB_"))
+            .filter_map(|(_, v)| {
+                let p = Path::new(v.strip_prefix("file://").unwrap_or(v));
+                (p.is_absolute() && p.exists()).then(|| p.to_path_buf())
+            })
+            .collect();
+        let mut writable = Vec::new();
+        for d in env
+            .get("DIB_BOX_WRITABLE")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(':')
+            .filter(|d| !d.is_empty())
+        {
+            let p = PathBuf::from(d);
+            if !p.is_absolute() || !p.is_dir() || p == Path::new("/") {
+                bail!(
+                    "DIB_BOX_WRITABLE: {d:?} is not an existing directory given by its absolute \
+                     path (and not /): list the directories hooks may write, separated by ':'"
+                );
+            }
+            writable.push(p);
+        }
+        let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        let runtime_dir = env
+            .get("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let p = PathBuf::from(format!("/run/user/{}", rustix::process::getuid().as_raw()));
+                p.is_dir().then_some(p)
+            })
+            .filter(|p| p.is_absolute());
+        Ok(BoxJob {
+            strict: config.strict_box,
+            offline: config.offline,
+            home,
+            tmp_dir: std::path::absolute(&config.tmp_dir).unwrap_or_else(|_| config.tmp_dir.clone()),
+            runtime_dir,
+            image_cache,
+            output_dir: image_name.parent().map(Path::to_path_buf).unwrap_or_default(),
+            image_base: image_name
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cache_dirs,
+            named,
+            writable,
+        })
+    }
+
+    /// Whether hooks of `phase` reach the network.
+    pub fn network(&self, phase: Phase) -> bool {
+        if !self.strict {
+            return true;
+        }
+        !self.offline
+            && matches!(
+                phase,
+                Phase::Root
+                    | Phase::ExtraData
+                    | Phase::PreInstall
+                    | Phase::Install
+                    | Phase::PostInstall
+            )
+    }
+
+    /// The cache directories `element` writes (hook path, real path).
+    pub fn caches_of(&self, element: &str) -> &[(PathBuf, PathBuf)] {
+        self.cache_dirs.get(element).map_or(&[], Vec::as_slice)
+    }
+
+    /// The box for a hook of `phase` whose element writes `caches`, in the
+    /// build directory `build`. Pure.
+    pub fn spec(
+        &self,
+        build: &Path,
+        caches: &[(PathBuf, PathBuf)],
+        network: bool,
+    ) -> BoxSpec {
+        let scratch = build.join(SCRATCH);
+        let mut masks = vec![
+            Mask::Dir {
+                at: "/tmp".into(),
+                from: scratch.clone(),
+            },
+            Mask::Dir {
+                at: "/var/tmp".into(),
+                from: scratch.clone(),
+            },
+        ];
+        if Path::new("/dev/shm").is_dir() {
+            masks.push(Mask::Tmpfs {
+                at: "/dev/shm".into(),
+                mode: 0o1777,
+            });
+        }
+        let home = self.home.as_deref();
+        let hides_home = |p: &Path| home.is_some_and(|h| h.starts_with(p));
+        let t = &self.tmp_dir;
+        if t != Path::new("/tmp") && t != Path::new("/var/tmp") && !hides_home(t) {
+            masks.push(Mask::Tmpfs {
+                at: t.clone(),
+                mode: 0o1777,
+            });
+        }
+        if let Some(r) = &self.runtime_dir {
+            if r.is_dir() && !hides_home(r) {
+                masks.push(Mask::Tmpfs {
+                    at: r.clone(),
+                    mode: 0o700,
+                });
+            }
+        }
+        if self.strict {
+            if let Some(h) = home.filter(|h| *h != Path::new("/")) {
+                masks.push(Mask::Tmpfs {
+                    at: h.to_path_buf(),
+                    mode: 0o755,
+                });
+            }
+        }
+        let masked = |p: &Path| masks.iter().any(|m| p.starts_with(m.path()));
+        let mut placements = vec![Placement::Writable(build.to_path_buf())];
+        // A home under /tmp (say) stays readable, as homes do, unless strict.
+        if let Some(h) = home.filter(|h| !self.strict && masked(h) && h.is_dir()) {
+            placements.push(Placement::Readable(h.to_path_buf()));
+        }
+        for p in std::iter::once(&self.image_cache).chain(&self.named) {
+            if masked(p) && !p.starts_with(build) && p.exists() {
+                placements.push(Placement::Readable(p.clone()));
+            }
+        }
+        let out = &self.output_dir;
+        let upper = build.join(OUTPUT_UPPER);
+        // An output directory that holds a mask (or is one) would show
+        // what the mask hides through an overlay: hooks get only their own
+        // writes there.
+        let over_a_mask = masks.iter().any(|m| m.path().starts_with(out));
+        if over_a_mask || masked(out) && !Path::new(out).exists() {
+            masks.push(Mask::Dir {
+                at: out.clone(),
+                from: upper,
+            });
+        } else if out.is_dir() {
+            placements.push(Placement::Overlay {
+                at: out.clone(),
+                upper,
+                work: build.join(OUTPUT_WORK),
+            });
+        }
+        for w in &self.writable {
+            placements.push(Placement::Writable(w.clone()));
+        }
+        for (at, from) in caches {
+            placements.push(if at == from {
+                Placement::Writable(at.clone())
+            } else {
+                Placement::WritableFrom {
+                    at: at.clone(),
+                    from: from.clone(),
+                }
+            });
+        }
+        BoxSpec {
+            assembly: build.join(ASSEMBLY),
+            masks,
+            placements,
+            network,
+        }
+    }
+}
+
+/// In the build directory: where a box is put together, the hooks' `/tmp`,
+/// and where their writes to the output directory land.
+pub const ASSEMBLY: &str = ".dib-box";
+pub const SCRATCH: &str = ".dib-tmp";
+pub const OUTPUT_UPPER: &str = ".dib-out/upper";
+pub const OUTPUT_WORK: &str = ".dib-out/work";
+
+/// Make the box's directories in the build directory.
+pub fn prepare_build_dir(build: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for d in [ASSEMBLY, SCRATCH, OUTPUT_UPPER, OUTPUT_WORK] {
+        let p = build.join(d);
+        fs::create_dir_all(&p).with_context(|| format!("creating {p:?}"))?;
+    }
+    let scratch = build.join(SCRATCH);
+    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o1777))
+        .with_context(|| format!("opening up {scratch:?}"))?;
+    Ok(())
+}
+
+/// After a successful build: move what hooks wrote into the output
+/// directory there, if it is named after the image (`IMAGE_NAME.d/`,
+/// `IMAGE_NAME.vmlinuz`, ...); anything else is left out, with a warning.
+pub fn keep_hook_outputs(job: &BoxJob, build: &Path, log: &super::log::Log) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let upper = build.join(OUTPUT_UPPER);
+    let Ok(entries) = fs::read_dir(&upper) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let t = e.file_type()?;
+        // A whiteout: a hook deleted a file of the output directory, which
+        // the host keeps.
+        if t.is_char_device() {
+            continue;
+        }
+        let ours = !job.image_base.is_empty() && name.starts_with(&job.image_base);
+        if !ours {
+            log.line(&format!(
+                "warning: a hook wrote {name:?} in the output directory; only names starting \
+                 with {:?} are kept",
+                job.image_base
+            ));
+            continue;
+        }
+        copy_out(&e.path(), &job.output_dir.join(&name))
+            .with_context(|| format!("keeping {name:?}, which a hook wrote beside the image"))?;
+    }
+    Ok(())
+}
+
+/// Copy `from` (a file, directory or symlink a hook made) to `to`,
+/// merging into a directory that is there. Owners are not kept: the files
+/// belong to the user.
+fn copy_out(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = fs::symlink_metadata(from)?.file_type();
+    if t.is_dir() {
+        match fs::symlink_metadata(to) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                fs::remove_file(to)?;
+                fs::create_dir(to)?;
+            }
+            Err(_) => fs::create_dir(to)?,
+        }
+        for e in fs::read_dir(from)? {
+            let e = e?;
+            copy_out(&e.path(), &to.join(e.file_name()))?;
+        }
+    } else if t.is_symlink() {
+        let _ = fs::remove_file(to);
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+    } else if t.is_file() {
+        if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
+            bail!("{to:?} is a directory");
+        }
+        let _ = fs::remove_file(to);
+        fs::copy(from, to)?;
+    } else if !t.is_char_device() {
+        // Fifos and sockets are not outputs.
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(strict: bool) -> BoxJob {
+        BoxJob {
+            strict,
+            offline: false,
+            home: Some("/home/u".into()),
+            tmp_dir: "/tmp".into(),
+            runtime_dir: None,
+            image_cache: "/home/u/.cache/image-create".into(),
+            output_dir: "/home/u/out".into(),
+            image_base: "vm".into(),
+            cache_dirs: BTreeMap::new(),
+            named: vec!["/tmp/x.yaml".into(), "/home/u/key".into()],
+            writable: vec![],
+        }
+    }
+
+    #[test]
+    fn strict_hides_home_and_cuts_the_network_late() {
+        let normal = job(false);
+        let strict = job(true);
+        assert!(normal.network(Phase::Finalise));
+        assert!(strict.network(Phase::Install) && !strict.network(Phase::Finalise));
+        let offline = BoxJob {
+            offline: true,
+            ..job(true)
+        };
+        assert!(!offline.network(Phase::Root));
+        let b = Path::new("/tmp/dib_build.1");
+        let s = normal.spec(b, &[], true);
+        assert!(!s.masks.iter().any(|m| m.path() == Path::new("/home/u")));
+        assert!(s.placements.contains(&Placement::Readable("/tmp/x.yaml".into())));
+        // Outside a mask, a named path is already visible (read-only).
+        assert!(!s.placements.contains(&Placement::Readable("/home/u/key".into())));
+        let s = strict.spec(b, &[], false);
+        assert!(s.masks.iter().any(|m| m.path() == Path::new("/home/u")));
+        assert!(s
+            .placements
+            .contains(&Placement::Readable("/home/u/.cache/image-create".into())));
+        assert!(!s.network);
+    }
+
+    #[test]
+    fn cache_dir_lines_are_plain_relative_paths() {
+        let f = Path::new("e/cache-dirs");
+        assert_eq!(cache_dir_line(f, 1, " apt ").unwrap(), Some("apt".into()));
+        assert_eq!(cache_dir_line(f, 2, "# c").unwrap(), None);
+        for bad in ["/abs", "../up", "a/../../b"] {
+            let e = cache_dir_line(f, 3, bad).unwrap_err().to_string();
+            assert!(e.starts_with("e/cache-dirs:3: '"), "{e}");
+        }
+    }
+}

@@ -142,16 +142,33 @@ enum Op {
         recursive: bool,
     },
     /// move_mount of `slot` to `at`.
-    Attach { slot: usize, at: CString },
+    Attach {
+        slot: usize,
+        at: CString,
+    },
     /// mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE) at `at`.
-    ReadOnly { at: CString },
-    Tmpfs { at: CString, data: CString },
-    Overlay { at: CString, data: CString },
+    ReadOnly {
+        at: CString,
+    },
+    Tmpfs {
+        at: CString,
+        data: CString,
+    },
+    Overlay {
+        at: CString,
+        data: CString,
+    },
     /// A mount point: a directory (EEXIST is fine) or a file.
-    Mkdir { path: CString },
-    Touch { path: CString },
+    Mkdir {
+        path: CString,
+    },
+    Touch {
+        path: CString,
+    },
     /// chdir, pivot_root(".", "."), detach the old root, chdir("/").
-    Pivot { root: CString },
+    Pivot {
+        root: CString,
+    },
 }
 
 /// What the maker does, step by step, and a name for each step's error.
@@ -249,81 +266,108 @@ impl Program {
             Op::ReadOnly { at: root.clone() },
             "making the box's view of the host read-only".into(),
         );
-        let mut masks: Vec<(&Mask, Option<usize>)> = spec.masks.iter().zip(mask_slots).collect();
-        masks.sort_by_key(|(m, _)| m.path().components().count());
-        for (m, slot) in masks {
-            let at = under(a, m.path());
-            p.mount_point(a, m.path(), true)?;
-            let c = cstr(&at)?;
-            match (m, slot) {
-                (Mask::Tmpfs { mode, .. }, _) => p.push(
-                    Op::Tmpfs {
-                        at: c,
-                        data: CString::new(format!("mode={mode:o},size=50%")).unwrap_or_default(),
-                    },
-                    format!("hiding {} in the box", m.path().display()),
-                ),
-                (Mask::Dir { .. }, Some(slot)) => p.push(
-                    Op::Attach { slot, at: c },
-                    format!("hiding {} in the box", m.path().display()),
-                ),
-                (Mask::Dir { .. }, None) => {}
-            }
+        // Shallow before deep; at one depth, masks first.
+        enum Item<'s> {
+            Mask(&'s Mask, Option<usize>),
+            Place(&'s Placement, Option<usize>),
         }
-        for (pl, slot) in placed.into_iter().zip(place_slots) {
-            let path = pl.path();
-            let at = under(a, path);
-            let is_dir = match pl {
-                Placement::Readable(p) => std::fs::metadata(p).map(|m| m.is_dir()).unwrap_or(true),
-                _ => true,
-            };
-            p.mount_point(a, path, is_dir)?;
-            let c = cstr(&at)?;
-            match (pl, slot) {
-                (Placement::Readable(_), Some(slot)) => {
-                    p.push(
-                        Op::Attach {
-                            slot,
-                            at: c.clone(),
-                        },
-                        format!("showing {} in the box", path.display()),
-                    );
-                    p.push(
-                        Op::ReadOnly { at: c },
-                        format!("making {} read-only in the box", path.display()),
-                    );
-                }
-                (Placement::Writable(_) | Placement::WritableFrom { .. }, Some(slot)) => p.push(
-                    Op::Attach { slot, at: c },
-                    format!("showing {} writable in the box", path.display()),
-                ),
-                (Placement::Overlay { at, upper, work }, _) => {
-                    let esc = |p: &Path| {
-                        p.display()
-                            .to_string()
-                            .replace('\\', "\\\\")
-                            .replace(',', "\\,")
-                            .replace(':', "\\:")
-                    };
-                    let data = format!(
-                        "lowerdir={},upperdir={},workdir={},userxattr",
-                        esc(at),
-                        esc(upper),
-                        esc(work)
-                    );
-                    p.push(
-                        Op::Overlay {
-                            at: c,
-                            data: cstr(Path::new(&data))?,
-                        },
-                        format!(
-                            "putting an overlay on {} in the box (writes go to {})",
-                            at.display(),
-                            upper.display()
+        let mut items: Vec<Item> = spec
+            .masks
+            .iter()
+            .zip(mask_slots)
+            .map(|(m, s)| Item::Mask(m, s))
+            .chain(
+                placed
+                    .into_iter()
+                    .zip(place_slots)
+                    .map(|(pl, s)| Item::Place(pl, s)),
+            )
+            .collect();
+        items.sort_by_key(|i| match i {
+            Item::Mask(m, _) => m.path().components().count(),
+            Item::Place(pl, _) => pl.path().components().count(),
+        });
+        for item in items {
+            match item {
+                Item::Mask(m, slot) => {
+                    let at = under(a, m.path());
+                    p.mount_point(a, m.path(), true)?;
+                    let c = cstr(&at)?;
+                    match (m, slot) {
+                        (Mask::Tmpfs { mode, .. }, _) => p.push(
+                            Op::Tmpfs {
+                                at: c,
+                                data: CString::new(format!("mode={mode:o},size=50%"))
+                                    .unwrap_or_default(),
+                            },
+                            format!("hiding {} in the box", m.path().display()),
                         ),
-                    );
+                        (Mask::Dir { .. }, Some(slot)) => p.push(
+                            Op::Attach { slot, at: c },
+                            format!("hiding {} in the box", m.path().display()),
+                        ),
+                        (Mask::Dir { .. }, None) => {}
+                    }
                 }
-                _ => {}
+                Item::Place(pl, slot) => {
+                    let path = pl.path();
+                    let at = under(a, path);
+                    let is_dir = match pl {
+                        Placement::Readable(p) => {
+                            std::fs::metadata(p).map(|m| m.is_dir()).unwrap_or(true)
+                        }
+                        _ => true,
+                    };
+                    p.mount_point(a, path, is_dir)?;
+                    let c = cstr(&at)?;
+                    match (pl, slot) {
+                        (Placement::Readable(_), Some(slot)) => {
+                            p.push(
+                                Op::Attach {
+                                    slot,
+                                    at: c.clone(),
+                                },
+                                format!("showing {} in the box", path.display()),
+                            );
+                            p.push(
+                                Op::ReadOnly { at: c },
+                                format!("making {} read-only in the box", path.display()),
+                            );
+                        }
+                        (Placement::Writable(_) | Placement::WritableFrom { .. }, Some(slot)) => p
+                            .push(
+                                Op::Attach { slot, at: c },
+                                format!("showing {} writable in the box", path.display()),
+                            ),
+                        (Placement::Overlay { at, upper, work }, _) => {
+                            let esc = |p: &Path| {
+                                p.display()
+                                    .to_string()
+                                    .replace('\\', "\\\\")
+                                    .replace(',', "\\,")
+                                    .replace(':', "\\:")
+                            };
+                            let data = format!(
+                                "lowerdir={},upperdir={},workdir={},userxattr",
+                                esc(at),
+                                esc(upper),
+                                esc(work)
+                            );
+                            p.push(
+                                Op::Overlay {
+                                    at: c,
+                                    data: cstr(Path::new(&data))?,
+                                },
+                                format!(
+                                    "putting an overlay on {} in the box (writes go to {})",
+                                    at.display(),
+                                    upper.display()
+                                ),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         p.push(Op::Pivot { root }, "entering the box's root".into());
@@ -346,7 +390,11 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 /// In the forked maker: run the program. Returns the failing step's index
 /// and errno. Only system calls on data allocated before the fork.
 fn run_ops(p: &Program, slots: &mut [RawFd]) -> Result<(), (usize, i32)> {
-    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
     // SAFETY: every call below is a plain system call on C strings and
     // descriptors made before the fork (or by this loop); nothing allocates
     // or takes a lock, so this is sound in the child of a threaded process.
@@ -368,7 +416,8 @@ fn run_ops(p: &Program, slots: &mut [RawFd]) -> Result<(), (usize, i32)> {
                         } else {
                             0
                         };
-                    let fd = libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags);
+                    let fd =
+                        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags);
                     if fd >= 0 {
                         slots[*slot] = fd as RawFd;
                     }
@@ -513,7 +562,10 @@ impl BuildBox {
         // could take a lock another thread held at the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(io_error("starting the box's maker", io::Error::last_os_error()));
+            return Err(io_error(
+                "starting the box's maker",
+                io::Error::last_os_error(),
+            ));
         }
         if pid == 0 {
             let msg: [i32; 2] = match run_ops(&program, &mut slots) {
@@ -523,7 +575,11 @@ impl BuildBox {
             // SAFETY: write of a stack buffer, then pause until pid 1 has
             // taken the namespaces and kills this process.
             unsafe {
-                libc::write(status_w_raw, msg.as_ptr().cast(), std::mem::size_of_val(&msg));
+                libc::write(
+                    status_w_raw,
+                    msg.as_ptr().cast(),
+                    std::mem::size_of_val(&msg),
+                );
                 loop {
                     libc::pause();
                 }
@@ -551,8 +607,11 @@ impl BuildBox {
             std::os::fd::AsFd::as_fd(&status),
             nix::poll::PollFlags::POLLIN,
         )];
-        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(MAKER_TIMEOUT_MS as u16))
-            .map_err(|e| io_error("waiting for the box", e.into()))?;
+        let ready = nix::poll::poll(
+            &mut fds,
+            nix::poll::PollTimeout::from(MAKER_TIMEOUT_MS as u16),
+        )
+        .map_err(|e| io_error("waiting for the box", e.into()))?;
         if ready == 0 {
             return Err(io_error(
                 "making the build's box",
@@ -646,7 +705,8 @@ impl BuildBox {
 
 /// The lines of `/proc/self/[ug]id_map`, each range mapped to itself.
 fn identity_map(file: &str) -> Result<String, SandboxError> {
-    let text = std::fs::read_to_string(file).map_err(|e| io_error(&format!("reading {file}"), e))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| io_error(&format!("reading {file}"), e))?;
     let mut out = String::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -693,7 +753,13 @@ mod tests {
         let kinds: Vec<String> = p
             .ops
             .iter()
-            .map(|o| format!("{o:?}").split([' ', '{']).next().unwrap().to_string())
+            .map(|o| {
+                format!("{o:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         let first_non_clone = kinds.iter().position(|k| k != "Clone").unwrap();
         assert!(kinds[first_non_clone..].iter().all(|k| k != "Clone"));
@@ -724,8 +790,11 @@ mod tests {
     fn identity_maps_keep_the_inner_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("map");
-        std::fs::write(&f, "         0       1000          1\n         1     100000      65536\n")
-            .unwrap();
+        std::fs::write(
+            &f,
+            "         0       1000          1\n         1     100000      65536\n",
+        )
+        .unwrap();
         assert_eq!(
             identity_map(f.to_str().unwrap()).unwrap(),
             "0 0 1\n1 1 65536\n"

@@ -10,6 +10,7 @@
 //! backends share;
 //! `host_tools`, the host tools run and the Debian package of each.
 
+pub mod buildbox;
 pub mod client;
 pub mod host_tools;
 pub mod init;
@@ -17,6 +18,7 @@ pub mod mkfs;
 pub mod mounts;
 pub mod ns;
 pub mod proto;
+pub mod seccomp;
 pub mod subid;
 pub mod table;
 

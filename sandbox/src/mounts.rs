@@ -261,13 +261,22 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), SandboxError> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// A host directory shown in the image during a chroot phase.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageBind {
+    pub from: PathBuf,
+    /// Where, relative to the image's root.
+    pub at: String,
+    pub writable: bool,
+}
+
 /// The chroot's mounts, undone in reverse order.
 #[derive(Debug)]
 pub struct ChrootMounts {
     target: PathBuf,
     mounted: Vec<PathBuf>,
     /// Mount points this made in the tree, removed afterwards.
-    made: Vec<&'static str>,
+    made: Vec<String>,
 }
 
 impl ChrootMounts {
@@ -280,6 +289,7 @@ impl ChrootMounts {
         target: &Path,
         hooks: &Path,
         image: Option<&Path>,
+        binds: &[ImageBind],
     ) -> Result<ChrootMounts, SandboxError> {
         let mut m = ChrootMounts {
             target: target.to_path_buf(),
@@ -292,19 +302,40 @@ impl ChrootMounts {
             m.mount_point(IMAGE_IN_TARGET)?;
             let at = inside(&m.target, IMAGE_FILE_IN_TARGET)?;
             if fs::symlink_metadata(&at).is_err() {
-                m.made.push(IMAGE_FILE_IN_TARGET);
+                m.made.push(IMAGE_FILE_IN_TARGET.to_string());
             }
             fs::write(&at, b"").map_err(io(format!("creating {}", at.display())))?;
             bind(image, &at, false)?;
             m.mounted.push(at);
         }
+        for b in binds {
+            if !b.from.is_dir() {
+                continue;
+            }
+            let at = m.mount_point(&b.at)?;
+            bind(&b.from, &at, true)?;
+            m.mounted.push(at.clone());
+            if !b.writable {
+                read_only_recursive(&at)?;
+            }
+        }
         Ok(m)
     }
 
     /// `target/rel` as a mount point, remembered for removal if made here.
-    fn mount_point(&mut self, rel: &'static str) -> Result<PathBuf, SandboxError> {
+    fn mount_point(&mut self, rel: &str) -> Result<PathBuf, SandboxError> {
         if !self.target.join(rel).exists() {
-            self.made.push(rel);
+            // Each missing level, so that all of them go afterwards.
+            let mut made = String::new();
+            for part in rel.split('/').filter(|p| !p.is_empty()) {
+                if !made.is_empty() {
+                    made.push('/');
+                }
+                made.push_str(part);
+                if !self.target.join(&made).exists() {
+                    self.made.push(made.clone());
+                }
+            }
         }
         self.dir(rel)
     }
@@ -395,7 +426,7 @@ impl ChrootMounts {
         while let Some(rel) = self.made.pop() {
             // Only if the path still leads to a real file or directory in
             // the tree (`inside` takes directories only: check the parent).
-            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
             if let Ok(p) = inside(&self.target, parent).map(|d| d.join(name)) {
                 match fs::symlink_metadata(&p) {
                     Ok(m) if m.is_dir() => {

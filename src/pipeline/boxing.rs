@@ -23,6 +23,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use dib_sandbox::buildbox::{BoxSpec, Mask, Placement};
+use dib_sandbox::mounts::ImageBind;
 use serde::{Deserialize, Serialize};
 
 use crate::config::BuildConfig;
@@ -31,6 +32,8 @@ use crate::phases::Phase;
 
 /// An element's list of the cache directories it writes.
 pub const CACHE_DIRS_FILE: &str = "cache-dirs";
+/// An element's cache directories shown in the image: `DIR PATH` lines.
+pub const CACHE_BINDS_FILE: &str = "cache-binds";
 /// Where elements not shipped with dib keep their cache directories.
 const PRIVATE_CACHES: &str = ".elements";
 
@@ -54,6 +57,8 @@ pub struct BoxJob {
     pub named: Vec<PathBuf>,
     /// `DIB_BOX_WRITABLE`: host directories the user lets hooks write.
     pub writable: Vec<PathBuf>,
+    /// The elements' `cache-binds`, for the package phases' chroot.
+    pub image_binds: Vec<ImageBind>,
 }
 
 /// One line of a `cache-dirs` file: a relative path with no `..`.
@@ -118,8 +123,8 @@ impl BoxJob {
         env: &BTreeMap<String, String>,
     ) -> Result<BoxJob> {
         let shipped = fs::canonicalize(shipped).unwrap_or_else(|_| shipped.to_path_buf());
-        let image_cache = std::path::absolute(&config.image_cache)
-            .unwrap_or_else(|_| config.image_cache.clone());
+        let image_cache =
+            std::path::absolute(&config.image_cache).unwrap_or_else(|_| config.image_cache.clone());
         let mut cache_dirs = BTreeMap::new();
         for e in &resolution.elements {
             let file = e.path.join(CACHE_DIRS_FILE);
@@ -130,9 +135,11 @@ impl BoxJob {
             let base = if own {
                 image_cache.clone()
             } else {
-                image_cache
-                    .join(PRIVATE_CACHES)
-                    .join(format!("{}-{}", e.name, element_hash(&e.path)?))
+                image_cache.join(PRIVATE_CACHES).join(format!(
+                    "{}-{}",
+                    e.name,
+                    element_hash(&e.path)?
+                ))
             };
             let mut dirs = Vec::new();
             for (i, line) in text.lines().enumerate() {
@@ -143,15 +150,70 @@ impl BoxJob {
             }
             cache_dirs.insert(e.name.clone(), dirs);
         }
+        let mut image_binds = Vec::new();
+        for e in &resolution.elements {
+            let file = e.path.join(CACHE_BINDS_FILE);
+            let Ok(text) = fs::read_to_string(&file) else {
+                continue;
+            };
+            for (i, line) in text.lines().enumerate() {
+                let Some((dir, at)) = line.trim().split_once(char::is_whitespace) else {
+                    if cache_dir_line(&file, i + 1, line)?.is_some() {
+                        bail!(
+                            "{}:{}: give a cache directory and where the image sees it \
+                             (pip /tmp/pip)",
+                            file.display(),
+                            i + 1
+                        );
+                    }
+                    continue;
+                };
+                let Some(rel) = cache_dir_line(&file, i + 1, dir)? else {
+                    continue;
+                };
+                let at = at.trim().trim_start_matches('/');
+                if at.is_empty() || at.split('/').any(|c| c == "..") {
+                    bail!(
+                        "{}:{}: '{at}' is not a path in the image",
+                        file.display(),
+                        i + 1
+                    );
+                }
+                let shown = image_cache.join(&rel);
+                // Its own cache directory (or one under it) is writable;
+                // anything else in the cache is shown read-only.
+                let own = cache_dirs
+                    .get(&e.name)
+                    .and_then(|dirs: &Vec<(PathBuf, PathBuf)>| {
+                        dirs.iter().find_map(|(hook_path, real)| {
+                            shown
+                                .strip_prefix(hook_path)
+                                .ok()
+                                .map(|sub| real.join(sub).components().collect::<PathBuf>())
+                        })
+                    });
+                image_binds.push(ImageBind {
+                    writable: own.is_some(),
+                    from: own.unwrap_or(shown),
+                    at: at.to_string(),
+                });
+            }
+        }
         let image_name = PathBuf::from(env.get("IMAGE_NAME").cloned().unwrap_or_default());
-        let named = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("DIB_"))
-            .filter_map(|(_, v)| {
-                let p = Path::new(v.strip_prefix("file://").unwrap_or(v));
-                (p.is_absolute() && p.exists()).then(|| p.to_path_buf())
-            })
-            .collect();
+        // What DIB's hooks read from the host: the elements' own
+        // directories (IMAGE_ELEMENT_YAML names them) and what the DIB_*
+        // variables name.
+        let mut named: Vec<PathBuf> = resolution.elements.iter().map(|e| e.path.clone()).collect();
+        named.extend(
+            env.iter()
+                .filter(|(k, _)| k.starts_with("DIB_"))
+                .filter_map(|(_, v)| {
+                    let p = Path::new(v.strip_prefix("file://").unwrap_or(v));
+                    (p.is_absolute() && p.exists()).then(|| p.to_path_buf())
+                }),
+        );
+        named.sort();
+        named.dedup();
         let mut writable = Vec::new();
         for d in env
             .get("DIB_BOX_WRITABLE")
@@ -182,10 +244,14 @@ impl BoxJob {
             strict: config.strict_box,
             offline: config.offline,
             home,
-            tmp_dir: std::path::absolute(&config.tmp_dir).unwrap_or_else(|_| config.tmp_dir.clone()),
+            tmp_dir: std::path::absolute(&config.tmp_dir)
+                .unwrap_or_else(|_| config.tmp_dir.clone()),
             runtime_dir,
             image_cache,
-            output_dir: image_name.parent().map(Path::to_path_buf).unwrap_or_default(),
+            output_dir: image_name
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
             image_base: image_name
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -193,6 +259,7 @@ impl BoxJob {
             cache_dirs,
             named,
             writable,
+            image_binds,
         })
     }
 
@@ -218,24 +285,11 @@ impl BoxJob {
     }
 
     /// The box for a hook of `phase` whose element writes `caches`, in the
-    /// build directory `build`. Pure.
-    pub fn spec(
-        &self,
-        build: &Path,
-        caches: &[(PathBuf, PathBuf)],
-        network: bool,
-    ) -> BoxSpec {
-        let scratch = build.join(SCRATCH);
-        let mut masks = vec![
-            Mask::Dir {
-                at: "/tmp".into(),
-                from: scratch.clone(),
-            },
-            Mask::Dir {
-                at: "/var/tmp".into(),
-                from: scratch.clone(),
-            },
-        ];
+    /// build directory `build`. Reads /tmp, /var/tmp and TMP_DIR for
+    /// other builds' directories, which it hides.
+    pub fn spec(&self, build: &Path, caches: &[(PathBuf, PathBuf)], network: bool) -> BoxSpec {
+        let out = &self.output_dir;
+        let mut masks = Vec::new();
         if Path::new("/dev/shm").is_dir() {
             masks.push(Mask::Tmpfs {
                 at: "/dev/shm".into(),
@@ -267,8 +321,42 @@ impl BoxJob {
                 });
             }
         }
-        let masked = |p: &Path| masks.iter().any(|m| p.starts_with(m.path()));
+        // Other builds' directories, as they are now (each phase gets a
+        // new box).
+        for dir in [Path::new("/tmp"), Path::new("/var/tmp"), t.as_path()] {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let theirs = (name.starts_with("dib_build.") || name.starts_with("dib_image."))
+                    && e.path() != build
+                    && e.file_type().is_ok_and(|t| t.is_dir());
+                if theirs && !masks.iter().any(|m| e.path().starts_with(m.path())) {
+                    masks.push(Mask::Tmpfs {
+                        at: e.path(),
+                        mode: 0o700,
+                    });
+                }
+            }
+        }
+        // Under a mask, or under the /tmp overlays (where a write would
+        // seem to work): shown read-only, as on the host.
+        let masked = |p: &Path| {
+            masks.iter().any(|m| p.starts_with(m.path()))
+                || p.starts_with("/tmp")
+                || p.starts_with("/var/tmp")
+        };
         let mut placements = vec![Placement::Writable(build.to_path_buf())];
+        // The host's /tmp and /var/tmp, read-only; what hooks write there
+        // stays in the build.
+        for (at, dir) in [("/tmp", SCRATCH), ("/var/tmp", VAR_SCRATCH)] {
+            if Path::new(at) != out && Path::new(at).is_dir() {
+                placements.push(Placement::Overlay {
+                    at: at.into(),
+                    upper: build.join(dir).join("upper"),
+                    work: build.join(dir).join("work"),
+                });
+            }
+        }
         // A home under /tmp (say) stays readable, as homes do, unless strict.
         if let Some(h) = home.filter(|h| !self.strict && masked(h) && h.is_dir()) {
             placements.push(Placement::Readable(h.to_path_buf()));
@@ -278,22 +366,17 @@ impl BoxJob {
                 placements.push(Placement::Readable(p.clone()));
             }
         }
-        let out = &self.output_dir;
         let upper = build.join(OUTPUT_UPPER);
-        // An output directory that holds a mask (or is one) would show
-        // what the mask hides through an overlay: hooks get only their own
-        // writes there.
-        let over_a_mask = masks.iter().any(|m| m.path().starts_with(out));
-        if over_a_mask || masked(out) && !Path::new(out).exists() {
-            masks.push(Mask::Dir {
-                at: out.clone(),
-                from: upper,
-            });
-        } else if out.is_dir() {
+        if out.is_dir() {
             placements.push(Placement::Overlay {
                 at: out.clone(),
                 upper,
                 work: build.join(OUTPUT_WORK),
+            });
+        } else if !out.as_os_str().is_empty() {
+            masks.push(Mask::Dir {
+                at: out.clone(),
+                from: upper,
             });
         }
         for w in &self.writable {
@@ -322,19 +405,26 @@ impl BoxJob {
 /// and where their writes to the output directory land.
 pub const ASSEMBLY: &str = ".dib-box";
 pub const SCRATCH: &str = ".dib-tmp";
+pub const VAR_SCRATCH: &str = ".dib-vartmp";
 pub const OUTPUT_UPPER: &str = ".dib-out/upper";
 pub const OUTPUT_WORK: &str = ".dib-out/work";
 
 /// Make the box's directories in the build directory.
 pub fn prepare_build_dir(build: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    for d in [ASSEMBLY, SCRATCH, OUTPUT_UPPER, OUTPUT_WORK] {
+    for d in [ASSEMBLY, OUTPUT_UPPER, OUTPUT_WORK] {
         let p = build.join(d);
         fs::create_dir_all(&p).with_context(|| format!("creating {p:?}"))?;
     }
-    let scratch = build.join(SCRATCH);
-    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o1777))
-        .with_context(|| format!("opening up {scratch:?}"))?;
+    for d in [SCRATCH, VAR_SCRATCH] {
+        for sub in ["upper", "work"] {
+            let p = build.join(d).join(sub);
+            fs::create_dir_all(&p).with_context(|| format!("creating {p:?}"))?;
+        }
+        let upper = build.join(d).join("upper");
+        fs::set_permissions(&upper, fs::Permissions::from_mode(0o1777))
+            .with_context(|| format!("opening up {upper:?}"))?;
+    }
     Ok(())
 }
 
@@ -422,6 +512,7 @@ mod tests {
             cache_dirs: BTreeMap::new(),
             named: vec!["/tmp/x.yaml".into(), "/home/u/key".into()],
             writable: vec![],
+            image_binds: vec![],
         }
     }
 
@@ -439,9 +530,15 @@ mod tests {
         let b = Path::new("/tmp/dib_build.1");
         let s = normal.spec(b, &[], true);
         assert!(!s.masks.iter().any(|m| m.path() == Path::new("/home/u")));
-        assert!(s.placements.contains(&Placement::Readable("/tmp/x.yaml".into())));
+        // /tmp is an overlay: what is there stays readable.
+        assert!(s
+            .placements
+            .iter()
+            .any(|p| matches!(p, Placement::Overlay { at, .. } if at == Path::new("/tmp"))));
         // Outside a mask, a named path is already visible (read-only).
-        assert!(!s.placements.contains(&Placement::Readable("/home/u/key".into())));
+        assert!(!s
+            .placements
+            .contains(&Placement::Readable("/home/u/key".into())));
         let s = strict.spec(b, &[], false);
         assert!(s.masks.iter().any(|m| m.path() == Path::new("/home/u")));
         assert!(s

@@ -17,9 +17,16 @@ pub struct InTarget {
 }
 
 impl InTarget {
-    pub fn enter(dirs: &Dirs, image: Option<&Path>) -> Result<InTarget> {
-        let mounts =
-            ChrootMounts::setup(&dirs.mnt, &dirs.hooks, image).context("preparing the chroot")?;
+    pub fn enter(
+        dirs: &Dirs,
+        image: Option<&Path>,
+        binds: &[dib_sandbox::mounts::ImageBind],
+    ) -> Result<InTarget> {
+        for b in binds.iter().filter(|b| b.writable) {
+            fs::create_dir_all(&b.from).with_context(|| format!("creating {:?}", b.from))?;
+        }
+        let mounts = ChrootMounts::setup(&dirs.mnt, &dirs.hooks, image, binds)
+            .context("preparing the chroot")?;
         let resolv = ResolvConf::install(&dirs.mnt)?;
         Ok(InTarget { mounts, resolv })
     }

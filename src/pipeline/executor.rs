@@ -98,10 +98,10 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
     let mut build = Build::prepare(job, stopped, log)?;
     for step in plan(job) {
         build.check_stopped()?;
-        build.set_chroot(step.in_chroot())?;
+        build.set_chroot(step.in_chroot(), step.binds_caches())?;
         step.run(&mut build)?;
     }
-    build.set_chroot(false)?;
+    build.set_chroot(false, false)?;
     build.fresh_boxes();
     super::boxing::keep_hook_outputs(&job.boxing, &build.dirs.build, log)?;
     Ok(())
@@ -160,11 +160,16 @@ impl<'a> Build<'a> {
 
     /// Set up or undo the chroot's mounts (the image file among them once
     /// it exists).
-    fn set_chroot(&mut self, wanted: bool) -> Result<()> {
+    fn set_chroot(&mut self, wanted: bool, binds: bool) -> Result<()> {
         match (wanted, self.chroot.is_some()) {
             (true, false) => {
                 let image = self.disk.as_ref().map(|d| d.file.as_path());
-                self.chroot = Some(InTarget::enter(&self.dirs, image)?);
+                let binds = if binds {
+                    self.job.boxing.image_binds.as_slice()
+                } else {
+                    &[]
+                };
+                self.chroot = Some(InTarget::enter(&self.dirs, image, binds)?);
             }
             (false, true) => {
                 if let Some(t) = self.chroot.take() {
@@ -248,7 +253,17 @@ impl<'a> Build<'a> {
                         .with_context(|| format!("creating the cache directory {real:?}"))?;
                 }
                 let spec = boxing.spec(&self.dirs.build, caches, network);
+                let started = std::time::Instant::now();
                 let b = BuildBox::create(&spec).context("making the hooks' box")?;
+                if self.job.trace > 0 {
+                    self.log.line(&format!(
+                        "{}: made the hooks' box ({}{}) in {:.2} ms",
+                        phase.dir(),
+                        if key.1.is_empty() { "plain" } else { &key.1 },
+                        if network { "" } else { ", no network" },
+                        started.elapsed().as_secs_f64() * 1000.0
+                    ));
+                }
                 self.boxes.borrow_mut().insert(key, b.clone());
                 b
             }

@@ -46,6 +46,19 @@ pub enum Step {
 
 impl Step {
     /// Whether the step runs with the chroot's mounts in place.
+    /// Whether the chroot shows the elements' `cache-binds` (the package
+    /// phases, as DIB's pypi and pip-cache mount them until pre-finalise.d).
+    pub fn binds_caches(self) -> bool {
+        match self {
+            Step::Hooks { phase, .. } | Step::Break { phase, .. } => matches!(
+                phase,
+                Phase::PreInstall | Phase::Install | Phase::PostInstall
+            ),
+            Step::ExtraPackages => true,
+            _ => false,
+        }
+    }
+
     pub fn in_chroot(self) -> bool {
         match self {
             Step::Hooks { phase, .. } | Step::Break { phase, .. } => phase.chroot(),

@@ -76,7 +76,10 @@ pub fn hooks_cannot_write_the_home_caches_or_the_job() -> Result<(), Failed> {
     b.f.file("e/grabby/element-deps", "", 0o644);
     let o = b.run(
         &["tiny-os", "grabby"],
-        &[("DIB_IMAGE_CACHE", &home.join(".cache/image-create").display().to_string())],
+        &[(
+            "DIB_IMAGE_CACHE",
+            &home.join(".cache/image-create").display().to_string(),
+        )],
     );
     succeeded(&o)?;
     all_refused(&b)?;
@@ -97,8 +100,15 @@ pub fn hooks_cannot_write_the_home_caches_or_the_job() -> Result<(), Failed> {
             .is_none(),
         "the image cache was written",
     )?;
-    check(!std::path::Path::new("/etc/dib-was-here").exists(), "/etc was written")?;
-    eq(&b.out("key"), "ssh-ed25519 AAAA me", "a key read from ~ in root.d")?;
+    check(
+        !std::path::Path::new("/etc/dib-was-here").exists(),
+        "/etc was written",
+    )?;
+    eq(
+        &b.out("key"),
+        "ssh-ed25519 AAAA me",
+        "a key read from ~ in root.d",
+    )?;
     eq(&b.out("tmp"), "ok", "the build's own /tmp")?;
     b.assert_clean()
 }
@@ -157,7 +167,11 @@ EOF
     b.f.file("e/syscalls/root.d/50-syscalls", hook, 0o755);
     let o = b.run(&["tiny-os", "syscalls"], &[]);
     succeeded(&o)?;
-    eq(&b.out("status"), "NoNewPrivs: 1\nSeccomp: 2", "/proc/self/status")?;
+    eq(
+        &b.out("status"),
+        "NoNewPrivs: 1\nSeccomp: 2",
+        "/proc/self/status",
+    )?;
     eq(
         &b.out("errnos"),
         "init_module=1 finit_module=1 kexec_load=1 bpf=1 keyctl=1 add_key=1 getpid=ok",
@@ -187,8 +201,15 @@ pub fn a_build_cannot_reach_another_build() -> Result<(), Failed> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let a_dirs: Vec<_> = fs::read_dir(&a.tmp).unwrap().flatten().map(|e| e.path()).collect();
-    check(a_dirs.len() == 1, format!("build A's directory: {a_dirs:?}"))?;
+    let a_dirs: Vec<_> = fs::read_dir(&a.tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    check(
+        a_dirs.len() == 1,
+        format!("build A's directory: {a_dirs:?}"),
+    )?;
     let a_dir = a_dirs[0].display().to_string();
     let b = Build::new();
     let hook = format!(
@@ -200,7 +221,10 @@ pub fn a_build_cannot_reach_another_build() -> Result<(), Failed> {
         a_name = a_dirs[0].file_name().unwrap().to_string_lossy()
     );
     b.f.file("e/neighbour/root.d/50-neighbour", &hook, 0o755);
-    let ob = b.run(&["tiny-os", "neighbour"], &[("TMP_DIR", &a.tmp.display().to_string())]);
+    let ob = b.run(
+        &["tiny-os", "neighbour"],
+        &[("TMP_DIR", &a.tmp.display().to_string())],
+    );
     fs::write(a.out.join("go"), "").unwrap();
     let oa = child.wait_with_output().expect("waiting for build A");
     succeeded(&ob)?;
@@ -223,7 +247,9 @@ pub fn hooks_write_beside_the_image_only_under_its_name() -> Result<(), Failed> 
     let name = out_dir.join("img").display().to_string();
     let o = b
         .dib(
-            &["create", "-n", "-o", &name, "-t", "tar", "tiny-os", "beside"],
+            &[
+                "create", "-n", "-o", &name, "-t", "tar", "tiny-os", "beside",
+            ],
             &[],
         )
         .output()
@@ -239,17 +265,28 @@ pub fn hooks_write_beside_the_image_only_under_its_name() -> Result<(), Failed> 
         "k\n",
         "img.vmlinuz",
     )?;
-    check(!out_dir.join("elsewhere").exists(), "a file not named after the image was kept")?;
+    check(
+        !out_dir.join("elsewhere").exists(),
+        "a file not named after the image was kept",
+    )?;
     check(out_dir.join("img.tar").exists(), "the tar output")?;
     // A failed build keeps none of it.
     let failed_hook = format!("{hook}exit 1\n");
     b.f.file("e/beside/cleanup.d/50-beside", &failed_hook, 0o755);
     let name2 = out_dir.join("img2").display().to_string();
     let o = b
-        .dib(&["create", "-n", "-o", &name2, "-t", "tar", "tiny-os", "beside"], &[])
+        .dib(
+            &[
+                "create", "-n", "-o", &name2, "-t", "tar", "tiny-os", "beside",
+            ],
+            &[],
+        )
         .output()
         .expect("running dib");
     check(!o.status.success(), "the failing build failed")?;
-    check(!out_dir.join("img2.d").exists(), "a failed build kept img2.d")?;
+    check(
+        !out_dir.join("img2.d").exists(),
+        "a failed build kept img2.d",
+    )?;
     b.assert_clean()
 }

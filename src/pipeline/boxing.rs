@@ -38,7 +38,7 @@ pub const CACHE_BINDS_FILE: &str = "cache-binds";
 const PRIVATE_CACHES: &str = ".elements";
 
 /// The box's inputs, made on the host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BoxJob {
     pub strict: bool,
     pub offline: bool,
@@ -58,7 +58,46 @@ pub struct BoxJob {
     /// `DIB_BOX_WRITABLE`: host directories the user lets hooks write.
     pub writable: Vec<PathBuf>,
     /// The elements' `cache-binds`, for the package phases' chroot.
-    pub image_binds: Vec<ImageBind>,
+    pub image_binds: Vec<BindRule>,
+}
+
+/// A line of an element's `cache-binds`: `DIR` (under DIB_IMAGE_CACHE,
+/// with `$VAR`, `${VAR}` and `${VAR:-default}` from the hooks' environment)
+/// shown at `at` in the image, unless `VAR=VALUE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindRule {
+    pub element: String,
+    pub dir: String,
+    pub at: String,
+    pub unless: Option<(String, String)>,
+}
+
+/// `$VAR`, `${VAR}` and `${VAR:-default}` of `text`, from `env`.
+fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        let (name, default, len) = if let Some(body) = rest.strip_prefix('{') {
+            let end = body.find('}').unwrap_or(body.len());
+            let inner = &body[..end];
+            match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d), end + 2),
+                None => (inner, None, end + 2),
+            }
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (&rest[..end], None, end)
+        };
+        let value = env.get(name).filter(|v| !v.is_empty() || default.is_none());
+        out.push_str(value.map_or(default.unwrap_or(""), String::as_str));
+        rest = &rest[len.min(rest.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One line of a `cache-dirs` file: a relative path with no `..`.
@@ -157,45 +196,39 @@ impl BoxJob {
                 continue;
             };
             for (i, line) in text.lines().enumerate() {
-                let Some((dir, at)) = line.trim().split_once(char::is_whitespace) else {
-                    if cache_dir_line(&file, i + 1, line)?.is_some() {
-                        bail!(
-                            "{}:{}: give a cache directory and where the image sees it \
-                             (pip /tmp/pip)",
-                            file.display(),
-                            i + 1
-                        );
-                    }
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
                     continue;
-                };
-                let Some(rel) = cache_dir_line(&file, i + 1, dir)? else {
-                    continue;
-                };
-                let at = at.trim().trim_start_matches('/');
-                if at.is_empty() || at.split('/').any(|c| c == "..") {
-                    bail!(
-                        "{}:{}: '{at}' is not a path in the image",
+                }
+                let bad = |why: &str| {
+                    anyhow::anyhow!(
+                        "{}:{}: {why}: a line is CACHE_DIR IMAGE_PATH [unless VAR=VALUE], as \
+                         in 'pip /tmp/pip'",
                         file.display(),
                         i + 1
-                    );
+                    )
+                };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let (dir, at, unless) = match words[..] {
+                    [dir, at] => (dir, at, None),
+                    [dir, at, "unless", cond] => {
+                        let (k, v) = cond
+                            .split_once('=')
+                            .ok_or_else(|| bad("'unless' takes VAR=VALUE"))?;
+                        (dir, at, Some((k.to_string(), v.to_string())))
+                    }
+                    _ => return Err(bad("not two words")),
+                };
+                cache_dir_line(&file, i + 1, dir)?;
+                let at = at.trim_start_matches('/');
+                if at.is_empty() || at.split('/').any(|c| c == "..") {
+                    return Err(bad(&format!("'{at}' is not a path in the image")));
                 }
-                let shown = image_cache.join(&rel);
-                // Its own cache directory (or one under it) is writable;
-                // anything else in the cache is shown read-only.
-                let own = cache_dirs
-                    .get(&e.name)
-                    .and_then(|dirs: &Vec<(PathBuf, PathBuf)>| {
-                        dirs.iter().find_map(|(hook_path, real)| {
-                            shown
-                                .strip_prefix(hook_path)
-                                .ok()
-                                .map(|sub| real.join(sub).components().collect::<PathBuf>())
-                        })
-                    });
-                image_binds.push(ImageBind {
-                    writable: own.is_some(),
-                    from: own.unwrap_or(shown),
+                image_binds.push(BindRule {
+                    element: e.name.clone(),
+                    dir: dir.to_string(),
                     at: at.to_string(),
+                    unless,
                 });
             }
         }
@@ -261,6 +294,44 @@ impl BoxJob {
             writable,
             image_binds,
         })
+    }
+
+    /// The `cache-binds` for the hooks' environment `env`: an element's own
+    /// cache directory (or one under it) writable, anything else in the
+    /// cache read-only.
+    pub fn binds(&self, env: &BTreeMap<String, String>) -> Vec<ImageBind> {
+        let mut out = Vec::new();
+        for r in &self.image_binds {
+            if let Some((k, v)) = &r.unless {
+                if env.get(k).map(String::as_str).unwrap_or("") == v {
+                    continue;
+                }
+            }
+            let rel = expand(&r.dir, env);
+            let rel = Path::new(&rel);
+            let plain = rel
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !plain {
+                continue;
+            }
+            let shown = self.image_cache.join(rel);
+            let own = self
+                .caches_of(&r.element)
+                .iter()
+                .find_map(|(hook_path, real)| {
+                    shown
+                        .strip_prefix(hook_path)
+                        .ok()
+                        .map(|sub| real.join(sub).components().collect::<PathBuf>())
+                });
+            out.push(ImageBind {
+                writable: own.is_some(),
+                from: own.unwrap_or(shown),
+                at: r.at.clone(),
+            });
+        }
+        out
     }
 
     /// Whether hooks of `phase` reach the network.
@@ -541,10 +612,58 @@ mod tests {
             .contains(&Placement::Readable("/home/u/key".into())));
         let s = strict.spec(b, &[], false);
         assert!(s.masks.iter().any(|m| m.path() == Path::new("/home/u")));
-        assert!(s
-            .placements
-            .contains(&Placement::Readable("/home/u/.cache/image-create".into())));
         assert!(!s.network);
+        // The image cache under a hidden home stays readable.
+        let home = tempfile::tempdir().unwrap();
+        let cache = home.path().join(".cache/image-create");
+        fs::create_dir_all(&cache).unwrap();
+        let strict = BoxJob {
+            home: Some(home.path().to_path_buf()),
+            image_cache: cache.clone(),
+            ..job(true)
+        };
+        let s = strict.spec(b, &[], false);
+        assert!(s.placements.contains(&Placement::Readable(cache)));
+    }
+
+    #[test]
+    fn bind_rules_expand_and_pick_the_elements_own_cache() {
+        let env: BTreeMap<String, String> = [
+            ("DISTRO_NAME".to_string(), "debian".to_string()),
+            ("ARCH".to_string(), "amd64".to_string()),
+            ("OFF".to_string(), "0".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            expand(
+                "apt/${DISTRO_NAME:-x}-${DIB_RELEASE:-unknown}-$ARCH/lists",
+                &env
+            ),
+            "apt/debian-unknown-amd64/lists"
+        );
+        let mut j = job(false);
+        j.cache_dirs.insert(
+            "dpkg".into(),
+            vec![(
+                "/home/u/.cache/image-create/apt".into(),
+                "/home/u/.cache/image-create/apt".into(),
+            )],
+        );
+        let rule = |element: &str, unless: Option<(&str, &str)>| BindRule {
+            element: element.into(),
+            dir: "apt/$ARCH".into(),
+            at: "var/cache/apt".into(),
+            unless: unless.map(|(k, v)| (k.into(), v.into())),
+        };
+        j.image_binds = vec![
+            rule("dpkg", None),
+            rule("other", None),
+            rule("dpkg", Some(("OFF", "0"))),
+        ];
+        let b = j.binds(&env);
+        assert_eq!(b.len(), 2);
+        assert!(b[0].writable && b[0].from == Path::new("/home/u/.cache/image-create/apt/amd64"));
+        assert!(!b[1].writable);
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct Build<'a> {
     boxes: std::cell::RefCell<BTreeMap<(bool, String), BuildBox>>,
     /// The seccomp filter every hook gets.
     filter: HookFilter,
+    /// The hooks' environment with environment.d sourced, once known
+    /// (after extra-data.d).
+    pub sourced: std::cell::RefCell<Option<BTreeMap<String, String>>>,
 }
 
 /// The hooks' seccomp filter, built once.
@@ -147,6 +150,7 @@ impl<'a> Build<'a> {
             finished: Finished::default(),
             chroot: None,
             boxes: Default::default(),
+            sourced: Default::default(),
             filter: HookFilter(Arc::new(Filter::for_hooks())),
         })
     }
@@ -165,11 +169,14 @@ impl<'a> Build<'a> {
             (true, false) => {
                 let image = self.disk.as_ref().map(|d| d.file.as_path());
                 let binds = if binds {
-                    self.job.boxing.image_binds.as_slice()
+                    let sourced = self.sourced.borrow();
+                    self.job
+                        .boxing
+                        .binds(sourced.as_ref().unwrap_or(&self.job.env))
                 } else {
-                    &[]
+                    Vec::new()
                 };
-                self.chroot = Some(InTarget::enter(&self.dirs, image, binds)?);
+                self.chroot = Some(InTarget::enter(&self.dirs, image, &binds)?);
             }
             (false, true) => {
                 if let Some(t) = self.chroot.take() {

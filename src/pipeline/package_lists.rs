@@ -62,6 +62,7 @@ impl Build<'_> {
     pub fn write_package_lists(&self) -> Result<()> {
         use crate::packages::{plan, Context};
         let env = self.sourced_env()?;
+        *self.sourced.borrow_mut() = Some(env.clone());
         let installtypes = crate::hooks::InstallTypes::from_env(
             env.get("DIB_DEFAULT_INSTALLTYPE")
                 .map_or("source", String::as_str),
@@ -111,19 +112,22 @@ impl Build<'_> {
         // The environment goes to a file, not stdout, which environment.d
         // files may write to.
         let dump = self.dirs.build.join(".dib-environment");
-        let out = Command::new("/bin/bash")
-            .args([
-                "-c",
-                "set -eu\nfor __f; do . \"$__f\"; done\nenv -0 > \"$DIB_ENV_DUMP\"",
-                "dib-environment",
-            ])
-            .args(self.env_files(SQUASH_PHASE)?)
-            .env_clear()
-            .envs(self.env(SQUASH_PHASE))
-            .env("DIB_ENV_DUMP", &dump)
-            .stdin(Stdio::null())
-            .output()
-            .context("sourcing environment.d")?;
+        let mut cmd = Command::new("/bin/bash");
+        cmd.args([
+            "-c",
+            "set -eu\nfor __f; do . \"$__f\"; done\nenv -0 > \"$DIB_ENV_DUMP\"",
+            "dib-environment",
+        ])
+        .args(self.env_files(SQUASH_PHASE)?)
+        .env_clear()
+        .envs(self.env(SQUASH_PHASE))
+        .env("DIB_ENV_DUMP", &dump)
+        .stdin(Stdio::null());
+        // environment.d is the elements' code: it runs in their box.
+        self.fresh_boxes();
+        self.place(&mut cmd, SQUASH_PHASE, None)?;
+        let out = cmd.output().context("sourcing environment.d")?;
+        dib_sandbox::init::kill_all_and_reap();
         if !out.status.success() {
             anyhow::bail!(
                 "sourcing environment.d failed ({}): {}",

@@ -42,6 +42,7 @@ fn job(outputs: &[OutputType]) -> BuildJob {
         ramdisk: None,
         packages: vec![],
         package_lists: Default::default(),
+        boxing: Default::default(),
     }
 }
 

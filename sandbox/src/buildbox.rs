@@ -468,6 +468,17 @@ fn run_ops(p: &Program, slots: &mut [RawFd]) -> Result<(), (usize, i32)> {
                         0
                     }
                 }
+                Op::Touch { path }
+                    if libc::faccessat(
+                        libc::AT_FDCWD,
+                        path.as_ptr(),
+                        libc::F_OK,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    ) == 0 =>
+                {
+                    // Already there (a file, a socket, ...).
+                    0
+                }
                 Op::Touch { path } => {
                     let fd = libc::open(
                         path.as_ptr(),

@@ -120,6 +120,30 @@ fn cache_dir_line(file: &Path, n: usize, line: &str) -> Result<Option<PathBuf>> 
     Ok(Some(p))
 }
 
+/// `path`, a directory under the image cache that a box shows writable or
+/// pid 1 binds into the image, made if missing, every component below the
+/// cache a real directory: an element's hooks write there, and a symlink
+/// they left would otherwise lead the next box, or pid 1, elsewhere.
+pub fn cache_dir_in_place(image_cache: &Path, path: &Path) -> Result<PathBuf> {
+    let rel = path
+        .strip_prefix(image_cache)
+        .with_context(|| format!("{path:?} is not under the image cache {image_cache:?}"))?;
+    fs::create_dir_all(image_cache).with_context(|| format!("creating {image_cache:?}"))?;
+    let mut dir = image_cache.to_path_buf();
+    for part in rel.components() {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "the cache directory {dir:?} is a symlink or a file, which a hook left: \
+                 remove it and build again"
+            ),
+            Err(_) => fs::create_dir(&dir).with_context(|| format!("creating {dir:?}"))?,
+        }
+    }
+    Ok(dir)
+}
+
 /// A short hash of every file of an element (paths and contents).
 fn element_hash(dir: &Path) -> Result<String> {
     use sha2::Digest as _;
@@ -463,6 +487,10 @@ impl BoxJob {
                 }
             });
         }
+        masks.push(Mask::Tmpfs {
+            at: build.join(PRIVATE),
+            mode: 0o700,
+        });
         BoxSpec {
             assembly: build.join(ASSEMBLY),
             masks,
@@ -472,13 +500,16 @@ impl BoxJob {
     }
 }
 
-/// In the build directory: where a box is put together, the hooks' `/tmp`,
-/// and where their writes to the output directory land.
-pub const ASSEMBLY: &str = ".dib-box";
-pub const SCRATCH: &str = ".dib-tmp";
-pub const VAR_SCRATCH: &str = ".dib-vartmp";
-pub const OUTPUT_UPPER: &str = ".dib-out/upper";
-pub const OUTPUT_WORK: &str = ".dib-out/work";
+/// In the build directory, hidden from hooks (they could otherwise swap a
+/// part for a symlink that the next box would follow): where a box is put
+/// together, the hooks' `/tmp` and `/var/tmp`, and where their writes to
+/// the output directory land.
+pub const PRIVATE: &str = ".dib-private";
+pub const ASSEMBLY: &str = ".dib-private/box";
+pub const SCRATCH: &str = ".dib-private/tmp";
+pub const VAR_SCRATCH: &str = ".dib-private/var-tmp";
+pub const OUTPUT_UPPER: &str = ".dib-private/out/upper";
+pub const OUTPUT_WORK: &str = ".dib-private/out/work";
 
 /// Make the box's directories in the build directory.
 pub fn prepare_build_dir(build: &Path) -> Result<()> {
@@ -505,6 +536,9 @@ pub fn prepare_build_dir(build: &Path) -> Result<()> {
 pub fn keep_hook_outputs(job: &BoxJob, build: &Path, log: &super::log::Log) -> Result<()> {
     use std::os::unix::fs::FileTypeExt as _;
     let upper = build.join(OUTPUT_UPPER);
+    if !fs::symlink_metadata(&upper).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
     let Ok(entries) = fs::read_dir(&upper) else {
         return Ok(());
     };

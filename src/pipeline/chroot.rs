@@ -21,10 +21,18 @@ impl InTarget {
         dirs: &Dirs,
         image: Option<&Path>,
         binds: &[dib_sandbox::mounts::ImageBind],
+        cache: &Path,
     ) -> Result<InTarget> {
-        for b in binds.iter().filter(|b| b.writable) {
-            fs::create_dir_all(&b.from).with_context(|| format!("creating {:?}", b.from))?;
+        // Only real directories under the cache: an element's hooks write
+        // there, and a symlink must not lead the bind elsewhere.
+        let mut checked = Vec::new();
+        for b in binds {
+            if b.writable || b.from.is_dir() {
+                let from = super::boxing::cache_dir_in_place(cache, &b.from)?;
+                checked.push(dib_sandbox::mounts::ImageBind { from, ..b.clone() });
+            }
         }
+        let binds = checked.as_slice();
         let mounts = ChrootMounts::setup(&dirs.mnt, &dirs.hooks, image, binds)
             .context("preparing the chroot")?;
         let resolv = ResolvConf::install(&dirs.mnt)?;

@@ -176,7 +176,12 @@ impl<'a> Build<'a> {
                 } else {
                     Vec::new()
                 };
-                self.chroot = Some(InTarget::enter(&self.dirs, image, &binds)?);
+                self.chroot = Some(InTarget::enter(
+                    &self.dirs,
+                    image,
+                    &binds,
+                    &self.job.boxing.image_cache,
+                )?);
             }
             (false, true) => {
                 if let Some(t) = self.chroot.take() {
@@ -255,9 +260,10 @@ impl<'a> Build<'a> {
         let the_box = match made {
             Some(b) => b,
             None => {
-                for (_, real) in caches {
-                    fs::create_dir_all(real)
-                        .with_context(|| format!("creating the cache directory {real:?}"))?;
+                let cache = &boxing.image_cache;
+                for (at, real) in caches {
+                    super::boxing::cache_dir_in_place(cache, at)?;
+                    super::boxing::cache_dir_in_place(cache, real)?;
                 }
                 let spec = boxing.spec(&self.dirs.build, caches, network);
                 let started = std::time::Instant::now();

@@ -54,8 +54,11 @@ pub fn hooks_cannot_write_the_home_caches_or_the_job() -> Result<(), Failed> {
          try pid1-cwd 'ls /proc/1/cwd/'\n\
          try pid1-environ 'cat /proc/1/environ'\n\
          try host-etc 'touch /etc/dib-was-here'\n\
+         # the box's own parts are out of reach: swapping the overlay's upper\n\
+         # directory for a link to the home must not send later /tmp writes there\n\
+         rm -rf $TMP_BUILD_DIR/.dib-private/tmp/upper 2>/dev/null; ln -s $HOME $TMP_BUILD_DIR/.dib-private/tmp/upper 2>/dev/null || true\n\
          # what keeps working: reading the home, the build's own directories\n\
-         cat $HOME/.ssh/id.pub > $DIB_TEST_OUT/key\n\
+
          echo ok > $TMP_BUILD_DIR/own && echo ok > /tmp/scratch && cat /tmp/scratch > $DIB_TEST_OUT/tmp\n"
     );
     b.f.file("e/grabby/root.d/99-grab", &hook, 0o755);
@@ -68,9 +71,15 @@ pub fn hooks_cannot_write_the_home_caches_or_the_job() -> Result<(), Failed> {
          try chroot-in-target 'touch /tmp/in_target.d/x'\n"
     );
     b.f.file("e/grabby/install.d/99-grab", &chroot_hook, 0o755);
+    // As DIB's elements do in extra-data.d: read a key from the home.
+    b.f.file(
+        "e/grabby/extra-data.d/50-key",
+        "#!/bin/sh\ncat $HOME/.ssh/id.pub > $DIB_TEST_OUT/key\n",
+        0o755,
+    );
     b.f.file(
         "e/grabby/cleanup.d/99-report",
-        "#!/bin/sh\ncat $TARGET_ROOT/root/attempts >> $DIB_TEST_OUT/attempts\n",
+        "#!/bin/sh\ncat $TARGET_ROOT/root/attempts >> $DIB_TEST_OUT/attempts\necho x > /tmp/swapped\n",
         0o755,
     );
     b.f.file("e/grabby/element-deps", "", 0o644);
@@ -88,6 +97,10 @@ pub fn hooks_cannot_write_the_home_caches_or_the_job() -> Result<(), Failed> {
         format!("every attempt ran: {:?}", attempts(&b)),
     )?;
     check(!home.join("PWNED").exists(), "~/PWNED was written")?;
+    check(
+        !home.join("swapped").exists(),
+        "a hook sent /tmp writes into the home by swapping the box's parts",
+    )?;
     eq(
         &fs::read_to_string(home.join(".bashrc")).unwrap(),
         "# the user's\n",
@@ -107,7 +120,7 @@ pub fn hooks_cannot_write_the_home_caches_or_the_job() -> Result<(), Failed> {
     eq(
         &b.out("key"),
         "ssh-ed25519 AAAA me",
-        "a key read from ~ in root.d",
+        "a key read from ~ in extra-data.d",
     )?;
     eq(&b.out("tmp"), "ok", "the build's own /tmp")?;
     b.assert_clean()

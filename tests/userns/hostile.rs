@@ -58,7 +58,6 @@ pub fn hooks_cannot_write_the_home_caches_or_the_job() -> Result<(), Failed> {
          # directory for a link to the home must not send later /tmp writes there\n\
          rm -rf $TMP_BUILD_DIR/.dib-private/tmp/upper 2>/dev/null; ln -s $HOME $TMP_BUILD_DIR/.dib-private/tmp/upper 2>/dev/null || true\n\
          # what keeps working: reading the home, the build's own directories\n\
-
          echo ok > $TMP_BUILD_DIR/own && echo ok > /tmp/scratch && cat /tmp/scratch > $DIB_TEST_OUT/tmp\n"
     );
     b.f.file("e/grabby/root.d/99-grab", &hook, 0o755);
@@ -210,6 +209,7 @@ pub fn a_build_cannot_reach_another_build() -> Result<(), Failed> {
     while !a.out.join("ready").exists() {
         if start.elapsed() > Duration::from_secs(60) || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("build A never reached its root.d hook".into());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -219,10 +219,11 @@ pub fn a_build_cannot_reach_another_build() -> Result<(), Failed> {
         .flatten()
         .map(|e| e.path())
         .collect();
-    check(
-        a_dirs.len() == 1,
-        format!("build A's directory: {a_dirs:?}"),
-    )?;
+    if a_dirs.len() != 1 {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("build A's directory: {a_dirs:?}").into());
+    }
     let a_dir = a_dirs[0].display().to_string();
     let b = Build::new();
     let hook = format!(

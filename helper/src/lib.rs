@@ -218,7 +218,7 @@ impl<D: Devices> Session<D> {
         }
         match req {
             Request::Hello { .. } => Err((ErrorKind::Invalid, "Hello was already said".into())),
-            Request::Ping => Ok((Reply::Pong, None)),
+            Request::Ping {} => Ok((Reply::Pong {}, None)),
             Request::AttachLoop { read_only } => {
                 if self.loops.len() >= self.limits.loops {
                     return Err((
@@ -272,7 +272,7 @@ impl<D: Devices> Session<D> {
                 spec.check().map_err(|m| (ErrorKind::Invalid, m))?;
                 let l = self.loops.get(&handle).ok_or_else(|| no_handle(handle))?;
                 self.devices.mkfs(l, partition, &spec)?;
-                Ok((Reply::Formatted, None))
+                Ok((Reply::Formatted {}, None))
             }
             Request::MountIdmapped {
                 handle,
@@ -293,7 +293,7 @@ impl<D: Devices> Session<D> {
                 let l = self.loops.get(&handle).ok_or_else(|| no_handle(handle))?;
                 let fd = self.devices.mount(l, partition, fs, userns.as_fd())?;
                 self.mounts += 1;
-                Ok((Reply::Mounted, Some(fd)))
+                Ok((Reply::Mounted {}, Some(fd)))
             }
             Request::Detach { handle } => {
                 let l = self
@@ -301,7 +301,7 @@ impl<D: Devices> Session<D> {
                     .remove(&handle)
                     .ok_or_else(|| no_handle(handle))?;
                 self.devices.detach(l)?;
-                Ok((Reply::Detached, None))
+                Ok((Reply::Detached {}, None))
             }
         }
     }

@@ -159,7 +159,7 @@ impl Client {
             spec: spec.clone(),
         };
         match self.call(&req, &[])? {
-            (Reply::Formatted, _) => Ok(()),
+            (Reply::Formatted {}, _) => Ok(()),
             (other, _) => Err(unexpected("Formatted", other)),
         }
     }
@@ -179,21 +179,21 @@ impl Client {
             fs,
         };
         match self.call(&req, &[userns])? {
-            (Reply::Mounted, mut fds) if fds.len() == 1 => Ok(fds.remove(0)),
+            (Reply::Mounted {}, mut fds) if fds.len() == 1 => Ok(fds.remove(0)),
             (other, _) => Err(unexpected("Mounted with a mount fd", other)),
         }
     }
 
     pub fn detach(&self, handle: Handle) -> Result<(), ClientError> {
         match self.call(&Request::Detach { handle }, &[])? {
-            (Reply::Detached, _) => Ok(()),
+            (Reply::Detached {}, _) => Ok(()),
             (other, _) => Err(unexpected("Detached", other)),
         }
     }
 
     pub fn ping(&self) -> Result<(), ClientError> {
-        match self.call(&Request::Ping, &[])? {
-            (Reply::Pong, _) => Ok(()),
+        match self.call(&Request::Ping {}, &[])? {
+            (Reply::Pong {}, _) => Ok(()),
             (other, _) => Err(unexpected("Pong", other)),
         }
     }

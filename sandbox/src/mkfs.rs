@@ -25,8 +25,11 @@ pub use fs_type::FsType;
 /// ext block size: dib always makes 4 KiB blocks.
 pub const EXT_BLOCK: u64 = 4096;
 
-/// A filesystem to make: everything of its plan that mkfs sees.
+/// A filesystem to make: everything of its plan that mkfs sees. A field
+/// the helper does not know is an error when it decodes one (as in every
+/// message of the helper protocol).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MkfsSpec {
     pub fs: FsType,
     pub label: Option<String>,

@@ -59,11 +59,15 @@ pub enum Request {
     },
     /// Flush and detach the loop device and its partitions.
     Detach { handle: Handle },
-    /// Nothing: for measuring a round trip.
-    Ping,
+    /// Nothing: for measuring a round trip. (A struct variant with no
+    /// fields, so that fields beside its tag are refused as for every
+    /// other message: serde lets them pass on a unit variant.)
+    Ping {},
 }
 
-/// helper to dib.
+/// helper to dib. The variants without data are struct variants with no
+/// fields, as [`Request::Ping`] is: the same JSON, and no field beside the
+/// tag passes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", deny_unknown_fields)]
 pub enum Reply {
@@ -80,11 +84,11 @@ pub enum Reply {
         /// The partition devices' names, in table order.
         devices: Vec<String>,
     },
-    Formatted,
+    Formatted {},
     /// With one fd: the detached mount.
-    Mounted,
-    Detached,
-    Pong,
+    Mounted {},
+    Detached {},
+    Pong {},
     Error {
         kind: ErrorKind,
         message: String,
@@ -281,6 +285,38 @@ mod tests {
             let e = recv::<Request>(&b).unwrap_err();
             assert!(matches!(e, ProtoError::Malformed(_)), "{bad:?}: {e}");
         }
+        // Unknown fields, also on a request without data and inside a
+        // table, a partition entry and an mkfs spec.
+        for bad in [
+            &b"{\"request\":\"Ping\",\"path\":\"/etc\"}"[..],
+            b"{\"request\":\"WritePartitions\",\"handle\":1,\"table\":{\"label\":\"Mbr\",\"disk_id\":\"12345678\",\"entries\":[],\"device\":\"/dev/sda\"}}",
+            b"{\"request\":\"WritePartitions\",\"handle\":1,\"table\":{\"label\":\"Mbr\",\"disk_id\":\"12345678\",\"entries\":[{\"number\":1,\"start\":1048576,\"size\":1048576,\"kind\":\"Linux\",\"bootable\":false,\"name\":\"\",\"guid\":\"\",\"path\":\"/dev/sda1\"}]}}",
+            b"{\"request\":\"Mkfs\",\"handle\":1,\"partition\":0,\"spec\":{\"fs\":\"Ext4\",\"label\":null,\"uuid\":\"6f3e0c0a-3a5d-4b5e-9a6b-0c7c1b2a3d4e\",\"size\":10485760,\"journal\":null,\"max_online_resize\":null,\"extended\":[],\"options\":[],\"root_dir\":\"/etc\"}}",
+        ] {
+            let e = decode::<Request>(bad).unwrap_err().to_string();
+            assert!(e.contains("unknown field"), "{}: {e}", String::from_utf8_lossy(bad));
+        }
+        for bad in [
+            &b"{\"reply\":\"Pong\",\"extra\":1}"[..],
+            b"{\"reply\":\"Formatted\",\"extra\":1}",
+            b"{\"reply\":\"Mounted\",\"extra\":1}",
+            b"{\"reply\":\"Detached\",\"extra\":1}",
+        ] {
+            assert!(
+                decode::<Reply>(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // The messages without data are the bare tag on the wire.
+        assert_eq!(
+            serde_json::to_string(&Request::Ping {}).unwrap(),
+            "{\"request\":\"Ping\"}"
+        );
+        assert_eq!(
+            serde_json::to_string(&Reply::Pong {}).unwrap(),
+            "{\"reply\":\"Pong\"}"
+        );
         // Three fds where two are allowed: refused, and none kept.
         let f = tempfile::tempfile().unwrap();
         let fds = [f.as_fd(), f.as_fd(), f.as_fd()];

@@ -56,7 +56,10 @@ pub enum Kind {
     Mbr(u8),
 }
 
+/// One partition. A field the helper does not know is an error when it
+/// decodes one (as in every message of the helper protocol).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     /// 1-based, as the kernel numbers partitions.
     pub number: u32,
@@ -70,7 +73,9 @@ pub struct Entry {
     pub guid: String,
 }
 
+/// A partition table; unknown fields are errors, as in [`Entry`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Table {
     pub label: Label,
     /// GPT disk GUID, or the MBR disk signature as 8 hex digits.

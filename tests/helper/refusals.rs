@@ -103,7 +103,7 @@ pub fn probe_refusals(socket: &Path, dir: &Path, out: &mut impl std::io::Write) 
     // Handshake errors, on connections of their own.
     for (name, first) in [
         ("version", Request::Hello { version: 2 }),
-        ("first", Request::Ping),
+        ("first", Request::Ping {}),
     ] {
         let s = connect_raw(socket);
         proto::send(&s, &first, &[]).unwrap();

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dib_helper::{Devices, Fail, Peer, Session, LIMITS};
+use dib_helper::{Devices, Fail, LocalLedger, Peer, Session, LIMITS};
 use dib_sandbox::client::Client;
 use dib_sandbox::mkfs::{FsType, MkfsSpec};
 use dib_sandbox::table::Table;
@@ -36,9 +36,6 @@ impl Devices for Nothing {
     }
     fn mount(&mut self, _: &(), _: u32, _: FsType, _: BorrowedFd<'_>) -> Result<OwnedFd, Fail> {
         Err((dib_sandbox::proto::ErrorKind::Unsupported, String::new()))
-    }
-    fn still_bound(&self, _: &str) -> bool {
-        false
     }
     fn detach(&mut self, _: ()) -> Result<(), Fail> {
         Ok(())
@@ -73,12 +70,20 @@ fn time(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
 
 fn main() {
     let (a, b) = dib_sandbox::proto::socket_pair().expect("socketpair");
+    let uid = rustix::process::geteuid().as_raw();
     let peer = Peer {
-        uid: rustix::process::geteuid().as_raw(),
+        uid,
         gid: 0,
         pid: 1,
+        groups: vec![],
     };
-    std::thread::spawn(move || Session::new(Nothing, peer, LIMITS).serve(&b));
+    let ledger = LocalLedger {
+        loops: Default::default(),
+        uid,
+        limit: LIMITS.loops_per_user,
+        still_bound: |_| false,
+    };
+    std::thread::spawn(move || Session::new(Nothing, ledger, peer, LIMITS).serve(&b));
     let c = Client::greet(a).expect("hello");
     report(
         "Ping, protocol only (socket pair, no-op devices)",

@@ -1,26 +1,38 @@
 //! dib-helper's server side: who may connect ([`Allow`]), and one
 //! connection's [`Session`], which checks every request of its untrusted
-//! client before the [`Devices`] act on it (docs/security.md).
+//! client before the [`Devices`] act on it, each request within a time
+//! limit ([`watchdog`]), its loop devices counted per user across
+//! connections ([`Ledger`]) (docs/security.md).
 //!
 //! The policy is here, separate from the kernel work ([`kernel`]), so that
 //! tier 1 exercises every refusal over a real socket with a fake device
-//! layer, and a reviewer reads what the helper allows in one file.
+//! layer, and a reviewer reads what the helper allows in one place: this
+//! file (requests), `allow.rs` (peers) and `image.rs` (image files).
 
+mod allow;
+mod image;
 pub mod kernel;
+mod ledger;
+pub mod watchdog;
+
+pub use allow::{Allow, LogLimit};
+pub use ledger::{answer, ControlLedger, Ledger, LocalLedger, Loops};
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use dib_sandbox::mkfs::{FsType, MkfsSpec};
 use dib_sandbox::proto::{self, ErrorKind, Handle, ProtoError, Reply, Request};
 use dib_sandbox::table::Table;
 
+use watchdog::{OnStuck, Watchdog};
+
 /// An error for the client: its kind and a message naming what was wrong.
 pub type Fail = (ErrorKind, String);
 
-/// What a connection may hold at once.
+/// What a connection may hold at once, and how long its requests may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub loops: usize,
@@ -28,6 +40,12 @@ pub struct Limits {
     /// Loop devices a user's connections may have bound at once, counting
     /// those a closed connection left bound to mounts still alive.
     pub loops_per_user: usize,
+    /// Longest a request other than Mkfs may take (the kernel's part of it:
+    /// examining an fd, attaching, writing a table, mounting, detaching).
+    pub step: Duration,
+    /// Longest mkfs may run before it is killed (its request may take
+    /// `step` more).
+    pub mkfs: Duration,
 }
 
 /// Enough for any DIB layout (one disk; a mount per filesystem).
@@ -35,24 +53,9 @@ pub const LIMITS: Limits = Limits {
     loops: 4,
     mounts: 32,
     loops_per_user: 16,
+    step: Duration::from_secs(60),
+    mkfs: Duration::from_secs(900),
 };
-
-/// Filesystems an image file may live on (statfs `f_type`): local ones.
-/// Not FUSE or network filesystems, whose I/O the client could stall
-/// forever, nor proc, sysfs and the like.
-const IMAGE_FILESYSTEMS: &[(i64, &str)] = &[
-    (0xEF53, "ext2/3/4"),
-    (0x5846_5342, "xfs"),
-    (0x9123_683E, "btrfs"),
-    (0x0102_1994, "tmpfs"),
-    (0xF2F5_2010, "f2fs"),
-    (0x794C_7630, "overlayfs"),
-    (0x2FC1_2FC1, "zfs"),
-    (0xCA45_1A4E, "bcachefs"),
-];
-
-/// Loop devices each user's connections attached, by device name.
-static BOUND: std::sync::Mutex<BTreeMap<u32, Vec<String>>> = std::sync::Mutex::new(BTreeMap::new());
 
 /// The block-device work a session asks for, once a request has passed
 /// its checks.
@@ -63,6 +66,7 @@ pub trait Devices {
     fn name(&self, l: &Self::Loop) -> String;
     fn write_table(&mut self, l: &mut Self::Loop, table: &Table) -> Result<Vec<String>, Fail>;
     fn mkfs(&mut self, l: &Self::Loop, partition: u32, spec: &MkfsSpec) -> Result<(), Fail>;
+    /// Mount a filesystem of `l`: read-only when `l` was attached read-only.
     fn mount(
         &mut self,
         l: &Self::Loop,
@@ -71,88 +75,106 @@ pub trait Devices {
         userns: BorrowedFd<'_>,
     ) -> Result<OwnedFd, Fail>;
     fn detach(&mut self, l: Self::Loop) -> Result<(), Fail>;
-    /// Whether the loop device named `name` is still attached.
-    fn still_bound(&self, name: &str) -> bool;
 }
 
-/// The connecting process, as SO_PEERCRED reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The connecting process, as the kernel reports it: SO_PEERCRED's uid,
+/// gid and pid, SO_PEERGROUPS' supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
+    pub groups: Vec<u32>,
 }
 
-/// Who may use the helper: root, the named users, and members of the named
-/// groups (their primary or supplementary group, looked up at connect time).
-#[derive(Debug, Clone, Default)]
-pub struct Allow {
-    pub uids: Vec<u32>,
-    pub gids: Vec<u32>,
+/// A loop device of this connection's, and how it was attached.
+#[derive(Debug)]
+struct Attached<L> {
+    l: L,
+    read_only: bool,
 }
-
-impl Allow {
-    /// Whether `peer` may connect; the refusal says why.
-    /// Root and the listed users: allowed with no lookup.
-    pub fn lists(&self, uid: u32) -> bool {
-        uid == 0 || self.uids.contains(&uid)
-    }
-
-    pub fn check(&self, peer: &Peer) -> Result<(), String> {
-        if self.lists(peer.uid) {
-            return Ok(());
-        }
-        let user = nix::unistd::User::from_uid(peer.uid.into()).ok().flatten();
-        let name = user
-            .as_ref()
-            .map_or_else(|| format!("uid {}", peer.uid), |u| u.name.clone());
-        if let Some(u) = &user {
-            let cname = std::ffi::CString::new(u.name.clone()).unwrap_or_default();
-            let groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_default();
-            if groups.iter().any(|g| self.gids.contains(&g.as_raw())) {
-                return Ok(());
-            }
-        }
-        Err(format!(
-            "user {name} is not allowed to use this dib-helper: ask its administrator to add \
-             --allow-user {name}, or to add you to a group it allows (--allow-group)"
-        ))
-    }
-}
-
-/// Handles are unique across the helper's connections, so a handle from
-/// another connection is never mistaken for one of this one.
-static NEXT_HANDLE: AtomicU32 = AtomicU32::new(1);
 
 /// One client connection: what it attached, and the checks on each request.
-#[derive(Debug)]
-pub struct Session<D: Devices> {
+pub struct Session<D: Devices, L: Ledger> {
     devices: D,
+    ledger: L,
     peer: Peer,
     limits: Limits,
     greeted: bool,
-    loops: BTreeMap<Handle, D::Loop>,
+    loops: BTreeMap<Handle, Attached<D::Loop>>,
     mounts: usize,
+    on_stuck: OnStuck,
+    /// The watchdog gave up on a request: nothing more is done.
+    stuck: bool,
 }
 
-impl<D: Devices> Session<D> {
-    pub fn new(devices: D, peer: Peer, limits: Limits) -> Self {
+impl<D: Devices, L: Ledger> std::fmt::Debug for Session<D, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("loops", &self.loops.len())
+            .field("mounts", &self.mounts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Devices, L: Ledger> Session<D, L> {
+    pub fn new(devices: D, ledger: L, peer: Peer, limits: Limits) -> Self {
         Session {
             devices,
+            ledger,
             peer,
             limits,
             greeted: false,
             loops: BTreeMap::new(),
             mounts: 0,
+            on_stuck: std::sync::Arc::new(|| {}),
+            stuck: false,
         }
     }
 
+    /// What to do, besides answering the client and hanging up, when a
+    /// request runs over its time limit (the session process exits).
+    pub fn on_stuck(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_stuck = std::sync::Arc::new(f);
+        self
+    }
+
     /// Serve requests from `sock` until the client hangs up (or fails the
-    /// handshake), then undo everything it left attached.
+    /// handshake), then undo everything it left attached. Each request
+    /// runs under the watchdog: past its limit the client is told so and
+    /// hung up on, and the session ends.
     pub fn serve(mut self, sock: impl AsFd) {
+        let dog = match sock
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|dup| Watchdog::start(dup, self.on_stuck.clone()))
+        {
+            Ok(d) => d,
+            Err(e) => {
+                // No time limit, no session: say so rather than serve unbounded.
+                let _ = proto::send(
+                    &sock,
+                    &error(
+                        ErrorKind::Failed,
+                        format!("dib-helper cannot watch this session: {e}"),
+                    ),
+                    &[],
+                );
+                return;
+            }
+        };
         loop {
             let (reply, fd) = match proto::recv::<Request>(&sock) {
-                Ok((req, fds)) => self.handle(req, fds),
+                Ok((req, fds)) => {
+                    dog.arm(what(&req), self.time_limit(&req));
+                    let answer = self.handle(req, fds);
+                    if !dog.disarm() {
+                        self.stuck = true;
+                        return;
+                    }
+                    answer
+                }
                 Err(ProtoError::Malformed(m)) => (error(ErrorKind::Malformed, m), None),
                 Err(_) => break,
             };
@@ -168,7 +190,22 @@ impl<D: Devices> Session<D> {
                 break;
             }
         }
-        self.close();
+        dog.arm(
+            "detaching what the connection left".into(),
+            self.limits.step * 4,
+        );
+        self.release();
+        if !dog.disarm() {
+            self.stuck = true;
+        }
+    }
+
+    /// How long `req` may take.
+    fn time_limit(&self, req: &Request) -> Duration {
+        match req {
+            Request::Mkfs { .. } => self.limits.mkfs + self.limits.step,
+            _ => self.limits.step,
+        }
     }
 
     /// Answer one request.
@@ -231,37 +268,26 @@ impl<D: Devices> Session<D> {
                 }
                 let image = fds.remove(0);
                 self.check_image(image.as_fd(), read_only)?;
-                let mut bound = BOUND.lock().unwrap_or_else(|p| p.into_inner());
-                let mine = bound.entry(self.peer.uid).or_default();
-                mine.retain(|n| self.devices.still_bound(n));
-                if mine.len() >= self.limits.loops_per_user {
-                    return Err((
-                        ErrorKind::Limit,
-                        format!(
-                            "your connections hold {} loop devices (some kept by mounts still \
-                             alive), the limit",
-                            mine.len()
-                        ),
-                    ));
-                }
-                let l = self.devices.attach(image, read_only)?;
-                mine.push(self.devices.name(&l));
-                drop(bound);
-                let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+                let handle = self.ledger.reserve()?;
+                let l = match self.devices.attach(image, read_only) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.ledger.cancel(handle);
+                        return Err(e);
+                    }
+                };
+                self.ledger.bound(handle, &self.devices.name(&l));
                 let reply = Reply::LoopAttached {
                     handle,
                     device: self.devices.name(&l),
                     size: self.devices.size(&l),
                 };
-                self.loops.insert(handle, l);
+                self.loops.insert(handle, Attached { l, read_only });
                 Ok((reply, None))
             }
             Request::WritePartitions { handle, table } => {
-                let l = self
-                    .loops
-                    .get_mut(&handle)
-                    .ok_or_else(|| no_handle(handle))?;
-                let devices = self.devices.write_table(l, &table)?;
+                let a = writable(&mut self.loops, handle)?;
+                let devices = self.devices.write_table(&mut a.l, &table)?;
                 Ok((Reply::PartitionsWritten { devices }, None))
             }
             Request::Mkfs {
@@ -270,8 +296,8 @@ impl<D: Devices> Session<D> {
                 spec,
             } => {
                 spec.check().map_err(|m| (ErrorKind::Invalid, m))?;
-                let l = self.loops.get(&handle).ok_or_else(|| no_handle(handle))?;
-                self.devices.mkfs(l, partition, &spec)?;
+                let a = writable(&mut self.loops, handle)?;
+                self.devices.mkfs(&a.l, partition, &spec)?;
                 Ok((Reply::Formatted {}, None))
             }
             Request::MountIdmapped {
@@ -290,25 +316,26 @@ impl<D: Devices> Session<D> {
                 }
                 let userns = fds.remove(0);
                 self.check_userns(userns.as_fd())?;
-                let l = self.loops.get(&handle).ok_or_else(|| no_handle(handle))?;
-                let fd = self.devices.mount(l, partition, fs, userns.as_fd())?;
+                let a = self.loops.get(&handle).ok_or_else(|| no_handle(handle))?;
+                let fd = self.devices.mount(&a.l, partition, fs, userns.as_fd())?;
                 self.mounts += 1;
                 Ok((Reply::Mounted {}, Some(fd)))
             }
             Request::Detach { handle } => {
-                let l = self
+                let a = self
                     .loops
                     .remove(&handle)
                     .ok_or_else(|| no_handle(handle))?;
-                self.devices.detach(l)?;
+                self.devices.detach(a.l)?;
                 Ok((Reply::Detached {}, None))
             }
         }
     }
 
-    /// The image must be a regular file of the peer's, open for writing
-    /// unless attached read-only: the helper then gives the loop device no
-    /// more access to it than the client has.
+    /// The image must be a regular file of the peer's, on a filesystem
+    /// whose reads cannot stall (`image.rs`), open for writing unless
+    /// attached read-only: the helper then gives the loop device no more
+    /// access to it than the client has.
     fn check_image(&self, fd: BorrowedFd<'_>, read_only: bool) -> Result<(), Fail> {
         let md = std::fs::File::from(
             fd.try_clone_to_owned()
@@ -343,19 +370,33 @@ impl<D: Devices> Session<D> {
                 ),
             ));
         }
-        let on = rustix::fs::fstatfs(fd)
+        let f_type = rustix::fs::fstatfs(fd)
             .map_err(|e| (ErrorKind::BadFd, format!("examining the image fd: {e}")))?
             .f_type;
-        if !IMAGE_FILESYSTEMS.iter().any(|(m, _)| *m == on) {
-            let names: Vec<&str> = IMAGE_FILESYSTEMS.iter().map(|f| f.1).collect();
-            return Err((
-                ErrorKind::BadFd,
-                format!(
-                    "the image file is on a filesystem of type 0x{on:x}: keep images on a local \
-                     filesystem ({})",
-                    names.join(", ")
-                ),
-            ));
+        let (name, fstypes, backing) =
+            image::classify(f_type as i64).map_err(|m| (ErrorKind::BadFd, m))?;
+        if backing == image::Backing::Block {
+            let devices = kernel::filesystem_devices(fd, fstypes)?;
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+                (
+                    ErrorKind::Failed,
+                    format!("reading dib-helper's mount table: {e}"),
+                )
+            })?;
+            let mounts = image::parse_mountinfo(&mounts);
+            if !image::mounted_here(&mounts, fstypes, &devices, kernel::block_device) {
+                let (major, minor) = devices.first().copied().unwrap_or_default();
+                return Err((
+                    ErrorKind::BadFd,
+                    format!(
+                        "the image file is on an {name} filesystem (device {major}:{minor}) \
+                         that is not mounted in dib-helper's own mount table: dib-helper \
+                         attaches files on the host's disks, not on filesystems it mounted from \
+                         loop devices for its clients: keep the image on the host's disk or on \
+                         tmpfs"
+                    ),
+                ));
+            }
         }
         let mode = rustix::fs::fcntl_getfl(fd).map_err(|e| {
             (
@@ -400,20 +441,62 @@ impl<D: Devices> Session<D> {
     }
 
     fn release(&mut self) {
-        for (_, l) in std::mem::take(&mut self.loops) {
+        let loops = std::mem::take(&mut self.loops);
+        if self.stuck {
+            return; // dropped: their fds close, the kernel detaches them
+        }
+        for (_, a) in loops {
             // The kernel detaches the device when its mounts are gone
             // (autoclear); a failed flush is all that can go wrong here.
-            if let Err((_, m)) = self.devices.detach(l) {
+            if let Err((_, m)) = self.devices.detach(a.l) {
                 eprintln!("dib-helper: cleaning up after pid {}: {m}", self.peer.pid);
             }
         }
     }
 }
 
-impl<D: Devices> Drop for Session<D> {
+impl<D: Devices, L: Ledger> Drop for Session<D, L> {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// A request, named for the watchdog's message.
+fn what(req: &Request) -> String {
+    match req {
+        Request::Hello { .. } => "Hello".into(),
+        Request::AttachLoop { .. } => "attaching the image (AttachLoop)".into(),
+        Request::WritePartitions { handle, .. } => {
+            format!("writing the partition table of handle {handle} (WritePartitions)")
+        }
+        Request::Mkfs {
+            handle, partition, ..
+        } => format!("mkfs on partition {partition} of handle {handle} (Mkfs)"),
+        Request::MountIdmapped {
+            handle, partition, ..
+        } => format!("mounting partition {partition} of handle {handle} (MountIdmapped)"),
+        Request::Detach { handle } => format!("detaching handle {handle} (Detach)"),
+        Request::Ping {} => "Ping".into(),
+    }
+}
+
+/// The loop device of `handle`, if it may be written (partitioned,
+/// formatted): not one attached read-only.
+fn writable<T>(
+    loops: &mut BTreeMap<Handle, Attached<T>>,
+    handle: Handle,
+) -> Result<&mut Attached<T>, Fail> {
+    let a = loops.get_mut(&handle).ok_or_else(|| no_handle(handle))?;
+    if a.read_only {
+        return Err((
+            ErrorKind::Invalid,
+            format!(
+                "handle {handle} was attached read-only: it can be mounted (read-only), not \
+                 partitioned or formatted"
+            ),
+        ));
+    }
+    Ok(a)
 }
 
 fn no_handle(h: Handle) -> Fail {

@@ -1,21 +1,28 @@
 //! dib-helper: the small privileged helper for loop devices, partitions,
-//! mkfs and mounts (docs/security.md). It listens on a Unix socket, checks
-//! each peer (SO_PEERCRED) against `--allow-user` and `--allow-group`, and
-//! serves each connection on its own thread; the policy lives in
-//! `dib_helper`, the kernel work in `dib_helper::kernel`.
+//! mkfs and mounts (docs/security.md). The main process listens on a Unix
+//! socket and decides each peer from its credentials alone (SO_PEERCRED,
+//! SO_PEERGROUPS, the allow-list): a refusal is answered at once on the
+//! accept loop, without blocking, and never takes a place an allowed peer
+//! could have. Each allowed connection is served by a process of its own
+//! (`dib-helper __session`, the policy in `dib_helper`, the kernel work in
+//! `dib_helper::kernel`), so a connection whose kernel work never ends
+//! holds only itself: the main process goes on accepting, and exits at
+//! once when told to.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command as Process, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use dib_helper::{kernel, Allow, Peer, Session, LIMITS};
+use dib_helper::{kernel, Allow, ControlLedger, Limits, LocalLedger, LogLimit, Loops, Peer};
+use dib_helper::{Session, LIMITS};
 use dib_sandbox::proto::{self, ErrorKind, Reply};
-use rustix::net::{accept_with, bind, listen, sockopt, SocketAddrUnix, SocketFlags};
+use rustix::net::{accept_with, bind, listen, SocketAddrUnix, SocketFlags};
 
 /// dib-helper: privileged block-device helper for dib (loop, partitions, mkfs, mounts).
 #[derive(Debug, Parser)]
@@ -42,6 +49,15 @@ enum Command {
         /// creating one.
         #[arg(long)]
         systemd: bool,
+        /// Seconds a request other than Mkfs may take before the helper
+        /// gives up on it and closes its connection.
+        #[arg(long, value_name = "SECONDS", default_value_t = LIMITS.step.as_secs(),
+              value_parser = clap::value_parser!(u64).range(1..))]
+        step_timeout: u64,
+        /// Seconds mkfs may run before it is killed.
+        #[arg(long, value_name = "SECONDS", default_value_t = LIMITS.mkfs.as_secs(),
+              value_parser = clap::value_parser!(u64).range(1..))]
+        mkfs_timeout: u64,
     },
     /// Wait until the helper at the socket answers a Hello (exit 0), or
     /// say why it did not within the timeout (exit 1).
@@ -53,6 +69,23 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         timeout: u64,
     },
+    /// One connection's session (started by `serve`, the connection on
+    /// stdin, the main process's count of loop devices on stdout).
+    #[command(name = "__session", hide = true)]
+    Session {
+        #[arg(long)]
+        parent: u32,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(long)]
+        pid: i32,
+        #[arg(long)]
+        step_timeout: u64,
+        #[arg(long)]
+        mkfs_timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,13 +96,22 @@ fn main() -> ExitCode {
             allow_user,
             allow_group,
             systemd,
-        } => match serve(&socket, &allow_user, &allow_group, systemd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("dib-helper: error: {e}");
-                ExitCode::FAILURE
+            step_timeout,
+            mkfs_timeout,
+        } => {
+            let limits = Limits {
+                step: Duration::from_secs(step_timeout),
+                mkfs: Duration::from_secs(mkfs_timeout),
+                ..LIMITS
+            };
+            match serve(&socket, &allow_user, &allow_group, systemd, limits) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dib-helper: error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Ping { socket, timeout } => {
             match wait_ready(&socket, Duration::from_secs(timeout)) {
                 Ok(answer) => {
@@ -78,6 +120,33 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("dib-helper: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Session {
+            parent,
+            uid,
+            gid,
+            pid,
+            step_timeout,
+            mkfs_timeout,
+        } => {
+            let limits = Limits {
+                step: Duration::from_secs(step_timeout),
+                mkfs: Duration::from_secs(mkfs_timeout),
+                ..LIMITS
+            };
+            let peer = Peer {
+                uid,
+                gid,
+                pid,
+                groups: Vec::new(),
+            };
+            match session(parent, peer, limits) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dib-helper: session of pid {pid} (uid {uid}): {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -117,19 +186,26 @@ fn wait_ready(socket: &Path, timeout: Duration) -> Result<String, String> {
     }
 }
 
-/// How long a refused peer has to send its Hello.
-const REFUSE_WAIT: Duration = Duration::from_secs(2);
-
-/// Answer the peer's first packet (its Hello) with the refusal, then hang
-/// up: replying before reading would reset the connection under the
-/// client's Hello, and the client would never see why.
-fn refuse(conn: &OwnedFd, kind: ErrorKind, message: String) {
-    let _ =
-        sockopt::set_socket_timeout(conn, rustix::net::sockopt::Timeout::Recv, Some(REFUSE_WAIT));
-    let _ = proto::recv::<proto::Request>(conn);
-    let _ = proto::send(conn, &Reply::Error { kind, message }, &[]);
+/// Refuse a connection without waiting for anything: the refusal goes out
+/// at once (the socket is non-blocking), the connection is shut down (so
+/// nothing more can arrive), what the peer already sent is read and
+/// dropped (without taking any fds it carried: no receive buffer for
+/// them), and it is closed. Reading the queue empty first keeps the close
+/// from resetting the connection, which would lose the refusal for a peer
+/// whose Hello was already waiting.
+fn refuse(conn: OwnedFd, kind: ErrorKind, message: String) {
+    let _ = proto::send(&conn, &Reply::Error { kind, message }, &[]);
+    let _ = rustix::net::shutdown(&conn, rustix::net::Shutdown::Both);
+    let mut buf = [0u8; 512];
+    for _ in 0..64 {
+        match rustix::net::recv(&conn, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((n, _)) if n > 0 => continue,
+            _ => break,
+        }
+    }
 }
 
+/// The allow-list, its names resolved once, at start.
 fn allow_list(users: &[String], groups: &[String]) -> Result<Allow, String> {
     let mut allow = Allow::default();
     for u in users {
@@ -147,7 +223,36 @@ fn allow_list(users: &[String], groups: &[String]) -> Result<Allow, String> {
     Ok(allow)
 }
 
-fn serve(socket: &Path, users: &[String], groups: &[String], systemd: bool) -> Result<(), String> {
+/// The users the group database lists as members of the allowed groups.
+fn group_members(gids: &[u32]) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    for gid in gids {
+        let Ok(Some(group)) = nix::unistd::Group::from_gid((*gid).into()) else {
+            continue;
+        };
+        for name in &group.mem {
+            if let Ok(Some(u)) = nix::unistd::User::from_name(name) {
+                out.insert(u.uid.as_raw());
+            }
+        }
+    }
+    out
+}
+
+/// How often the group members are read again.
+const MEMBERS_REFRESH: Duration = Duration::from_secs(60);
+/// Refusals logged per second, at most; the rest are counted.
+const REFUSALS_LOGGED: u32 = 10;
+/// Connections waiting to be accepted.
+const BACKLOG: i32 = 256;
+
+fn serve(
+    socket: &Path,
+    users: &[String],
+    groups: &[String],
+    systemd: bool,
+    limits: Limits,
+) -> Result<(), String> {
     let allow = allow_list(users, groups)?;
     if !rustix::process::geteuid().is_root() {
         return Err("dib-helper must run as root (it attaches loop devices and mounts)".into());
@@ -157,16 +262,48 @@ fn serve(socket: &Path, users: &[String], groups: &[String], systemd: bool) -> R
     } else {
         listen_on(socket)?
     };
+    // No fds reach the main process: a connection may pass them only once
+    // its session process allows it.
+    let refused_fds = kernel::allow_fd_passing(&listener, false)
+        .map_err(|e| format!("refusing fds on the socket: {e}"))?;
     kernel::confine()?;
     eprintln!(
-        "dib-helper: serving protocol version {} on {}",
+        "dib-helper: serving protocol version {} on {}{}",
         proto::VERSION,
-        socket.display()
+        socket.display(),
+        if refused_fds {
+            ""
+        } else {
+            " (this kernel cannot refuse fds before a peer is accepted)"
+        }
     );
-    let allow = std::sync::Arc::new(allow);
+    let members = Arc::new(RwLock::new(group_members(&allow.gids)));
+    if !allow.gids.is_empty() {
+        let (gids, members) = (allow.gids.clone(), members.clone());
+        spawn(move || loop {
+            std::thread::sleep(MEMBERS_REFRESH);
+            let now = group_members(&gids);
+            *members.write().unwrap_or_else(|p| p.into_inner()) = now;
+        });
+    }
+    let loops = Arc::new(Mutex::new(Loops::default()));
+    let mut refusals = Refusals(LogLimit::new(REFUSALS_LOGGED, Duration::from_secs(1)));
     loop {
-        let conn = match accept_with(&listener, SocketFlags::CLOEXEC) {
+        let mut ready = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let polled = nix::poll::poll(&mut ready, nix::poll::PollTimeout::from(1000u16));
+        // The count of a flood that ended.
+        if let Some(line) = refusals.0.flush(Instant::now()) {
+            eprintln!("{line}");
+        }
+        if !matches!(polled, Ok(n) if n > 0) {
+            continue;
+        }
+        let conn = match accept_with(&listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
             Ok(c) => c,
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
                 // Out of fds, say: do not spin.
                 eprintln!("dib-helper: accept: {e}");
@@ -174,75 +311,154 @@ fn serve(socket: &Path, users: &[String], groups: &[String], systemd: bool) -> R
                 continue;
             }
         };
-        let peer = match sockopt::socket_peercred(&conn) {
-            Ok(c) => Peer {
-                uid: c.uid.as_raw(),
-                gid: c.gid.as_raw(),
-                pid: c.pid.as_raw_nonzero().get(),
-            },
+        let peer = match kernel::peer_credentials(&conn) {
+            Ok(p) => p,
             Err(e) => {
                 eprintln!("dib-helper: reading a peer's credentials: {e}");
                 continue;
             }
         };
-        if allow_fast(&allow, &peer) {
-            start_session(conn, peer);
+        let allowed = {
+            let members = members.read().unwrap_or_else(|p| p.into_inner());
+            allow.check(&peer, &members)
+        };
+        if let Err(message) = allowed {
+            refusals.refuse(&peer, conn, ErrorKind::NotAllowed, message);
             continue;
         }
-        // Group membership needs user and group lookups (NSS: maybe LDAP),
-        // which must not hold up the accept loop: a thread from a small
-        // pool of its own, so peers who are refused never take the slots
-        // of those who are served.
-        let Some(slot) = Slot::take(&CHECKING, MAX_CHECKING) else {
-            continue; // a flood: no thread, no answer
+        let serving = Slot::take(&SERVING, MAX_SERVING);
+        let user = UserSlot::take(peer.uid);
+        let (Some(serving), Some(user)) = (serving, user) else {
+            let message = if SERVING.load(Ordering::SeqCst) < MAX_SERVING {
+                format!("you have {MAX_PER_USER} connections to dib-helper open, the limit")
+            } else {
+                format!(
+                    "dib-helper is serving {MAX_SERVING} connections, its limit: try again later"
+                )
+            };
+            refusals.refuse(&peer, conn, ErrorKind::Limit, message);
+            continue;
         };
-        let allow = allow.clone();
-        spawn(move || {
-            let _slot = slot;
-            match allow.check(&peer) {
-                Ok(()) => {
-                    ALLOWED_BY_GROUP
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(peer.uid, Instant::now());
-                    start_session(conn, peer);
-                }
-                Err(message) => {
-                    eprintln!(
-                        "dib-helper: refused pid {} (uid {}): {message}",
-                        peer.pid, peer.uid
-                    );
-                    refuse(&conn, ErrorKind::NotAllowed, message);
-                }
-            }
-        });
+        if let Err(message) = start_session(conn, &peer, limits, &loops, (serving, user)) {
+            eprintln!(
+                "dib-helper: serving pid {} (uid {}): {message}",
+                peer.pid, peer.uid
+            );
+        }
     }
 }
 
-/// Connections being served, and refusals being answered: separate
-/// budgets, so refused peers cannot crowd out allowed ones.
+/// Refusals, answered at once and logged within a rate limit.
+#[derive(Debug)]
+struct Refusals(LogLimit);
+
+impl Refusals {
+    fn refuse(&mut self, peer: &Peer, conn: OwnedFd, kind: ErrorKind, message: String) {
+        for line in self.0.lines(Instant::now(), || {
+            format!(
+                "dib-helper: refused pid {} (uid {}): {message}",
+                peer.pid, peer.uid
+            )
+        }) {
+            eprintln!("{line}");
+        }
+        refuse(conn, kind, message);
+    }
+}
+
+/// Start the process that serves `conn`, and a thread that answers its
+/// questions about loop devices and, once it is gone, gives back its
+/// places.
+fn start_session(
+    conn: OwnedFd,
+    peer: &Peer,
+    limits: Limits,
+    loops: &Arc<Mutex<Loops>>,
+    slots: (Slot, UserSlot),
+) -> Result<(), String> {
+    rustix::fs::fcntl_setfl(&conn, rustix::fs::OFlags::empty())
+        .map_err(|e| format!("making the connection blocking: {e}"))?;
+    let (ours, theirs) =
+        proto::socket_pair().map_err(|e| format!("a socket for the session: {e}"))?;
+    let spare = conn.try_clone().ok();
+    let child = Process::new("/proc/self/exe")
+        .arg("__session")
+        .args(["--parent", &std::process::id().to_string()])
+        .args(["--uid", &peer.uid.to_string()])
+        .args(["--gid", &peer.gid.to_string()])
+        .args(["--pid", &peer.pid.to_string()])
+        .args(["--step-timeout", &limits.step.as_secs().to_string()])
+        .args(["--mkfs-timeout", &limits.mkfs.as_secs().to_string()])
+        .env_clear()
+        .env("PATH", dib_sandbox::host_tools::system_path())
+        .stdin(Stdio::from(conn))
+        .stdout(Stdio::from(theirs))
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("dib-helper cannot start a session: {e}");
+            if let Some(c) = spare {
+                let _ = rustix::fs::fcntl_setfl(&c, rustix::fs::OFlags::NONBLOCK);
+                refuse(c, ErrorKind::Failed, message.clone());
+            }
+            return Err(message);
+        }
+    };
+    drop(spare);
+    let mut ledger = LocalLedger {
+        loops: loops.clone(),
+        uid: peer.uid,
+        limit: limits.loops_per_user,
+        still_bound: kernel::loop_still_attached,
+    };
+    let started = std::thread::Builder::new().spawn(move || {
+        let _slots = slots;
+        dib_helper::answer(&ours, &mut ledger);
+        // A session stuck in the kernel keeps its socket, and so its
+        // places, until the kernel lets it go.
+        let _ = child.wait();
+    });
+    started
+        .map(|_| ())
+        .map_err(|e| format!("starting a thread: {e}"))
+}
+
+/// A session process: serve the connection on stdin, asking the main
+/// process (on stdout) for loop devices, until the client hangs up or a
+/// request runs over its limit; then exit, without waiting for a thread
+/// the kernel may hold.
+fn session(parent: u32, peer: Peer, limits: Limits) -> Result<(), String> {
+    kernel::die_with_parent(parent)?;
+    let conn = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("the connection: {e}"))?;
+    let control = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("the main process's socket: {e}"))?;
+    kernel::allow_fd_passing(&conn, true).map_err(|e| format!("allowing fds: {e}"))?;
+    let devices = kernel::Kernel {
+        mkfs_timeout: limits.mkfs,
+    };
+    Session::new(devices, ControlLedger::new(control), peer, limits)
+        .on_stuck(|| std::process::exit(3))
+        .serve(&conn);
+    std::process::exit(0)
+}
+
+/// Connections being served: a budget of the helper's and one per user,
+/// so no user fills the helper alone. Refused peers take neither.
 static SERVING: AtomicUsize = AtomicUsize::new(0);
-static CHECKING: AtomicUsize = AtomicUsize::new(0);
 const MAX_SERVING: usize = 64;
-const MAX_CHECKING: usize = 16;
 /// Connections one user may have served at once.
 const MAX_PER_USER: usize = 16;
 static PER_USER: Mutex<BTreeMap<u32, usize>> = Mutex::new(BTreeMap::new());
-/// Users a group let in lately, so their next connections skip the lookup.
-static ALLOWED_BY_GROUP: Mutex<BTreeMap<u32, Instant>> = Mutex::new(BTreeMap::new());
-const GROUP_CACHE: Duration = Duration::from_secs(60);
 
-/// Root, a listed user, or one a group let in within the last minute.
-fn allow_fast(allow: &Allow, peer: &Peer) -> bool {
-    allow.lists(peer.uid)
-        || ALLOWED_BY_GROUP
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&peer.uid)
-            .is_some_and(|t| t.elapsed() < GROUP_CACHE)
-}
-
-/// A place in a budget, given back when dropped (a panicking session too).
+/// A place in a budget, given back when dropped (a panicking thread too).
+#[derive(Debug)]
 struct Slot(&'static AtomicUsize);
 
 impl Slot {
@@ -262,6 +478,7 @@ impl Drop for Slot {
 }
 
 /// A user's place among its connections.
+#[derive(Debug)]
 struct UserSlot(u32);
 
 impl UserSlot {
@@ -288,36 +505,7 @@ impl Drop for UserSlot {
     }
 }
 
-/// Serve an allowed peer on a thread of its own, within the budgets, or
-/// tell it the helper is full.
-fn start_session(conn: OwnedFd, peer: Peer) {
-    let slots = Slot::take(&SERVING, MAX_SERVING).map(|s| (s, UserSlot::take(peer.uid)));
-    match slots {
-        Some((serving, Some(user))) => spawn(move || {
-            let _slots = (serving, user);
-            Session::new(kernel::Kernel, peer, LIMITS).serve(&conn);
-        }),
-        full => {
-            let message = if full.is_some() {
-                format!("you have {MAX_PER_USER} connections to dib-helper open, the limit")
-            } else {
-                format!(
-                    "dib-helper is serving {MAX_SERVING} connections, its limit: try again later"
-                )
-            };
-            drop(full);
-            if let Some(slot) = Slot::take(&CHECKING, MAX_CHECKING) {
-                spawn(move || {
-                    let _slot = slot;
-                    refuse(&conn, ErrorKind::Limit, message);
-                });
-            }
-        }
-    }
-}
-
-/// Run `f` on a new thread; if none can be made, `f` is dropped (with the
-/// connection and slots it holds) and the helper goes on.
+/// Run `f` on a new thread; if none can be made, the helper goes on.
 fn spawn(f: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new().spawn(f) {
         eprintln!("dib-helper: starting a thread: {e}");
@@ -389,8 +577,10 @@ fn listen_on(path: &Path) -> Result<OwnedFd, String> {
     let bound = bind(&sock, &addr);
     rustix::process::umask(old);
     bound.map_err(|e| err("binding", &e))?;
-    let ready = listen(&sock, 64)
-        .map_err(|e| err("listening on", &e))
+    // Refusing fds from the start: before any peer can connect.
+    let ready = kernel::allow_fd_passing(&sock, false)
+        .map_err(|e| err("refusing fds on", &e))
+        .and_then(|_| listen(&sock, BACKLOG).map_err(|e| err("listening on", &e)))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err("moving the socket to", &e)));
     if let Err(e) = ready {
         let _ = std::fs::remove_file(&tmp);

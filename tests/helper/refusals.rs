@@ -33,7 +33,7 @@ chardev: BadFd: the image fd is a character device: send an image file you own
 directory: BadFd: the image fd is a directory: send an image file you own
 foreign: BadFd: the image file belongs to uid 0, not to you (uid {uid}): send an image file you own
 read-only: BadFd: the image fd is not open for reading and writing
-procfs: BadFd: the image file is on a filesystem of type 0x9fa0: keep images on a local filesystem (ext2/3/4, xfs, btrfs, tmpfs, f2fs, overlayfs, zfs, bcachefs)
+procfs: BadFd: the image file is on proc, which dib-helper does not attach from (reads there can wait on a process or a server, and a loop device would wait with them): keep the image on a local disk filesystem (ext2/3/4, xfs, btrfs, f2fs) or on tmpfs
 userns-not-owned: BadFd: the user namespace sent for idmapping belongs to uid 0, not to you (uid {uid})
 not-a-namespace: BadFd: the fd sent for idmapping is not a namespace
 other-connection: NoSuchHandle: handle H is not a loop device this connection attached

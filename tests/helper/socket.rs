@@ -110,13 +110,13 @@ pub fn a_peer_outside_the_allowed_groups_is_refused() -> Result<(), Failed> {
     let h = Helper::start(&["--allow-group", "disk"])?;
     let scratch = user_dir()?;
     let out = probe("hello", &h.socket, scratch.path())?;
-    let name = user().name;
+    let uid = user().uid;
     eq(
         &out,
         &format!(
-            "hello: NotAllowed: user {name} is not allowed to use this dib-helper: ask its \
-             administrator to add --allow-user {name}, or to add you to a group it allows \
-             (--allow-group)\n"
+            "hello: NotAllowed: uid {uid} is not allowed to use this dib-helper: ask its \
+             administrator to add --allow-user with your user name, or to add you to a group \
+             it allows (--allow-group)\n"
         ),
         "the refusal",
     )?;
@@ -132,7 +132,7 @@ pub fn a_peer_outside_the_allowed_groups_is_refused() -> Result<(), Failed> {
     check(
         !o.status.success()
             && err.contains(&format!(
-                "the dib-helper at {} refused this build: user {name} is not allowed",
+                "the dib-helper at {} refused this build: uid {uid} is not allowed",
                 h.socket.display()
             )),
         format!("dib with a helper that refuses it: {err}"),

@@ -1,7 +1,8 @@
 //! The helper's own privilege: its environment and capabilities at start,
-//! and the listening socket systemd may pass it.
+//! the listening socket systemd may pass it, and a session process's tie
+//! to the main process.
 
-#![allow(unsafe_code)] // taking fd 3 from systemd; the block says why it is sound
+#![allow(unsafe_code)] // taking fd 3 from systemd, prctl; each block says why it is sound
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -50,4 +51,20 @@ pub fn systemd_listener() -> Result<OwnedFd, String> {
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
         .map_err(|e| format!("--systemd: fd 3: {e}"))?;
     Ok(fd)
+}
+
+/// Die (SIGKILL) when the process that started this one does; `parent` is
+/// its pid, to catch a parent that died before the request was made.
+pub fn die_with_parent(parent: u32) -> Result<(), String> {
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "setting the parent-death signal: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if std::os::unix::process::parent_id() != parent {
+        return Err("dib-helper's main process is gone".into());
+    }
+    Ok(())
 }

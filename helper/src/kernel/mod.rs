@@ -1,9 +1,10 @@
 //! The helper's kernel work: loop devices, partition devices (BLKPG),
-//! mkfs (here), idmapped detached mounts with locked flags (`mount`), and
-//! the helper's own capabilities and systemd socket (`confine`). Only
-//! dib-helper, as root, calls this; every ioctl and raw syscall of the
-//! helper is in this module and its two children, each wrapped at once in
-//! a safe function.
+//! mkfs and what the checks read of fds (here), idmapped detached mounts
+//! with locked flags (`mount`), the helper's own capabilities, systemd
+//! socket and process life (`confine`), and a peer's credentials on the
+//! socket (`peer`). Only dib-helper, as root, calls this; every ioctl and
+//! raw syscall of the helper is in this module and its children, each
+//! wrapped at once in a safe function.
 //!
 //! Loop devices are attached with `LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN`
 //! (loop(4)): the kernel detaches one when its last user closes it and then
@@ -25,8 +26,10 @@ use super::{Devices, Fail};
 
 mod confine;
 mod mount;
+mod peer;
 
-pub use confine::{confine, systemd_listener};
+pub use confine::{confine, die_with_parent, systemd_listener};
+pub use peer::{allow_fd_passing, peer_credentials};
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
@@ -41,8 +44,8 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
 /// statfs(2) `f_type` of nsfs, where namespace fds live.
 const NSFS_MAGIC: i64 = 0x6e73_6673;
-/// How long mkfs may take before it is killed.
-const MKFS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+/// BTRFS_IOC_FS_INFO: `_IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)`.
+const BTRFS_IOC_FS_INFO: libc::c_ulong = 0x8400_941F;
 /// How often to retry a loop device another process took first.
 const ATTACH_TRIES: usize = 8;
 
@@ -134,12 +137,83 @@ pub fn namespace_owner(fd: BorrowedFd<'_>) -> Result<(i32, u32), Fail> {
     Ok((kind, uid))
 }
 
+/// btrfs' `struct btrfs_ioctl_fs_info_args` (1024 bytes): only `fsid` is
+/// read.
+#[repr(C)]
+struct BtrfsFsInfo {
+    max_id: u64,
+    num_devices: u64,
+    fsid: [u8; 16],
+    rest: [u8; 1024 - 32],
+}
+
+/// The block devices (`major`, `minor`) the filesystem of `fd` is on, by
+/// what its mounts show as `fstypes`: `st_dev` for most; for btrfs, whose
+/// files' `st_dev` is a number of their subvolume's, the devices its sysfs
+/// directory lists (found by the filesystem's UUID, BTRFS_IOC_FS_INFO:
+/// read-only, asked only of an fd fstatfs says is on btrfs).
+pub fn filesystem_devices(fd: BorrowedFd<'_>, fstypes: &[&str]) -> Result<Vec<(u32, u32)>, Fail> {
+    let bad =
+        |e: &dyn std::fmt::Display| (ErrorKind::BadFd, format!("examining the image fd: {e}"));
+    if fstypes != ["btrfs"] {
+        let st = rustix::fs::fstat(fd).map_err(|e| bad(&e))?;
+        return Ok(vec![(
+            rustix::fs::major(st.st_dev),
+            rustix::fs::minor(st.st_dev),
+        )]);
+    }
+    let mut info = BtrfsFsInfo {
+        max_id: 0,
+        num_devices: 0,
+        fsid: [0; 16],
+        rest: [0; 1024 - 32],
+    };
+    if ioctl_ptr(fd, BTRFS_IOC_FS_INFO, &mut info) < 0 {
+        return Err(bad(&std::io::Error::last_os_error()));
+    }
+    let uuid = uuid::Uuid::from_bytes(info.fsid).hyphenated().to_string();
+    let dir = Path::new("/sys/fs/btrfs").join(uuid).join("devices");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|e| bad(&format!("{}: {e}", dir.display())))? {
+        let dev = e
+            .and_then(|e| std::fs::read_to_string(e.path().join("dev")))
+            .map_err(|e| bad(&format!("{}: {e}", dir.display())))?;
+        if let Some((a, b)) = dev.trim().split_once(':') {
+            if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                out.push((a, b));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The block device a path of the helper's mount table names (a mount's
+/// source), if it is one.
+pub fn block_device(source: &str) -> Option<(u32, u32)> {
+    if !source.starts_with("/dev/") {
+        return None;
+    }
+    let st = rustix::fs::stat(source).ok()?;
+    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice)
+        .then(|| (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)))
+}
+
+/// Whether the loop device named `name` (`/dev/loop3`) is still attached.
+pub fn loop_still_attached(name: &str) -> bool {
+    let dev = name.trim_start_matches("/dev/");
+    Path::new("/sys/block")
+        .join(dev)
+        .join("loop/backing_file")
+        .exists()
+}
+
 /// A loop device attached for one connection.
 #[derive(Debug)]
 pub struct Loop {
     number: u32,
     dev: File,
     size: u64,
+    read_only: bool,
     partitions: Vec<(u32, PathBuf)>,
 }
 
@@ -169,8 +243,11 @@ impl Loop {
 }
 
 /// The real thing: loop devices of this kernel.
-#[derive(Debug, Default)]
-pub struct Kernel;
+#[derive(Debug)]
+pub struct Kernel {
+    /// How long mkfs may take before it is killed.
+    pub mkfs_timeout: std::time::Duration,
+}
 
 impl Devices for Kernel {
     type Loop = Loop;
@@ -232,6 +309,7 @@ impl Devices for Kernel {
                 number: n as u32,
                 dev,
                 size,
+                read_only,
                 partitions: Vec::new(),
             });
         }
@@ -322,14 +400,15 @@ impl Devices for Kernel {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break st,
-                Ok(None) if started.elapsed() > MKFS_TIMEOUT => {
+                Ok(None) if started.elapsed() > self.mkfs_timeout => {
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err((
                         ErrorKind::Failed,
                         format!(
-                            "{prog} on {} took over {MKFS_TIMEOUT:?}; killed",
-                            dev.display()
+                            "{prog} on {} took over {} s; killed",
+                            dev.display(),
+                            self.mkfs_timeout.as_secs()
                         ),
                     ));
                 }
@@ -363,15 +442,7 @@ impl Devices for Kernel {
         if fs == FsType::Swap {
             return Err((ErrorKind::Invalid, "swap is not mounted".into()));
         }
-        mount::mount_idmapped(&dev, fs, userns)
-    }
-
-    fn still_bound(&self, name: &str) -> bool {
-        let dev = name.trim_start_matches("/dev/");
-        Path::new("/sys/block")
-            .join(dev)
-            .join("loop/backing_file")
-            .exists()
+        mount::mount_idmapped(&dev, fs, userns, l.read_only)
     }
 
     fn detach(&mut self, l: Loop) -> Result<(), Fail> {

@@ -15,13 +15,16 @@ use super::last_os_error;
 use crate::Fail;
 
 /// Mount the filesystem `fs` on `dev` (detached: it is in no mount table),
-/// idmapped into `userns`, with nodev and nosuid locked.
+/// idmapped into `userns`, with nodev and nosuid locked; read-only (the
+/// superblock and the mount, locked too) when the device was attached
+/// read-only, where a read-write mount could only fail.
 pub(super) fn mount_idmapped(
     dev: &Path,
     fs: FsType,
     userns: BorrowedFd<'_>,
+    read_only: bool,
 ) -> Result<OwnedFd, Fail> {
-    use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen};
+    use rustix::mount::{fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen};
     use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
     let ctx = fsopen(fs.name(), FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
         if e == rustix::io::Errno::NODEV {
@@ -41,6 +44,13 @@ pub(super) fn mount_idmapped(
         Ok(())
     };
     errors
+        .and_then(|()| {
+            if read_only {
+                fsconfig_set_flag(&ctx, "ro")
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| fsconfig_set_string(&ctx, "source", dev))
         .and_then(|()| fsconfig_create(&ctx))
         .map_err(|e| {
@@ -49,12 +59,12 @@ pub(super) fn mount_idmapped(
                 format!("mounting {} ({}): {e}", dev.display(), fs.name()),
             )
         })?;
-    let mnt = fsmount(
-        &ctx,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
-    )
-    .map_err(|e| (ErrorKind::Failed, format!("fsmount {}: {e}", dev.display())))?;
+    let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
+    if read_only {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    let mnt = fsmount(&ctx, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| (ErrorKind::Failed, format!("fsmount {}: {e}", dev.display())))?;
     idmap(mnt.as_fd(), userns)?;
     lock_flags(mnt.as_fd(), userns)
 }

@@ -118,8 +118,16 @@ impl Ledger for LocalLedger {
 #[serde(tag = "ask", deny_unknown_fields)]
 enum Ask {
     Reserve {},
-    Bound { handle: Handle, device: String },
-    Cancel { handle: Handle },
+    Bound {
+        handle: Handle,
+        device: String,
+    },
+    Cancel {
+        handle: Handle,
+    },
+    /// A request ran over its time limit: the session process is ending,
+    /// though a thread the kernel holds may keep it alive a while yet.
+    Stuck {},
 }
 
 /// The main process's answer to [`Ask::Reserve`].
@@ -172,10 +180,20 @@ impl Ledger for ControlLedger {
     }
 }
 
+/// Tell the main process, over the session's socket to it, that a request
+/// ran over its limit (from the watchdog's thread: the session's own
+/// thread is in the kernel, not in a conversation with the main process).
+pub fn report_stuck(sock: impl AsFd) {
+    let _ = proto::send(&sock, &Ask::Stuck {}, &[]);
+}
+
 /// The main process's side: answer one session process's questions with
 /// `ledger` until it hangs up (or sends what no session sends), then give
-/// back the handles it reserved and never used.
-pub fn answer(sock: impl AsFd, ledger: &mut LocalLedger) {
+/// back the handles it reserved and never used. `on_stuck` is called when
+/// the session reports a request over its limit: the process may linger
+/// (a thread of it held by the kernel, its socket with it, so no hang-up
+/// comes), and the caller gives back what it need not hold meanwhile.
+pub fn answer(sock: impl AsFd, ledger: &mut LocalLedger, mut on_stuck: impl FnMut()) {
     let mut pending = BTreeSet::new();
     loop {
         let Ok((ask, _)) = proto::recv::<Ask>(&sock) else {
@@ -204,6 +222,7 @@ pub fn answer(sock: impl AsFd, ledger: &mut LocalLedger) {
                     ledger.cancel(handle);
                 }
             }
+            Ask::Stuck {} => on_stuck(),
         }
     }
     for handle in pending {
@@ -260,7 +279,7 @@ mod tests {
             limit: 2,
             still_bound: always,
         };
-        let t = std::thread::spawn(move || answer(theirs, &mut main_side));
+        let t = std::thread::spawn(move || answer(theirs, &mut main_side, || {}));
         let mut session = ControlLedger::new(ours);
         let h1 = session.reserve().unwrap();
         session.bound(h1, "/dev/loop1");

@@ -16,11 +16,10 @@ mod ledger;
 pub mod watchdog;
 
 pub use allow::{Allow, LogLimit};
-pub use ledger::{answer, ControlLedger, Ledger, LocalLedger, Loops};
+pub use ledger::{answer, report_stuck, ControlLedger, Ledger, LocalLedger, Loops};
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 use dib_sandbox::mkfs::{FsType, MkfsSpec};
@@ -165,18 +164,20 @@ impl<D: Devices, L: Ledger> Session<D, L> {
             }
         };
         loop {
-            let (reply, fd) = match proto::recv::<Request>(&sock) {
-                Ok((req, fds)) => {
+            let (reply, fd, sent) = match proto::recv_keeping_fds::<Request>(&sock) {
+                Ok((Ok(req), mut fds)) => {
                     dog.arm(what(&req), self.time_limit(&req));
-                    let answer = self.handle(req, fds);
+                    let (reply, fd) = self.handle(req, &mut fds);
                     if !dog.disarm() {
                         self.stuck = true;
                         return;
                     }
-                    answer
+                    (reply, fd, fds)
                 }
-                Err(ProtoError::Malformed(m)) => (error(ErrorKind::Malformed, m), None),
-                Err(_) => break,
+                Ok((Err(ProtoError::Malformed(m)), fds)) => {
+                    (error(ErrorKind::Malformed, m), None, fds)
+                }
+                Ok((Err(_), _)) | Err(_) => break,
             };
             let fds: Vec<BorrowedFd<'_>> = fd.iter().map(|f| f.as_fd()).collect();
             let end = matches!(
@@ -186,7 +187,21 @@ impl<D: Devices, L: Ledger> Session<D, L> {
                     ..
                 }
             );
-            if proto::send(&sock, &reply, &fds).is_err() || end {
+            let sent_reply = proto::send(&sock, &reply, &fds).is_ok();
+            // The fds the request brought and did not use, closed once it
+            // is answered: a close can wait on the fd's filesystem.
+            if !sent.is_empty() {
+                dog.arm(
+                    "closing the fds the request brought".into(),
+                    self.limits.step,
+                );
+                drop(sent);
+                if !dog.disarm() {
+                    self.stuck = true;
+                    return;
+                }
+            }
+            if !sent_reply || end {
                 break;
             }
         }
@@ -209,7 +224,9 @@ impl<D: Devices, L: Ledger> Session<D, L> {
     }
 
     /// Answer one request.
-    pub fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> (Reply, Option<OwnedFd>) {
+    /// Answer one request. The fds it uses are taken from `fds`; those
+    /// left (all of them, for a refused request) are the caller's to close.
+    pub fn handle(&mut self, req: Request, fds: &mut Vec<OwnedFd>) -> (Reply, Option<OwnedFd>) {
         match self.dispatch(req, fds) {
             Ok(r) => r,
             Err((kind, message)) => (Reply::Error { kind, message }, None),
@@ -219,7 +236,7 @@ impl<D: Devices, L: Ledger> Session<D, L> {
     fn dispatch(
         &mut self,
         req: Request,
-        mut fds: Vec<OwnedFd>,
+        fds: &mut Vec<OwnedFd>,
     ) -> Result<(Reply, Option<OwnedFd>), Fail> {
         let want_fds = matches!(
             req,
@@ -266,8 +283,8 @@ impl<D: Devices, L: Ledger> Session<D, L> {
                         ),
                     ));
                 }
+                self.check_image(fds[0].as_fd(), read_only)?;
                 let image = fds.remove(0);
-                self.check_image(image.as_fd(), read_only)?;
                 let handle = self.ledger.reserve()?;
                 let l = match self.devices.attach(image, read_only) {
                     Ok(l) => l,
@@ -314,8 +331,8 @@ impl<D: Devices, L: Ledger> Session<D, L> {
                         ),
                     ));
                 }
+                self.check_userns(fds[0].as_fd())?;
                 let userns = fds.remove(0);
-                self.check_userns(userns.as_fd())?;
                 let a = self.loops.get(&handle).ok_or_else(|| no_handle(handle))?;
                 let fd = self.devices.mount(&a.l, partition, fs, userns.as_fd())?;
                 self.mounts += 1;
@@ -337,36 +354,43 @@ impl<D: Devices, L: Ledger> Session<D, L> {
     /// attached read-only: the helper then gives the loop device no more
     /// access to it than the client has.
     fn check_image(&self, fd: BorrowedFd<'_>, read_only: bool) -> Result<(), Fail> {
-        let md = std::fs::File::from(
-            fd.try_clone_to_owned()
-                .map_err(|e| (ErrorKind::BadFd, format!("the image fd: {e}")))?,
-        )
-        .metadata()
-        .map_err(|e| (ErrorKind::BadFd, format!("examining the image fd: {e}")))?;
-        let t = md.file_type();
-        if !t.is_file() {
-            let what = if t.is_dir() {
-                "a directory"
-            } else if md.mode() & libc::S_IFMT == libc::S_IFBLK {
-                "a block device"
-            } else if md.mode() & libc::S_IFMT == libc::S_IFCHR {
-                "a character device"
+        // The file first: fstat of a file on a FUSE filesystem mounted in
+        // another user namespace fails at once (the helper is not allowed
+        // in), where fstatfs would wait on its server.
+        // On the fd itself: a duplicate closed afterwards would ask a FUSE
+        // server to flush.
+        let st = rustix::fs::fstat(fd).map_err(|e| {
+            let why = if e == rustix::io::Errno::ACCESS {
+                " (a filesystem mounted in a user namespace, FUSE say, keeps dib-helper out): \
+                 keep the image on a local disk filesystem or on tmpfs"
             } else {
-                "not a regular file"
+                ""
+            };
+            (
+                ErrorKind::BadFd,
+                format!("examining the image fd: {}{why}", std::io::Error::from(e)),
+            )
+        })?;
+        let fmt = st.st_mode & libc::S_IFMT;
+        if fmt != libc::S_IFREG {
+            let what = match fmt {
+                libc::S_IFDIR => "a directory",
+                libc::S_IFBLK => "a block device",
+                libc::S_IFCHR => "a character device",
+                _ => "not a regular file",
             };
             return Err((
                 ErrorKind::BadFd,
                 format!("the image fd is {what}: send an image file you own"),
             ));
         }
-        if md.uid() != self.peer.uid {
+        if st.st_uid != self.peer.uid {
             return Err((
                 ErrorKind::BadFd,
                 format!(
                     "the image file belongs to uid {}, not to you (uid {}): send an image \
                      file you own",
-                    md.uid(),
-                    self.peer.uid
+                    st.st_uid, self.peer.uid
                 ),
             ));
         }
@@ -389,8 +413,8 @@ impl<D: Devices, L: Ledger> Session<D, L> {
                 return Err((
                     ErrorKind::BadFd,
                     format!(
-                        "the image file is on an {name} filesystem (device {major}:{minor}) \
-                         that is not mounted in dib-helper's own mount table: dib-helper \
+                        "the image file's filesystem ({name}, device {major}:{minor}) is not \
+                         mounted in dib-helper's own mount table: dib-helper \
                          attaches files on the host's disks, not on filesystems it mounted from \
                          loop devices for its clients: keep the image on the host's disk or on \
                          tmpfs"

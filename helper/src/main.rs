@@ -414,10 +414,12 @@ fn start_session(
         still_bound: kernel::loop_still_attached,
     };
     let started = std::thread::Builder::new().spawn(move || {
-        let _slots = slots;
-        dib_helper::answer(&ours, &mut ledger);
-        // A session stuck in the kernel keeps its socket, and so its
-        // places, until the kernel lets it go.
+        let (serving, _user) = slots;
+        let mut serving = Some(serving);
+        // A session stuck in the kernel lingers until the kernel lets it
+        // go: meanwhile it takes a place of its user's, not of the
+        // helper's, so a user's stalls hold back no one else.
+        dib_helper::answer(&ours, &mut ledger, || drop(serving.take()));
         let _ = child.wait();
     });
     started
@@ -443,8 +445,14 @@ fn session(parent: u32, peer: Peer, limits: Limits) -> Result<(), String> {
     let devices = kernel::Kernel {
         mkfs_timeout: limits.mkfs,
     };
+    let report = control
+        .try_clone()
+        .map_err(|e| format!("the main process's socket: {e}"))?;
     Session::new(devices, ControlLedger::new(control), peer, limits)
-        .on_stuck(|| std::process::exit(3))
+        .on_stuck(move || {
+            dib_helper::report_stuck(&report);
+            std::process::exit(3)
+        })
         .serve(&conn);
     std::process::exit(0)
 }

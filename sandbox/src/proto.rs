@@ -197,6 +197,17 @@ pub fn send<T: Serialize>(
 /// Receive one packet: its message and the fds it carried (closed when
 /// dropped, so a refused request leaks none).
 pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), ProtoError> {
+    let (message, fds) = recv_keeping_fds(sock)?;
+    Ok((message?, fds))
+}
+
+/// [`recv`], with the fds that came handed back whether the message was
+/// well formed or not: closing an fd can wait on its filesystem (a FUSE
+/// server asked to flush), so a receiver that must bound its work closes
+/// them itself, under its own time limit.
+pub fn recv_keeping_fds<T: DeserializeOwned>(
+    sock: impl AsFd,
+) -> Result<(Result<T, ProtoError>, Vec<OwnedFd>), ProtoError> {
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     // Room for one more fd than allowed, to tell "too many" from "ok".
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 1))];
@@ -218,16 +229,14 @@ pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), P
         return Err(ProtoError::Closed);
     }
     if r.flags.contains(ReturnFlags::TRUNC) || r.bytes > MAX_MESSAGE {
-        return Err(ProtoError::Malformed(format!(
-            "a packet over the {MAX_MESSAGE}-byte limit"
-        )));
+        let e = ProtoError::Malformed(format!("a packet over the {MAX_MESSAGE}-byte limit"));
+        return Ok((Err(e), fds));
     }
     if r.flags.contains(ReturnFlags::CTRUNC) || fds.len() > MAX_FDS {
-        return Err(ProtoError::Malformed(format!(
-            "more than {MAX_FDS} fds in one packet"
-        )));
+        let e = ProtoError::Malformed(format!("more than {MAX_FDS} fds in one packet"));
+        return Ok((Err(e), fds));
     }
-    Ok((decode(&buf[..r.bytes])?, fds))
+    Ok((decode(&buf[..r.bytes]), fds))
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 mod common;
 
 mod backends;
+mod fuse;
+mod hostile;
 mod image;
 mod killed_builds;
 mod mounts;
@@ -55,6 +57,9 @@ fn main() {
         backends::both_backends_build_the_same_image,
         killed_builds::killed_builds_leave_no_loop_device_or_mount,
         backends::xfs_is_built_through_the_helper,
+        hostile::an_overlay_over_a_stalled_fuse_holds_nothing_but_its_own_connection,
+        hostile::refused_peers_cannot_starve_allowed_ones,
+        hostile::a_read_only_attachment_mounts_read_only,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER3").as_deref() == Ok("1");

@@ -16,7 +16,7 @@ use dib_sandbox::client::{Client, ClientError};
 use libtest_mimic::Failed;
 
 // The probe cases' own requests live with their trials.
-use crate::{mounts, refusals};
+use crate::{hostile, mounts, refusals};
 
 /// The environment variable that turns this binary into the probe client.
 pub const PROBE_ENV: &str = "DIB_HELPER_PROBE";
@@ -121,6 +121,29 @@ impl Helper {
                         ),
                     )?;
                 }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The main process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait up to `within` for the helper to exit: its status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, Failed> {
+        let started = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(Some(st));
+            }
+            if started.elapsed() > within {
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -290,6 +313,10 @@ pub fn probe_main(case: &str) -> i32 {
         },
         "refusals" => refusals::probe_refusals(&socket, &dir, &mut out),
         "idmap" => mounts::probe_idmap(&socket, &dir, &mut out),
+        "fuse-overlay" => hostile::probe_fuse_overlay(&socket, &dir, &mut out),
+        "flood" => hostile::probe_flood(&socket, &mut out),
+        "hello-many" => hostile::probe_hello_many(&socket, &mut out),
+        "read-only" => hostile::probe_read_only(&socket, &dir, &mut out),
         other => {
             eprintln!("unknown probe {other}");
             return 2;

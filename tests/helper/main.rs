@@ -53,6 +53,7 @@ fn main() {
         refusals::bad_requests_are_refused_and_the_helper_keeps_serving,
         socket::the_socket_appears_only_when_it_accepts,
         socket::a_peer_outside_the_allowed_groups_is_refused,
+        socket::start_helper_runs_as_root_only_a_binary_only_root_can_change,
         mounts::mounts_are_idmapped_with_nodev_and_nosuid_locked,
         backends::both_backends_build_the_same_image,
         killed_builds::killed_builds_leave_no_loop_device_or_mount,

@@ -4,11 +4,15 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::tier::{check, eq, succeeded};
-use crate::support::{as_user, dib, ping_helper, probe, serve, user, user_build, user_dir, Helper};
+use crate::support::{
+    as_user, chown_tree, dib, helper_bin, ping_helper, probe, serve, user, user_build, user_dir,
+    Helper,
+};
 use dib_sandbox::client::Client;
 use dib_sandbox::proto;
 use libtest_mimic::Failed;
@@ -153,4 +157,113 @@ pub fn a_peer_outside_the_allowed_groups_is_refused() -> Result<(), Failed> {
         format!("auto with a refusing helper: {err}"),
     )?;
     h.alive()
+}
+
+/// `scripts/start-helper` installs and runs as root only a binary that no
+/// one but root can change: a helper in the user's `~/.local/bin`, a
+/// root-owned one below a directory of the user's, one in a directory its
+/// group may write, a root-owned symlink to the user's file: each refused,
+/// saying why and what to pass instead, and nothing installed.
+pub fn start_helper_runs_as_root_only_a_binary_only_root_can_change() -> Result<(), Failed> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/start-helper");
+    let installed = Path::new("/usr/local/sbin/dib-helper");
+    let before = fs::metadata(installed)
+        .ok()
+        .map(|m| (m.ino(), m.mtime_nsec()));
+    let u = user();
+    let copy_to = |p: &Path, owner: Option<(u32, u32)>| -> Result<(), Failed> {
+        fs::create_dir_all(p.parent().unwrap())?;
+        fs::copy(helper_bin(), p)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    };
+    // The user's ~/.local/bin (a scratch home: the same ownership).
+    let home = user_dir()?;
+    let local = home.path().join(".local/bin/dib-helper");
+    copy_to(&local, Some((u.uid, u.gid)))?;
+    chown_tree(home.path(), u.uid, u.gid)?;
+    // Root's file in a root-owned directory below the user's.
+    let below = home.path().join("rootdir/dib-helper");
+    copy_to(&below, None)?;
+    // Root's file in a directory its group may write.
+    let group_dir = tempfile::Builder::new().prefix("dib-gw-").tempdir()?;
+    fs::set_permissions(group_dir.path(), fs::Permissions::from_mode(0o775))?;
+    let group_writable = group_dir.path().join("dib-helper");
+    copy_to(&group_writable, None)?;
+    // A root-owned symlink, in a root-only directory, to the user's file.
+    let link_dir = tempfile::Builder::new().prefix("dib-ln-").tempdir()?;
+    fs::set_permissions(link_dir.path(), fs::Permissions::from_mode(0o755))?;
+    let link = link_dir.path().join("dib-helper");
+    std::os::unix::fs::symlink(&local, &link)?;
+    let socket = link_dir.path().join("helper.sock");
+    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    for (what, binary, why) in [
+        (
+            "the user's ~/.local/bin",
+            &local,
+            format!(
+                "{} is owned by uid {}, not by root",
+                real(&local).display(),
+                u.uid
+            ),
+        ),
+        (
+            "below the user's directory",
+            &below,
+            format!(
+                "{} is owned by uid {}, not by root",
+                real(home.path()).display(),
+                u.uid
+            ),
+        ),
+        (
+            "in a group-writable directory",
+            &group_writable,
+            format!(
+                "{} is writable by its group or by others (mode 775)",
+                real(group_dir.path()).display()
+            ),
+        ),
+        (
+            "a symlink to the user's file",
+            &link,
+            format!(
+                "{} is owned by uid {}, not by root",
+                real(&local).display(),
+                u.uid
+            ),
+        ),
+    ] {
+        let o = Command::new(&script)
+            .arg("--binary")
+            .arg(binary)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--user", &u.name])
+            .output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        check(
+            !o.status.success()
+                && err.contains(&format!(
+                    "start-helper: refusing to install {} as root: {why}, so a user could \
+                     replace it",
+                    binary.display()
+                ))
+                && err.contains("and pass --binary PATH"),
+            format!("start-helper with a binary {what}: {}: {err}", o.status),
+        )?;
+        check(
+            !socket.exists(),
+            format!("start-helper started a helper from a binary {what}"),
+        )?;
+    }
+    let after = fs::metadata(installed)
+        .ok()
+        .map(|m| (m.ino(), m.mtime_nsec()));
+    check(
+        before == after,
+        "start-helper changed /usr/local/sbin/dib-helper while refusing",
+    )
 }

@@ -8,6 +8,8 @@
 //! its namespace), and tmpfs, whose pages are memory (dib builds in one
 //! of its own by default).
 
+use dib_sandbox::mounts::unescape_mountinfo;
+
 /// How a filesystem the helper accepts holds its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backing {
@@ -97,31 +99,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let source = tail.next()?;
             Some(Mount {
                 dev: (major.parse().ok()?, minor.parse().ok()?),
-                fstype: unescape(fstype),
-                source: unescape(source),
+                fstype: unescape_mountinfo(fstype),
+                source: unescape_mountinfo(source),
             })
         })
         .collect()
-}
-
-/// mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a block filesystem of `fstypes` whose devices are `devices` is

@@ -99,11 +99,7 @@ fn main() -> ExitCode {
             step_timeout,
             mkfs_timeout,
         } => {
-            let limits = Limits {
-                step: Duration::from_secs(step_timeout),
-                mkfs: Duration::from_secs(mkfs_timeout),
-                ..LIMITS
-            };
+            let limits = limits(step_timeout, mkfs_timeout);
             match serve(&socket, &allow_user, &allow_group, systemd, limits) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -132,11 +128,7 @@ fn main() -> ExitCode {
             step_timeout,
             mkfs_timeout,
         } => {
-            let limits = Limits {
-                step: Duration::from_secs(step_timeout),
-                mkfs: Duration::from_secs(mkfs_timeout),
-                ..LIMITS
-            };
+            let limits = limits(step_timeout, mkfs_timeout);
             let peer = Peer {
                 uid,
                 gid,
@@ -151,6 +143,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The limits, with the time limits given in seconds.
+fn limits(step: u64, mkfs: u64) -> Limits {
+    Limits {
+        step: Duration::from_secs(step),
+        mkfs: Duration::from_secs(mkfs),
+        ..LIMITS
     }
 }
 

@@ -124,6 +124,11 @@ fn greeted(uid: u32) -> (Client, Fake, std::thread::JoinHandle<()>) {
 
 /// A temporary file on tmpfs (/dev/shm), which the helper accepts
 /// wherever it is mounted; elsewhere where there is none.
+/// `path`, open for reading and writing.
+fn rw(path: &str) -> File {
+    File::options().read(true).write(true).open(path).unwrap()
+}
+
 fn tmp_file() -> tempfile::NamedTempFile {
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
@@ -194,11 +199,7 @@ fn hello_comes_first_and_versions_must_match() {
 #[test]
 fn image_fds_must_be_regular_files_of_the_peer_open_for_writing() {
     let (c, fake, t) = greeted(me());
-    let null = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .unwrap();
+    let null = rw("/dev/null");
     let dir = File::open("/").unwrap();
     let ro = File::open(tmp_file().path()).unwrap();
     let cases: [(BorrowedFd<'_>, &str); 3] = [
@@ -466,11 +467,7 @@ fn read_only_attachments_mount_read_only_and_are_never_written() {
 fn images_on_filesystems_that_could_stall_or_are_no_disk_are_refused() {
     let (c, fake, t) = greeted(me());
     // A regular file of this user's, open for writing, on procfs.
-    let proc_file = File::options()
-        .read(true)
-        .write(true)
-        .open("/proc/self/oom_score_adj")
-        .unwrap();
+    let proc_file = rw("/proc/self/oom_score_adj");
     assert_eq!(
         refused(c.attach_loop(proc_file.as_fd(), false)),
         (

@@ -219,8 +219,9 @@ pub fn mounts_under(dir: &Path, mountinfo: &str) -> Vec<PathBuf> {
     found
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`
+/// (proc_pid_mountinfo(5)): the text with them undone.
+pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

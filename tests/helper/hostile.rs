@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::tier::{check, eq};
 use crate::fuse;
+use crate::mounts::{attach_at, own_namespaces};
 use crate::support::{as_user, no_leaks_under, probe, refusal, user, user_dir, Helper, PROBE_ENV};
 use dib_sandbox::client::Client;
 use dib_sandbox::mkfs::FsType;
@@ -420,18 +421,6 @@ pub fn a_read_only_attachment_mounts_read_only() -> Result<(), Failed> {
 // ---------------------------------------------------------------------------
 // The probe's side (this binary as the test user, or as nobody).
 
-/// Our own user and mount namespace, root mapped to ourselves.
-fn own_namespaces() {
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    nix::sched::unshare(
-        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
-    )
-    .unwrap();
-    fs::write("/proc/self/uid_map", format!("0 {uid} 1\n")).unwrap();
-    fs::write("/proc/self/setgroups", "deny").unwrap();
-    fs::write("/proc/self/gid_map", format!("0 {gid} 1\n")).unwrap();
-}
-
 fn connect(socket: &Path) -> Client {
     Client::connect_within(socket, Some(ANSWER_WITHIN)).unwrap()
 }
@@ -637,16 +626,9 @@ pub fn probe_read_only(socket: &Path, dir: &Path, out: &mut impl std::io::Write)
         .mount_idmapped(h, 0, FsType::Ext4, userns.as_fd())
         .unwrap();
     let at = dir.join("mnt");
-    fs::create_dir_all(&at).unwrap();
-    dib_sandbox::mounts::attach_detached(mnt.as_fd(), &at).unwrap();
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = info
-        .lines()
-        .find(|l| l.contains(&format!(" {} ", at.display())))
-        .unwrap_or_default();
-    let opts = line.split(' ').nth(5).unwrap_or_default();
+    let opts = attach_at(&mnt, &at);
     let ro = opts.split(',').any(|o| o == "ro");
-    say(out, &format!("mounted: {}", if ro { "ro" } else { opts }));
+    say(out, &format!("mounted: {}", if ro { "ro" } else { &opts }));
     say(
         out,
         &format!(

@@ -38,16 +38,8 @@ pub fn mounts_are_idmapped_with_nodev_and_nosuid_locked() -> Result<(), Failed> 
 
 pub fn probe_idmap(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
     use dib_sandbox::mounts::{change_mount_attrs, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
     let img = probe_image(dir, "probe.img");
-    // A user and mount namespace of the probe's own, root mapped to itself.
-    nix::sched::unshare(
-        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
-    )
-    .unwrap();
-    fs::write("/proc/self/uid_map", format!("0 {uid} 1\n")).unwrap();
-    fs::write("/proc/self/setgroups", "deny").unwrap();
-    fs::write("/proc/self/gid_map", format!("0 {gid} 1\n")).unwrap();
+    own_namespaces();
     let c = Client::connect(socket).unwrap();
     let (h, _, _) = c.attach_loop(img.as_fd(), false).unwrap();
     let spec = MkfsSpec {
@@ -66,14 +58,7 @@ pub fn probe_idmap(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
         .mount_idmapped(h, 0, FsType::Ext4, userns.as_fd())
         .unwrap();
     let at = dir.join("mnt");
-    fs::create_dir_all(&at).unwrap();
-    dib_sandbox::mounts::attach_detached(mnt.as_fd(), &at).unwrap();
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = info
-        .lines()
-        .find(|l| l.contains(&format!(" {} ", at.display())))
-        .unwrap_or_default();
-    let opts = line.split(' ').nth(5).unwrap_or_default();
+    let opts = attach_at(&mnt, &at);
     let flags: Vec<&str> = ["nodev", "nosuid", "idmapped"]
         .into_iter()
         .filter(|f| opts.split(',').any(|o| o == *f))
@@ -95,4 +80,29 @@ pub fn probe_idmap(socket: &Path, dir: &Path, out: &mut impl std::io::Write) {
     dib_sandbox::mounts::unmount(&at).unwrap();
     c.detach(h).unwrap();
     writeln!(out, "detached").unwrap();
+}
+
+/// A user and mount namespace of the probe's own, root mapped to itself.
+pub fn own_namespaces() {
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    nix::sched::unshare(
+        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
+    )
+    .unwrap();
+    fs::write("/proc/self/uid_map", format!("0 {uid} 1\n")).unwrap();
+    fs::write("/proc/self/setgroups", "deny").unwrap();
+    fs::write("/proc/self/gid_map", format!("0 {gid} 1\n")).unwrap();
+}
+
+/// Attach the detached mount `mnt` at `at` (made if missing): its mount
+/// options, as this namespace's mountinfo shows them.
+pub fn attach_at(mnt: &impl AsFd, at: &Path) -> String {
+    fs::create_dir_all(at).unwrap();
+    dib_sandbox::mounts::attach_detached(mnt.as_fd(), at).unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", at.display())))
+        .unwrap_or_default();
+    line.split(' ').nth(5).unwrap_or_default().to_string()
 }

@@ -132,13 +132,20 @@ pub fn cache_dir_in_place(image_cache: &Path, path: &Path) -> Result<PathBuf> {
     let mut dir = image_cache.to_path_buf();
     for part in rel.components() {
         dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!(
+        // Another build of this user may make the same directory at the
+        // same moment: EEXIST from create_dir is then as good as success,
+        // once the thing that exists is a real directory.
+        if let Err(e) = fs::create_dir(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(e).with_context(|| format!("creating {dir:?}"));
+            }
+        }
+        let m = fs::symlink_metadata(&dir).with_context(|| format!("reading {dir:?}"))?;
+        if !m.is_dir() {
+            bail!(
                 "the cache directory {dir:?} is a symlink or a file, which a hook left: \
                  remove it and build again"
-            ),
-            Err(_) => fs::create_dir(&dir).with_context(|| format!("creating {dir:?}"))?,
+            );
         }
     }
     Ok(dir)
@@ -698,6 +705,29 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert!(b[0].writable && b[0].from == Path::new("/home/u/.cache/image-create/apt/amd64"));
         assert!(!b[1].writable);
+    }
+
+    #[test]
+    fn cache_dirs_made_at_once_by_many_builds_all_succeed() {
+        let cache = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let want = cache.path().join(format!("r{round}/a/b/c"));
+            let errors: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| cache_dir_in_place(cache.path(), &want)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap().err().map(|e| format!("{e:#}")))
+                    .collect()
+            });
+            assert!(errors.is_empty(), "{errors:?}");
+            assert!(want.is_dir());
+        }
+        // A symlink a hook left is still refused.
+        std::os::unix::fs::symlink("/", cache.path().join("link")).unwrap();
+        let e = cache_dir_in_place(cache.path(), &cache.path().join("link/x")).unwrap_err();
+        assert!(e.to_string().contains("is a symlink or a file"), "{e}");
     }
 
     #[test]

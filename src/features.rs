@@ -4,7 +4,7 @@
 //! validated, but a few are not built yet. Rather than ignore one, a build
 //! that asks for any of them fails before doing anything, listing each.
 
-use crate::config::{Arch, BuildConfig, Mode};
+use crate::config::{BuildConfig, Mode};
 
 /// Everything `config` asks for that this version cannot build, each with
 /// why, in a stable order. `final_image` is false when the element set has
@@ -18,13 +18,6 @@ pub fn unsupported(config: &BuildConfig, final_image: bool) -> Vec<String> {
                 "output type '{t}' (dib writes no OCI images; -t tar gives the tree)"
             ));
         }
-    }
-    if config.arch != Arch::host() {
-        out.push(format!(
-            "-a {} (dib builds for this host's architecture, {}, only)",
-            config.arch,
-            Arch::host()
-        ));
     }
     out
 }
@@ -81,20 +74,5 @@ mod tests {
             ..Default::default()
         };
         assert!(unsupported(&config(plain), true).is_empty());
-        let foreign = CreateArgs {
-            arch: Some(
-                if Arch::host() == Arch::Arm64 {
-                    "amd64"
-                } else {
-                    "arm64"
-                }
-                .into(),
-            ),
-            types: vec!["tar".into()],
-            ..args
-        };
-        let what = unsupported(&config(foreign), true);
-        assert_eq!(what.len(), 1, "{what:?}");
-        assert!(what[0].starts_with("-a "), "{what:?}");
     }
 }

@@ -8,8 +8,10 @@
 //! spoken by `client` in dib and by the server in the `dib-helper` crate)
 //! and the data it carries (`table`, `mkfs`), which both block-device
 //! backends share;
-//! `host_tools`, the host tools run and the Debian package of each.
+//! `host_tools`, the host tools run and the Debian package of each;
+//! `binfmt`, whether the host runs a target architecture's binaries.
 
+pub mod binfmt;
 pub mod buildbox;
 pub mod client;
 pub mod host_tools;

@@ -25,6 +25,8 @@ pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
     let package_lists = PackageLists::read(&resolution)?;
     let final_image = pipeline::job::final_image(&resolution);
     features::require(&config, final_image)?;
+    // Before anything is downloaded: the target's binaries must run here.
+    config.arch.check_runnable()?;
     let products = Products::new(&config, final_image)?;
     pipeline::run(&config, &resolution, tree, package_lists, products)
 }

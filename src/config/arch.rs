@@ -46,6 +46,62 @@ impl Arch {
         }
     }
 
+    /// How the target's executables look, for the check that this host
+    /// runs them.
+    pub fn binfmt(self) -> dib_sandbox::binfmt::Target {
+        use dib_sandbox::binfmt::{AMD64, ARM64, ARMHF, I386};
+        match self {
+            Arch::Amd64 => AMD64,
+            Arch::Arm64 => ARM64,
+            Arch::Armhf => ARMHF,
+            Arch::I386 => I386,
+        }
+    }
+
+    /// Whether the host's kernel runs the target's binaries itself: its own
+    /// architecture, and the 32-bit one beside it (i386 on amd64, armhf on
+    /// arm64, when the CPU has it).
+    pub fn native_on(self, host: Arch) -> bool {
+        self == host
+            || matches!(
+                (host, self),
+                (Arch::Amd64, Arch::I386) | (Arch::Arm64, Arch::Armhf)
+            )
+    }
+
+    /// Fail unless this host runs the target's binaries (natively or
+    /// through a registered qemu-user handler), saying what to install or
+    /// enable. Checked before a build starts.
+    pub fn check_runnable(self) -> Result<()> {
+        let host = Arch::host();
+        let native = self.native_on(host);
+        match dib_sandbox::binfmt::check(
+            self.binfmt(),
+            native,
+            std::path::Path::new(dib_sandbox::binfmt::BINFMT_DIR),
+        ) {
+            Ok(how) => {
+                if let dib_sandbox::binfmt::Runs::Through(h) = how {
+                    tracing::debug!(
+                        "{self} binaries run through {} ({})",
+                        h.name,
+                        h.interpreter.display()
+                    );
+                }
+                Ok(())
+            }
+            // armhf on an arm64 CPU without 32-bit support: qemu-arm then.
+            Err(first) if native && self != host => dib_sandbox::binfmt::check(
+                self.binfmt(),
+                false,
+                std::path::Path::new(dib_sandbox::binfmt::BINFMT_DIR),
+            )
+            .map(|_| ())
+            .map_err(|_| first.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The architecture this binary was built for.
     pub fn host() -> Arch {
         Arch::parse(std::env::consts::ARCH).unwrap_or(Arch::Amd64)

@@ -125,7 +125,7 @@ pub fn resolve(
             .any(|n| n.starts_with(BLOCK_DEVICE_PREFIX))
     };
     if walk.included.contains_key("vm") && !has_block_device(&walk) {
-        let default = if arch == "arm64" {
+        let default = if arch == "arm64" || arch == "armhf" {
             "block-device-efi"
         } else {
             "block-device-mbr"

@@ -9,15 +9,89 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
-/// How a machine starts.
+/// How a machine starts, and so which machine it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
+    /// A PC (qemu-system-x86_64) by BIOS.
     Bios,
+    /// A PC under OVMF.
     Uefi,
+    /// A 32-bit PC (qemu-system-i386) by BIOS.
+    Bios32,
+    /// An arm64 `virt` machine (qemu-system-aarch64, `-cpu max`) under AAVMF.
+    Aavmf,
 }
 
 /// The OVMF firmware image, as on the host tool list.
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// AAVMF's code and its variable store (copied per machine: UEFI writes it).
+const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// The QEMU command of a machine of `firmware`'s kind (TCG, 1 GiB, two
+/// CPUs, no display), and the files it needs while it runs.
+pub fn machine(firmware: Firmware) -> Result<(Command, Vec<tempfile::NamedTempFile>), Failed> {
+    let binary = match firmware {
+        Firmware::Bios | Firmware::Uefi => "qemu-system-x86_64",
+        Firmware::Bios32 => "qemu-system-i386",
+        Firmware::Aavmf => "qemu-system-aarch64",
+    };
+    let mut cmd = Command::new(binary);
+    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"]);
+    let mut keep = Vec::new();
+    match firmware {
+        Firmware::Bios => {}
+        Firmware::Bios32 => {
+            cmd.args(["-cpu", "max"]);
+        }
+        Firmware::Uefi => {
+            if let [missing] = &dib_sandbox::host_tools::missing([OVMF])[..] {
+                return Err(format!("{missing} is not installed").into());
+            }
+            cmd.arg("-bios").arg(OVMF);
+        }
+        Firmware::Aavmf => {
+            if let [missing, ..] = &dib_sandbox::host_tools::missing([AAVMF_CODE, AAVMF_VARS])[..] {
+                return Err(format!(
+                    "{missing} is not installed (Debian package qemu-efi-aarch64)"
+                )
+                .into());
+            }
+            let vars = tempfile::NamedTempFile::new()?;
+            std::fs::copy(AAVMF_VARS, vars.path())?;
+            cmd.args(["-M", "virt", "-cpu", "max"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,readonly=on,file={AAVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,file={}",
+                    vars.path().display()
+                ));
+            keep.push(vars);
+        }
+    }
+    Ok((cmd, keep))
+}
+
+/// The machine a kernel of `arch` (dib's name) boots in directly.
+pub fn direct_machine(arch: &str) -> Command {
+    match arch {
+        "arm64" => {
+            let mut cmd = Command::new("qemu-system-aarch64");
+            cmd.args([
+                "-accel", "tcg", "-m", "1024", "-smp", "2", "-M", "virt", "-cpu", "max",
+            ]);
+            cmd
+        }
+        _ => {
+            let mut cmd = Command::new("qemu-system-x86_64");
+            cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"]);
+            cmd
+        }
+    }
+}
 
 /// The machine's serial console (its stdout), chunk by chunk, from a
 /// thread that ends with it.
@@ -53,9 +127,8 @@ pub fn boot_until(
     marker: &str,
     timeout: Duration,
 ) -> Result<Boot, Failed> {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
+    let (mut cmd, _keep) = machine(firmware)?;
+    cmd.args(["-nographic", "-no-reboot", "-nic", "none"])
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-drive")
         .arg(format!(
@@ -65,16 +138,10 @@ pub fn boot_until(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if firmware == Firmware::Uefi {
-        if let [missing] = &dib_sandbox::host_tools::missing([OVMF])[..] {
-            return Err(format!("{missing} is not installed").into());
-        }
-        cmd.arg("-bios").arg(OVMF);
-    }
     let started = Instant::now();
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+        .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
     let (rx, reader) = console_reader(&mut child);
     let mut console = Vec::new();
     let mut seen = None;
@@ -127,6 +194,9 @@ pub struct DirectBoot<'a> {
     pub disk: Option<&'a Path>,
     /// QEMU's `-nic` value (default: no network).
     pub nic: Option<String>,
+    /// The kernel's architecture (dib's name): amd64 boots in a PC, arm64
+    /// in a `virt` machine.
+    pub arch: &'a str,
 }
 
 /// Boot `m` and hold a conversation on its serial console: for each
@@ -140,9 +210,8 @@ pub fn converse(
     timeout: Duration,
 ) -> Result<String, Failed> {
     use std::io::Write as _;
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-nic"])
+    let mut cmd = direct_machine(m.arch);
+    cmd.args(["-nographic", "-no-reboot", "-nic"])
         .arg(m.nic.as_deref().unwrap_or("none"))
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-kernel")
@@ -163,7 +232,7 @@ pub fn converse(
     let started = Instant::now();
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+        .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
     let mut stdin = child.stdin.take().expect("piped");
     let (rx, reader) = console_reader(&mut child);
     let mut console = Vec::new();
@@ -245,19 +314,20 @@ pub struct Machine {
     started: Instant,
     /// Commands run by [`Machine::run`] so far, for their markers.
     commands: u32,
+    /// Files QEMU uses while it runs (AAVMF's variable store).
+    _files: Vec<tempfile::NamedTempFile>,
 }
 
 impl Machine {
-    /// Start `qemu-system-x86_64 -accel tcg` on `drives` (the first one
+    /// Start the machine of `firmware`'s kind on `drives` (the first one
     /// boots), with QEMU's `-nic` value `nic` (default: no network).
     pub fn boot(
         drives: &[Drive<'_>],
         firmware: Firmware,
         nic: Option<&str>,
     ) -> Result<Machine, Failed> {
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
-            .args(["-nographic", "-no-reboot", "-nic"])
+        let (mut cmd, files) = machine(firmware)?;
+        cmd.args(["-nographic", "-no-reboot", "-nic"])
             .arg(nic.unwrap_or("none"))
             .args(["-serial", "stdio", "-monitor", "none"])
             .stdin(Stdio::piped())
@@ -271,15 +341,9 @@ impl Machine {
                 if d.snapshot { "on" } else { "off" }
             ));
         }
-        if firmware == Firmware::Uefi {
-            if let [missing] = &dib_sandbox::host_tools::missing([OVMF])[..] {
-                return Err(format!("{missing} is not installed").into());
-            }
-            cmd.arg("-bios").arg(OVMF);
-        }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+            .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
         let stdin = child.stdin.take();
         let (rx, reader) = console_reader(&mut child);
         Ok(Machine {
@@ -291,6 +355,7 @@ impl Machine {
             mark: 0,
             started: Instant::now(),
             commands: 0,
+            _files: files,
         })
     }
 

@@ -364,6 +364,7 @@ pub fn hardware_ramdisk_reports_and_burns_in() -> Result<(), Failed> {
     let machine = std::thread::spawn(move || {
         crate::common::qemu::converse(
             &crate::common::qemu::DirectBoot {
+                arch: "amd64",
                 kernel: &kernel,
                 initrd: &initrd,
                 append: &append,

@@ -13,6 +13,7 @@ mod common;
 mod cloud;
 mod config_elements;
 mod dib_elements;
+mod foreign;
 mod framework_elements;
 mod helper_backend;
 mod image_cache;
@@ -38,6 +39,9 @@ fn e2e_skip_reason() -> Option<String> {
         "mmdebstrap",
         "/usr/lib/*/qemu/block-iscsi.so",
         "/usr/share/ovmf/OVMF.fd",
+        "qemu-system-aarch64",
+        "qemu-system-i386",
+        "/usr/share/AAVMF/AAVMF_CODE.fd",
     ];
     if let Some(tool) = dib_sandbox::host_tools::missing(tools).first() {
         return Some(format!(
@@ -48,7 +52,11 @@ fn e2e_skip_reason() -> Option<String> {
 }
 
 fn main() {
+    // The foreign-architecture trials first: their emulated builds take
+    // longest, and the others fill the other thread meanwhile.
     let tests = trials![
+        foreign::arm64_vm_boots_under_aavmf_and_its_ramdisk_runs_init_d,
+        foreign::armhf_tree_and_filesystem_are_arm,
         packages::debian_minimal_tar_is_a_sound_debian_tree,
         image_cache::a_warm_build_unpacks_the_cached_base,
         framework_elements::framework_elements_do_their_job,
@@ -91,6 +99,7 @@ fn main() {
         helper_backend::helper_gpt_bios_image_boots,
         helper_backend::helper_efi_image_boots_under_ovmf,
         helper_backend::helper_xfs_root_boots,
+        foreign::i386_vm_built_by_the_helper_boots_by_bios,
     ];
     let mut extra = common::tier::trials(helper, &helper_skip, in_ci);
     // DIB's own elements: its released package, downloaded with pip.

@@ -30,6 +30,7 @@ pub fn debian_ramdisk_boots_runs_init_d_and_troubleshoots() -> Result<(), Failed
     let boot = |append: &str, script: &[(&str, &str)]| {
         qemu::converse(
             &qemu::DirectBoot {
+                arch: "amd64",
                 kernel: &kernel,
                 initrd: &initrd,
                 append,
@@ -108,6 +109,7 @@ pub fn deploy_ironic_ramdisk_reports_and_exports_its_disk() -> Result<(), Failed
         std::thread::spawn(move || {
             qemu::converse(
                 &qemu::DirectBoot {
+                    arch: "amd64",
                     kernel: &kernel,
                     initrd: &initrd,
                     append: &append,
@@ -229,6 +231,7 @@ pub fn deploy_kexec_ramdisk_kexecs_into_the_fetched_kernel() -> Result<(), Faile
     let booting = std::time::Instant::now();
     let console = qemu::converse(
         &qemu::DirectBoot {
+            arch: "amd64",
             kernel: &kernel,
             initrd: &initrd,
             append: first,

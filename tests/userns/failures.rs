@@ -88,3 +88,82 @@ pub fn ubuntu_without_a_mirror_or_keyring_fails_clearly() -> Result<(), Failed> 
     }
     Ok(())
 }
+
+/// An unknown `-a` names the architectures dib builds; a host that cannot
+/// run a foreign architecture's binaries (here: a user namespace with an
+/// empty binfmt_misc of its own, as a host without qemu-user-static's
+/// handlers has) fails before anything is bootstrapped, naming the package
+/// and the command, and leaves nothing behind.
+pub fn foreign_architectures_fail_clearly_without_binfmt() -> Result<(), Failed> {
+    let b = Build::new();
+    let out = b.out.join("x").display().to_string();
+    let o = b
+        .dib(
+            &[
+                "create",
+                "-a",
+                "sparc",
+                "-t",
+                "tar",
+                "-o",
+                &out,
+                "debian-minimal",
+            ],
+            &[],
+        )
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        !o.status.success()
+            && err.contains(
+                "invalid value \"sparc\" for '-a <ARCH>': use one of amd64, arm64, armhf, i386",
+            ),
+        format!("-a sparc:\n{err}"),
+    )?;
+    for (arch, handler) in [("arm64", "qemu-aarch64"), ("armhf", "qemu-arm")] {
+        let inner = b.dib(
+            &[
+                "create",
+                "-a",
+                arch,
+                "-t",
+                "tar",
+                "-o",
+                &out,
+                "debian-minimal",
+            ],
+            &[],
+        );
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args([
+            "-Urm",
+            "sh",
+            "-c",
+            "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && exec \"$@\"",
+            "sh",
+        ])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear();
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let o = cmd.output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        let want = format!(
+            "this host cannot run {arch} binaries: no binfmt_misc handler is registered for them; \
+             install the Debian packages qemu-user-static and binfmt-support"
+        );
+        check(
+            !o.status.success()
+                && err.contains(&want)
+                && err.contains(&format!("sudo update-binfmts --enable {handler}"))
+                && !err.contains("running root.d"),
+            format!("-a {arch} without binfmt handlers:\n{err}"),
+        )?;
+        b.assert_clean()?;
+    }
+    Ok(())
+}

@@ -49,6 +49,7 @@ fn main() {
         signals::stop_signals_leave_no_process_or_mount,
         break_shell::after_error_opens_a_shell_then_fails,
         failures::ubuntu_without_a_mirror_or_keyring_fails_clearly,
+        failures::foreign_architectures_fail_clearly_without_binfmt,
         outputs::tar_and_tgz_keep_owners_modes_and_xattrs,
         outputs::a_failed_build_leaves_no_output,
         hooks::odd_output_and_large_hook_trees_are_fine,

@@ -206,7 +206,7 @@ impl Handler {
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -332,32 +332,32 @@ impl std::error::Error for Cannot {}
 /// the kernel runs them without a handler (the host's own architecture, or
 /// i386 on amd64). A native target is probed only; a foreign one needs an
 /// enabled handler with the F flag in `dir`, and then the probe.
-pub fn check(target: Target, native: bool, dir: &Path) -> Result<Runs, Cannot> {
+pub fn check(target: Target, native: bool, dir: &Path) -> Result<Runs, Box<Cannot>> {
     let found = if native {
         None
     } else {
         let Some((on, all)) = handlers(dir) else {
-            return Err(Cannot::NotMounted(target));
+            return Err(Box::new(Cannot::NotMounted(target)));
         };
         if !on {
-            return Err(Cannot::BinfmtDisabled(target));
+            return Err(Box::new(Cannot::BinfmtDisabled(target)));
         }
         let ident = target.ident();
         let matching: Vec<&Handler> = all.iter().filter(|h| h.matches(&ident)).collect();
         // The kernel takes the first enabled match; with none enabled, say
         // which one is there.
         match matching.iter().find(|h| h.enabled) {
-            Some(h) if !h.fixed() => return Err(Cannot::NotFixed(target, (*h).clone())),
+            Some(h) if !h.fixed() => return Err(Box::new(Cannot::NotFixed(target, (*h).clone()))),
             Some(h) => Some((*h).clone()),
             None => match matching.first() {
-                Some(h) => return Err(Cannot::HandlerDisabled(target, (*h).clone())),
-                None => return Err(Cannot::NoHandler(target)),
+                Some(h) => return Err(Box::new(Cannot::HandlerDisabled(target, (*h).clone()))),
+                None => return Err(Box::new(Cannot::NoHandler(target))),
             },
         }
     };
     match run_probe(&target) {
         Ok(()) => Ok(found.map_or(Runs::Natively, Runs::Through)),
-        Err(why) => Err(Cannot::ProbeFailed(target, found, why)),
+        Err(why) => Err(Box::new(Cannot::ProbeFailed(target, found, why))),
     }
 }
 
@@ -454,7 +454,7 @@ mod tests {
             ARM64
         };
         let e = check(t, false, Path::new("/nonexistent")).unwrap_err();
-        assert_eq!(e, Cannot::NotMounted(t));
+        assert_eq!(*e, Cannot::NotMounted(t));
         let msg = e.to_string();
         assert!(
             msg.contains("qemu-user-static") && msg.contains("update-binfmts --enable"),
@@ -465,7 +465,7 @@ mod tests {
         fs::write(d.path().join("status"), "enabled\n").unwrap();
         fs::write(d.path().join("register"), "").unwrap();
         let e = check(t, false, d.path()).unwrap_err();
-        assert_eq!(e, Cannot::NoHandler(t));
+        assert_eq!(*e, Cannot::NoHandler(t));
         assert!(e
             .to_string()
             .contains(&format!("update-binfmts --enable qemu-{}", t.qemu)));
@@ -477,7 +477,7 @@ mod tests {
         };
         fs::write(d.path().join("qemu-x"), text.replace("PF", "P")).unwrap();
         if t.name == "arm64" {
-            match check(t, false, d.path()).unwrap_err() {
+            match *check(t, false, d.path()).unwrap_err() {
                 Cannot::NotFixed(_, h) => assert_eq!(h.name, "qemu-x"),
                 other => panic!("{other:?}"),
             }
@@ -487,7 +487,7 @@ mod tests {
             )
             .unwrap();
             assert!(matches!(
-                check(t, false, d.path()).unwrap_err(),
+                *check(t, false, d.path()).unwrap_err(),
                 Cannot::HandlerDisabled(..)
             ));
             fs::write(d.path().join("status"), "disabled\n").unwrap();

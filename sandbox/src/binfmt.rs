@@ -492,7 +492,7 @@ mod tests {
             ));
             fs::write(d.path().join("status"), "disabled\n").unwrap();
             assert_eq!(
-                check(t, false, d.path()).unwrap_err(),
+                *check(t, false, d.path()).unwrap_err(),
                 Cannot::BinfmtDisabled(t)
             );
         }

@@ -674,22 +674,28 @@ impl BuildBox {
     }
 
     /// Make `cmd` run in the box, starting at `start`, with no_new_privs
-    /// and `filter`. Replaces any working directory set on `cmd`.
+    /// and `filter`; with `linux32`, under the 32-bit personality (`uname
+    /// -m` says i686, as on an i386 system, for an i386 tree on an amd64
+    /// kernel). Replaces any working directory set on `cmd`.
     pub fn enter(
         &self,
         cmd: &mut Command,
         start: &Start,
         filter: Arc<Filter>,
+        linux32: bool,
     ) -> Result<(), SandboxError> {
         let (dir, chroot) = match start {
             Start::Dir(d) => (cstr(d)?, false),
             Start::Chroot(d) => (cstr(d)?, true),
         };
         let ns = self.inner.clone();
-        // SAFETY: between fork and exec: setns, chroot, chdir, prctl and
-        // seccomp on descriptors and strings made before the fork.
+        // SAFETY: between fork and exec: setns, chroot, chdir, personality,
+        // prctl and seccomp on descriptors and strings made before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                if linux32 && libc::personality(PER_LINUX32) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
                 if libc::setns(ns.user.as_raw_fd(), libc::CLONE_NEWUSER) != 0
                     || libc::setns(ns.mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0
                 {
@@ -713,6 +719,9 @@ impl BuildBox {
         Ok(())
     }
 }
+
+/// `PER_LINUX32` (linux/personality.h), which libc does not have.
+const PER_LINUX32: libc::c_ulong = 0x0008;
 
 /// The lines of `/proc/self/[ug]id_map`, each range mapped to itself.
 fn identity_map(file: &str) -> Result<String, SandboxError> {

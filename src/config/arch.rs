@@ -69,6 +69,12 @@ impl Arch {
             )
     }
 
+    /// Whether the target is the 32-bit architecture that `host`'s kernel
+    /// runs itself, so its chroot gets the 32-bit personality.
+    pub fn runs_as_linux32_on(self, host: Arch) -> bool {
+        self != host && self.native_on(host)
+    }
+
     /// Fail unless this host runs the target's binaries (natively or
     /// through a registered qemu-user handler), saying what to install or
     /// enable. Checked before a build starts.

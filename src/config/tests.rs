@@ -319,3 +319,15 @@ fn clear_env_keeps_dib_and_essentials() {
     let keys: Vec<&str> = c.env.keys().map(String::as_str).collect();
     assert_eq!(keys, vec!["DIB_RELEASE", "HOME", "PATH", "https_proxy"]);
 }
+
+#[test]
+fn the_hosts_32_bit_sibling_runs_natively_under_linux32() {
+    use Arch::*;
+    assert!(I386.native_on(Amd64) && I386.runs_as_linux32_on(Amd64));
+    assert!(Armhf.native_on(Arm64) && Armhf.runs_as_linux32_on(Arm64));
+    assert!(Amd64.native_on(Amd64) && !Amd64.runs_as_linux32_on(Amd64));
+    for foreign in [Arm64, Armhf] {
+        assert!(!foreign.native_on(Amd64) && !foreign.runs_as_linux32_on(Amd64));
+    }
+    assert!(!Amd64.native_on(I386) && !Amd64.native_on(Arm64));
+}

@@ -286,7 +286,16 @@ impl<'a> Build<'a> {
         } else {
             Start::Dir(self.dirs.build.clone())
         };
-        the_box.enter(cmd, &start, self.filter.0.clone())?;
+        // A 32-bit tree the kernel runs natively (i386 on amd64) sees the
+        // 32-bit personality in the chroot, as on its own machine.
+        let linux32 = phase.chroot()
+            && self
+                .job
+                .env
+                .get("ARCH")
+                .and_then(|a| crate::config::Arch::parse(a))
+                .is_some_and(|a| a.runs_as_linux32_on(crate::config::Arch::host()));
+        the_box.enter(cmd, &start, self.filter.0.clone(), linux32)?;
         Ok(())
     }
 

@@ -41,7 +41,8 @@ fn build_vm(
     types: &str,
     password: &str,
     extra: &[&str],
-) -> Result<std::path::PathBuf, Failed> {
+    env: &[(&str, &str)],
+) -> Result<(std::path::PathBuf, String), Failed> {
     let out = b.f.path(arch);
     let out_s = out.display().to_string();
     let mut args = vec![
@@ -58,24 +59,20 @@ fn build_vm(
     ];
     args.extend_from_slice(extra);
     let started = Instant::now();
-    let o = create_cmd(
-        b,
-        &cache(),
-        &args,
-        &[
-            ("DIB_DEV_USER_USERNAME", USER),
-            ("DIB_DEV_USER_PASSWORD", password),
-            ("DIB_DEV_USER_PWDLESS_SUDO", "yes"),
-            ("DIB_DEV_USER_SHELL", "/bin/bash"),
-        ],
-    )
-    .output()?;
+    let mut all_env = vec![
+        ("DIB_DEV_USER_USERNAME", USER),
+        ("DIB_DEV_USER_PASSWORD", password),
+        ("DIB_DEV_USER_PWDLESS_SUDO", "yes"),
+        ("DIB_DEV_USER_SHELL", "/bin/bash"),
+    ];
+    all_env.extend_from_slice(env);
+    let o = create_cmd(b, &cache(), &args, &all_env).output()?;
     succeeded(&o)?;
     eprintln!(
         "  {arch} vm built in {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    Ok(out)
+    Ok((out, stderr(&o)))
 }
 
 /// Boot `image` (qcow2, never written), log in, and return what the
@@ -115,7 +112,7 @@ fn boot_and_ask(image: &Path, firmware: Firmware, password: &str) -> Result<Stri
 pub fn arm64_vm_boots_under_aavmf_and_its_ramdisk_runs_init_d() -> Result<(), Failed> {
     let b = Build::new();
     let password = password()?;
-    let out = build_vm(&b, "arm64", "qcow2,raw", &password, &[])?;
+    let (out, _) = build_vm(&b, "arm64", "qcow2,raw", &password, &[], &[])?;
     let table = image::partitions(&out.with_extension("raw"))?;
     let kinds: Vec<&str> = table.partitions.iter().map(|p| p.kind.as_str()).collect();
     check(
@@ -177,12 +174,19 @@ pub fn arm64_vm_boots_under_aavmf_and_its_ramdisk_runs_init_d() -> Result<(), Fa
 pub fn i386_vm_built_by_the_helper_boots_by_bios() -> Result<(), Failed> {
     let b = Build::new();
     let password = password()?;
-    let out = build_vm(
+    let socket = crate::helper_backend::helper_socket().ok_or("no DIB_TEST_HELPER_SOCKET")?;
+    let socket = socket.display().to_string();
+    let (out, err) = build_vm(
         &b,
         "i386",
         "qcow2",
         &password,
         &["--block-backend", "helper"],
+        &[("DIB_HELPER_SOCKET", &socket)],
+    )?;
+    check(
+        err.contains("dib-helper: /dev/loop"),
+        format!("the helper backend was not used:\n{err}"),
     )?;
     eq(
         &boot_and_ask(&out.with_extension("qcow2"), Firmware::Bios32, &password)?,

@@ -108,7 +108,8 @@ fn boot_and_ask(image: &Path, firmware: Firmware, password: &str) -> Result<Stri
 /// arm64), GRUB for arm64-efi from the image, booted under AAVMF with
 /// `-cpu max` to a login prompt; the system reports aarch64. Then `dib
 /// ramdisk -a arm64` from the same cached base: an arm64 kernel and an
-/// initramfs whose init.d fragment runs in a `virt` machine.
+/// initramfs whose init.d fragment runs in a `virt` machine, and `dib
+/// get-kernel` of the vm image gives the same kernel.
 pub fn arm64_vm_boots_under_aavmf_and_its_ramdisk_runs_init_d() -> Result<(), Failed> {
     let b = Build::new();
     let password = password()?;
@@ -142,6 +143,17 @@ pub fn arm64_vm_boots_under_aavmf_and_its_ramdisk_runs_init_d() -> Result<(), Fa
     check(
         head.get(0x38..0x3c) == Some(b"ARM\x64".as_slice()),
         "the ramdisk's kernel is not an arm64 Image",
+    )?;
+    // get-kernel out of the vm image: the same kernel, from the same base.
+    let (got, o) = b.get_kernel("got", &[&out.with_extension("qcow2").display().to_string()])?;
+    succeeded(&o)?;
+    check(
+        fs::read(got.join("arm64-vmlinuz"))? == head,
+        "get-kernel's arm64-vmlinuz differs from the ramdisk's kernel",
+    )?;
+    check(
+        fs::metadata(got.join("arm64-initrd"))?.len() > 0,
+        "get-kernel wrote no arm64-initrd",
     )?;
     let disk = b.f.path("disk.raw");
     fs::File::create(&disk)?.set_len(1 << 20)?;

@@ -14,6 +14,7 @@ pub mod features;
 pub mod hooks;
 pub mod lint;
 pub mod logging;
+pub mod oci;
 pub mod packages;
 pub mod phases;
 pub mod pipeline;

@@ -11,6 +11,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Arch;
 
+pub mod reference;
+
 /// The OCI platform of a Debian architecture: (architecture, variant).
 pub fn platform(arch: Arch) -> (&'static str, Option<&'static str>) {
     match arch {

@@ -106,6 +106,11 @@ pub struct CreateArgs {
     #[arg(long)]
     pub checksum: bool,
 
+    /// The name and tag of -t docker's image (REPO[:TAG]) [default: the
+    /// output's name, tag latest]; its tag also names -t oci's image
+    #[arg(long, value_name = "REPO[:TAG]")]
+    pub docker_target: Option<String>,
+
     /// Image size in GB (fractions allowed) [default: computed from the tree]
     #[arg(long, value_name = "GB", value_parser = positive_number)]
     pub image_size: Option<f64>,

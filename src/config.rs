@@ -60,6 +60,9 @@ pub struct BuildConfig {
     pub elements: Vec<String>,
     pub packages: Vec<String>,
     pub checksum: bool,
+    /// The container image's `REPO:TAG` (`--docker-target`, else the
+    /// output's name and `latest`).
+    pub docker_target: String,
     pub image_size_gb: Option<f64>,
     pub image_extra_size_mb: Option<u64>,
     pub image_cache: PathBuf,
@@ -241,6 +244,7 @@ impl BuildConfig {
         let offline = args.offline || env_flag(env, "DIB_OFFLINE")?;
         let strict_box = args.strict_box || env_flag(env, "DIB_STRICT_BOX")?;
         let checksum = args.checksum || env_flag(env, "DIB_CHECKSUM")?;
+        let docker_target = outputs::docker_target(args.docker_target.as_deref(), &image_name)?;
         let host_ca = (args.trust_host_ca || env_flag(env, "DIB_TRUST_HOST_CA")?).then(|| {
             env.get("DIB_HOST_CA_BUNDLE")
                 .filter(|v| !v.is_empty())
@@ -263,6 +267,7 @@ impl BuildConfig {
             elements,
             packages,
             checksum,
+            docker_target,
             image_size_gb,
             image_extra_size_mb,
             image_cache,

@@ -10,7 +10,6 @@ pub mod commands;
 pub mod config;
 pub mod element_info;
 pub mod elements;
-pub mod features;
 pub mod hooks;
 pub mod lint;
 pub mod logging;

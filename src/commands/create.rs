@@ -5,7 +5,6 @@ use anyhow::{Context as _, Result};
 use crate::cli::CreateArgs;
 use crate::config::{process_env, BuildConfig, Mode};
 use crate::elements::resolve;
-use crate::features;
 use crate::hooks;
 use crate::pipeline::job::Products;
 use crate::pipeline::{self, package_lists::PackageLists};
@@ -24,9 +23,14 @@ pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
     );
     let package_lists = PackageLists::read(&resolution)?;
     let final_image = pipeline::job::final_image(&resolution);
-    features::require(&config, final_image)?;
     // Before anything is downloaded: the target's binaries must run here.
     config.arch.check_runnable()?;
     let products = Products::new(&config, final_image)?;
+    if products.outputs.iter().any(|o| o.kind.is_container()) {
+        // What the user set; what elements set is checked when the image
+        // is written.
+        crate::oci::image::ImageConfig::from_env(&config.env)?;
+        crate::oci::image::source_date_epoch(&config.env)?;
+    }
     pipeline::run(&config, &resolution, tree, package_lists, products)
 }

@@ -60,15 +60,22 @@ pub enum OutputType {
     Squashfs,
     /// VHD (qemu-img's `vpc`, with the image's exact size).
     Vhd,
-    /// An OCI image layout: accepted, not written by this version.
+    /// The final tree as a container image: an OCI image layout directory.
     Oci,
+    /// The same image as one file: the layout in a tar archive.
+    OciArchive,
+    /// The same image as a docker-archive (what `docker load` reads).
+    Docker,
+    /// The disk image in qcow2 as a KubeVirt containerDisk: an OCI image
+    /// layout whose one layer holds it under `/disk/`.
+    ContainerDisk,
     /// Any other format `qemu-img convert -O` writes.
     Qemu(QemuFormat),
 }
 
 impl OutputType {
     /// The types dib names itself, in the order messages list them.
-    pub const OWN: [OutputType; 7] = [
+    pub const OWN: [OutputType; 10] = [
         OutputType::Qcow2,
         OutputType::Raw,
         OutputType::Tar,
@@ -76,9 +83,12 @@ impl OutputType {
         OutputType::Squashfs,
         OutputType::Vhd,
         OutputType::Oci,
+        OutputType::OciArchive,
+        OutputType::Docker,
+        OutputType::ContainerDisk,
     ];
 
-    /// The `-t` name, which is also the file extension.
+    /// The `-t` name.
     pub fn extension(self) -> &'static str {
         match self {
             OutputType::Qcow2 => "qcow2",
@@ -88,8 +98,36 @@ impl OutputType {
             OutputType::Squashfs => "squashfs",
             OutputType::Vhd => "vhd",
             OutputType::Oci => "oci",
+            OutputType::OciArchive => "oci-archive",
+            OutputType::Docker => "docker",
+            OutputType::ContainerDisk => "containerdisk",
             OutputType::Qemu(f) => f.name(),
         }
+    }
+
+    /// What the output's name ends with after `IMAGE_NAME.`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            OutputType::OciArchive => "oci.tar",
+            OutputType::Docker => "docker.tar",
+            t => t.extension(),
+        }
+    }
+
+    /// Whether the output is a directory (an OCI image layout), not a file.
+    pub fn is_dir(self) -> bool {
+        matches!(self, OutputType::Oci | OutputType::ContainerDisk)
+    }
+
+    /// Whether the output is a container image (pushable to a registry).
+    pub fn is_container(self) -> bool {
+        matches!(
+            self,
+            OutputType::Oci
+                | OutputType::OciArchive
+                | OutputType::Docker
+                | OutputType::ContainerDisk
+        )
     }
 
     /// The type a `-t` name gives.
@@ -100,17 +138,16 @@ impl OutputType {
             .find(|t| t.extension() == name)
     }
 
-    /// Whether this version of dib writes it.
-    pub fn is_written(self) -> bool {
-        self != OutputType::Oci
-    }
-
     /// Whether it is converted from the disk image (else made from the
     /// final tree).
     pub fn from_disk(self) -> bool {
         matches!(
             self,
-            OutputType::Raw | OutputType::Qcow2 | OutputType::Vhd | OutputType::Qemu(_)
+            OutputType::Raw
+                | OutputType::Qcow2
+                | OutputType::Vhd
+                | OutputType::ContainerDisk
+                | OutputType::Qemu(_)
         )
     }
 
@@ -118,21 +155,24 @@ impl OutputType {
     /// written by qemu-img).
     pub fn qemu_format(self) -> Option<&'static str> {
         match self {
-            OutputType::Qcow2 => Some("qcow2"),
+            OutputType::Qcow2 | OutputType::ContainerDisk => Some("qcow2"),
             OutputType::Vhd => Some("vpc"),
             OutputType::Qemu(f) => Some(f.name()),
             _ => None,
         }
     }
 
-    /// The host tool that writes it (`None`: not written yet).
+    /// The host tool that writes it (`None`: dib writes it itself).
     pub fn tool(self) -> Option<&'static str> {
         match self {
             OutputType::Tar | OutputType::Tgz => Some("tar"),
             OutputType::Squashfs => Some("mksquashfs"),
             OutputType::Raw => Some("cp"),
-            OutputType::Oci => None,
-            OutputType::Qcow2 | OutputType::Vhd | OutputType::Qemu(_) => Some("qemu-img"),
+            OutputType::Oci | OutputType::OciArchive | OutputType::Docker => None,
+            OutputType::Qcow2
+            | OutputType::Vhd
+            | OutputType::ContainerDisk
+            | OutputType::Qemu(_) => Some("qemu-img"),
         }
     }
 }
@@ -169,7 +209,7 @@ pub fn parse_output_types(given: &[String]) -> Result<Vec<OutputType>> {
 /// unless that would leave no file name.
 pub fn strip_type_suffix(image_name: &str, types: &[OutputType]) -> String {
     if let [only] = types {
-        if let Some(stripped) = image_name.strip_suffix(&format!(".{}", only.extension())) {
+        if let Some(stripped) = image_name.strip_suffix(&format!(".{}", only.suffix())) {
             // `-o .qcow2` or `-o dir/.qcow2` would leave no file name.
             if !stripped.is_empty() && !stripped.ends_with('/') {
                 return stripped.to_string();
@@ -177,6 +217,51 @@ pub fn strip_type_suffix(image_name: &str, types: &[OutputType]) -> String {
         }
     }
     image_name.to_string()
+}
+
+/// `--docker-target` checked (lower-case repository parts, an optional
+/// registry, a valid tag), `:latest` added when it has no tag; without it,
+/// the output's file name, made a valid repository name.
+pub fn docker_target(given: Option<&str>, image_name: &str) -> Result<String> {
+    let Some(t) = given else {
+        let base = std::path::Path::new(image_name)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let mut repo: String = base
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        repo = repo.trim_matches('-').to_string();
+        if repo.is_empty() {
+            repo = "image".into();
+        }
+        return Ok(format!("{repo}:latest"));
+    };
+    // Checked as a reference with a stand-in registry when it names none.
+    let first = t.split('/').next().unwrap_or("");
+    let names_registry =
+        t.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let full = if names_registry {
+        t.to_string()
+    } else {
+        format!("registry.example/{t}")
+    };
+    let r = crate::oci::reference::Reference::parse(&full).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid value {t:?} for '--docker-target <REPO[:TAG]>': {}",
+            e.to_string()
+                .replace(&format!("{full:?}"), &format!("{t:?}"))
+        )
+    })?;
+    if r.digest.is_some() {
+        bail!("invalid value {t:?} for '--docker-target <REPO[:TAG]>': a digest cannot be a target; give a tag");
+    }
+    Ok(if r.tag.is_some() {
+        t.to_string()
+    } else {
+        format!("{t}:latest")
+    })
 }
 
 #[cfg(test)]
@@ -194,6 +279,9 @@ mod tests {
             ("squashfs", false, None, Some("mksquashfs")),
             ("vhd", true, Some("vpc"), Some("qemu-img")),
             ("oci", false, None, None),
+            ("oci-archive", false, None, None),
+            ("docker", false, None, None),
+            ("containerdisk", true, Some("qcow2"), Some("qemu-img")),
             ("vpc", true, Some("vpc"), Some("qemu-img")),
             ("vmdk", true, Some("vmdk"), Some("qemu-img")),
         ];
@@ -206,6 +294,30 @@ mod tests {
             );
         }
         assert_eq!(OutputType::parse("iso"), None);
+    }
+
+    #[test]
+    fn docker_targets_get_a_tag_and_default_to_the_output_name() {
+        assert_eq!(
+            docker_target(None, "out/My_Image").unwrap(),
+            "my-image:latest"
+        );
+        assert_eq!(docker_target(None, "/").unwrap(), "image:latest");
+        assert_eq!(docker_target(Some("dib/vm"), "x").unwrap(), "dib/vm:latest");
+        assert_eq!(
+            docker_target(Some("dib/vm:1.0"), "x").unwrap(),
+            "dib/vm:1.0"
+        );
+        assert_eq!(
+            docker_target(Some("localhost:5000/vm:2"), "x").unwrap(),
+            "localhost:5000/vm:2"
+        );
+        let e = docker_target(Some("Dib/VM"), "x").unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid value \"Dib/VM\" for '--docker-target <REPO[:TAG]>': "),
+            "{e}"
+        );
+        assert!(e.contains("bad repository"), "{e}");
     }
 
     #[test]
@@ -222,7 +334,8 @@ mod tests {
         assert_eq!(
             format!("{:#}", parse_output_types(&["iso".into()]).unwrap_err()),
             "invalid value \"iso\" for '-t <TYPES>': use qcow2, raw, tar, tgz, squashfs, vhd, \
-             oci or a qemu-img format (vmdk, vdi, vhdx, vpc, qed, parallels, qcow)"
+             oci, oci-archive, docker, containerdisk or a qemu-img format (vmdk, vdi, vhdx, vpc, \
+             qed, parallels, qcow)"
         );
     }
 }

@@ -11,7 +11,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Arch;
 
+pub mod image;
+pub mod layer;
 pub mod reference;
+pub mod write;
 
 /// The OCI platform of a Debian architecture: (architecture, variant).
 pub fn platform(arch: Arch) -> (&'static str, Option<&'static str>) {

@@ -118,10 +118,6 @@ impl Products {
             return Ok(p);
         }
         for &t in &config.output_types {
-            anyhow::ensure!(
-                t.is_written(),
-                "output type '{t}' is not written by this version of dib"
-            );
             p.outputs.push(Output::new(t, &config.image_name)?);
         }
         Ok(p)
@@ -177,6 +173,7 @@ impl BuildJob {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),
                 checksum: config.checksum,
+                docker_target: config.docker_target.clone(),
             },
             disk: host.disk,
             ramdisk: products.ramdisk,

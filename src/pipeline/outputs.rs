@@ -35,7 +35,7 @@ pub struct Output {
 impl Output {
     /// `IMAGE_NAME.<ext>`, made absolute against the current directory.
     pub fn new(kind: OutputType, image_name: &str) -> Result<Output> {
-        let path = std::path::absolute(format!("{image_name}.{}", kind.extension()))
+        let path = std::path::absolute(format!("{image_name}.{}", kind.suffix()))
             .with_context(|| format!("resolving the output path of {image_name:?}"))?;
         Ok(Output { kind, path })
     }
@@ -52,6 +52,8 @@ pub struct Settings {
     pub qemu_img_options: Vec<String>,
     /// `--checksum`: `.md5` and `.sha256` beside each output.
     pub checksum: bool,
+    /// The container image's `REPO:TAG` (`--docker-target`).
+    pub docker_target: String,
 }
 
 /// An output being written: a file with no name yet (`O_TMPFILE`) in the
@@ -62,7 +64,7 @@ pub struct Settings {
 pub struct Unnamed {
     pub file: std::fs::File,
     /// Where it will be linked.
-    path: PathBuf,
+    pub path: PathBuf,
 }
 
 impl Unnamed {
@@ -78,7 +80,7 @@ impl Unnamed {
     }
 
     /// A path other processes (tar, qemu-img, ...) open the file by.
-    fn proc_path(&self) -> PathBuf {
+    pub fn proc_path(&self) -> PathBuf {
         use std::os::fd::AsRawFd as _;
         PathBuf::from(format!(
             "/proc/{}/fd/{}",
@@ -113,11 +115,97 @@ impl Unnamed {
     }
 }
 
+/// A directory output being written (an OCI image layout): its big files
+/// unnamed (as [`Unnamed`] files in the directory's parent), its small
+/// ones in memory, until [`UnnamedDir::link`] makes the directory under a
+/// hidden name, links them in and renames it into place.
+#[derive(Debug)]
+pub struct UnnamedDir {
+    /// Where it will be.
+    pub path: PathBuf,
+    /// Files by their path in the directory.
+    pub files: Vec<(PathBuf, Unnamed)>,
+    pub small: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl UnnamedDir {
+    fn link(self, overwrite: bool) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let hidden = dir.join(format!(
+            ".{name}.{}.dib-partial",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let made = self.fill(&hidden);
+        let made = made.and_then(|()| {
+            if overwrite && std::fs::symlink_metadata(&self.path).is_ok() {
+                // rename(2) replaces only an empty directory: move the old
+                // one aside, then delete it.
+                let old = hidden.with_extension("dib-old");
+                std::fs::rename(&self.path, &old)
+                    .with_context(|| format!("replacing the old {:?}", self.path))?;
+                let r = std::fs::rename(&hidden, &self.path);
+                let _ = std::fs::remove_dir_all(&old).or_else(|_| std::fs::remove_file(&old));
+                r
+            } else {
+                std::fs::rename(&hidden, &self.path)
+            }
+            .with_context(|| format!("renaming the finished output to {:?}", self.path))
+        });
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&hidden);
+        }
+        made
+    }
+
+    fn fill(&self, at: &Path) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(at)
+            .with_context(|| format!("creating {at:?}"))?;
+        let mkparent = |p: &Path| -> Result<()> {
+            if let Some(parent) = p.parent() {
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .recursive(true)
+                    .create(parent)
+                    .with_context(|| format!("creating {parent:?}"))?;
+            }
+            Ok(())
+        };
+        for (rel, f) in &self.files {
+            let to = at.join(rel);
+            mkparent(&to)?;
+            f.file
+                .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
+                .with_context(|| format!("setting the mode of {to:?}"))?;
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                f.proc_path(),
+                rustix::fs::CWD,
+                &to,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            )
+            .with_context(|| format!("naming {to:?}"))?;
+        }
+        for (rel, bytes) in &self.small {
+            let to = at.join(rel);
+            mkparent(&to)?;
+            std::fs::write(&to, bytes).with_context(|| format!("writing {to:?}"))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(OUTPUT_MODE))
+                .with_context(|| format!("setting the mode of {to:?}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Outputs written but not yet named, to be put in place together by
 /// [`Finished::persist`] once every output is done.
 #[derive(Debug, Default)]
 pub struct Finished {
-    files: Vec<Unnamed>,
+    pub files: Vec<Unnamed>,
+    pub dirs: Vec<UnnamedDir>,
 }
 
 impl Finished {
@@ -130,17 +218,30 @@ impl Finished {
         Ok(())
     }
 
+    /// Add a directory output.
+    pub fn push_dir(&mut self, d: UnnamedDir) {
+        self.dirs.push(d);
+    }
+
     /// Add `other`'s files, to be put in place with these.
     pub fn extend(&mut self, other: Finished) {
         self.files.extend(other.files);
+        self.dirs.extend(other.dirs);
     }
 
-    /// Name every file (an existing one moved aside unless `overwrite`).
+    /// Name every file and directory (an existing one moved aside unless
+    /// `overwrite`).
     pub fn persist(self, overwrite: bool, log: &Log) -> Result<()> {
         for f in self.files {
             move_aside(&f.path, overwrite, log)?;
             let path = f.path.clone();
             f.link()?;
+            log.line(&format!("wrote {}", path.display()));
+        }
+        for d in self.dirs {
+            move_aside(&d.path, overwrite, log)?;
+            let path = d.path.clone();
+            d.link(overwrite)?;
             log.line(&format!("wrote {}", path.display()));
         }
         Ok(())
@@ -149,19 +250,37 @@ impl Finished {
 
 /// Write `outputs`, each from `tree` or `image` as its kind needs, in
 /// parallel (each is its own process; qcow2 compression is itself
-/// multi-threaded), under temporary names.
+/// multi-threaded), under temporary names. The container images of the
+/// tree (oci, oci-archive, docker) share one layer, so they are written
+/// together; `image` says what goes in their configs.
 pub fn write_all(
     outputs: &[&Output],
     tree: &Path,
-    image: Option<&Path>,
+    disk: Option<&Path>,
     settings: &Settings,
+    image: &crate::oci::write::Spec,
     stop: &AtomicI32,
 ) -> Result<Finished> {
+    let (containers, others): (Vec<&Output>, Vec<&Output>) = outputs
+        .iter()
+        .partition(|o| o.kind.is_container() && !o.kind.from_disk());
     let results: Vec<Result<Finished>> = std::thread::scope(|s| {
-        let handles: Vec<_> = outputs
+        let mut handles: Vec<_> = others
             .iter()
-            .map(|out| s.spawn(move || write_output(out, tree, image, settings, stop)))
+            .map(|out| s.spawn(move || write_output(out, tree, disk, settings, image, stop)))
             .collect();
+        if !containers.is_empty() {
+            let containers = &containers;
+            handles.push(s.spawn(move || {
+                let mut done = crate::oci::write::tree_images(containers, tree, image)?;
+                let mut sums = Vec::new();
+                for f in done.files.iter().filter(|_| settings.checksum) {
+                    sums.extend(checksums(&f.proc_path(), &f.path)?);
+                }
+                done.files.extend(sums);
+                Ok(done)
+            }));
+        }
         handles
             .into_iter()
             .map(|h| {
@@ -172,7 +291,7 @@ pub fn write_all(
     });
     let mut all = Finished::default();
     for r in results {
-        all.files.extend(r?.files);
+        all.extend(r?);
     }
     Ok(all)
 }
@@ -180,16 +299,30 @@ pub fn write_all(
 fn write_output(
     out: &Output,
     tree: &Path,
-    image: Option<&Path>,
+    disk: Option<&Path>,
     settings: &Settings,
+    image: &crate::oci::write::Spec,
     stop: &AtomicI32,
 ) -> Result<Finished> {
+    let what = format!("writing {}", out.path.display());
+    if out.kind == OutputType::ContainerDisk {
+        let disk = disk.context("a disk image output needs a disk image (internal error)")?;
+        let qcow2 = Unnamed::new(&out.path)?;
+        convert(
+            &OutputType::Qcow2,
+            disk,
+            &qcow2.proc_path(),
+            settings,
+            &what,
+            stop,
+        )?;
+        return crate::oci::write::container_disk(out, &qcow2, image);
+    }
     let tmp = Unnamed::new(&out.path)?;
     let to = tmp.proc_path();
-    let what = format!("writing {}", out.path.display());
     if out.kind.from_disk() {
-        let image = image.context("a disk image output needs a disk image (internal error)")?;
-        convert(&out.kind, image, &to, settings, &what, stop)?;
+        let disk = disk.context("a disk image output needs a disk image (internal error)")?;
+        convert(&out.kind, disk, &to, settings, &what, stop)?;
     } else {
         write_tree(&out.kind, tree, &to, &what, stop)?;
     }
@@ -205,7 +338,10 @@ fn write_output(
     };
     let mut files = vec![tmp];
     files.extend(sums);
-    Ok(Finished { files })
+    Ok(Finished {
+        files,
+        ..Default::default()
+    })
 }
 
 /// `<output>.md5` and `<output>.sha256` in md5sum's format, as unnamed
@@ -371,7 +507,7 @@ pub fn aside_name(path: &Path, now: SystemTime) -> PathBuf {
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -73,7 +73,8 @@ impl Build<'_> {
             .filter(|o| !o.kind.from_disk())
             .collect();
         let s = &self.job.output_settings;
-        let done = write_all(&outputs, &self.dirs.tree, None, s, self.stopped)?;
+        let image = self.image_spec()?;
+        let done = write_all(&outputs, &self.dirs.tree, None, s, &image, self.stopped)?;
         self.finished.extend(done);
         Ok(())
     }
@@ -93,10 +94,24 @@ impl Build<'_> {
         let started = Instant::now();
         self.log.status("converting the image".to_string());
         let s = &self.job.output_settings;
-        let done = write_all(&outputs, &self.dirs.tree, Some(&disk.file), s, self.stopped)?;
+        let image = self.image_spec()?;
+        let disk = Some(disk.file.as_path());
+        let done = write_all(&outputs, &self.dirs.tree, disk, s, &image, self.stopped)?;
         self.took("converted the disk image", started);
         self.finished.extend(done);
         Ok(())
+    }
+
+    /// What container images say about themselves, from the environment
+    /// hooks saw.
+    fn image_spec(&self) -> anyhow::Result<crate::oci::write::Spec> {
+        let sourced = self.sourced.borrow();
+        let env = sourced.as_ref().unwrap_or(&self.job.env);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        crate::oci::write::Spec::new(env, &self.job.output_settings.docker_target, now)
+            .context("the container image's configuration")
     }
 
     /// The kernel and initramfs of a ramdisk build, from the final tree.

@@ -6,7 +6,7 @@ use super::cli::{dib, stderr, stdout, tree};
 use crate::common::{real, Fixture, GOOD_SCRIPT};
 
 #[test]
-fn create_checks_everything_then_says_what_is_not_supported_yet() {
+fn create_checks_everything_before_building() {
     let f = Fixture::new();
     let ep = tree(&f, "e").display().to_string();
     let cache = f.path("cache").display().to_string();
@@ -22,14 +22,11 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
             "os",
             "app",
         ],
-        &[("ELEMENTS_PATH", &ep)],
+        &[("ELEMENTS_PATH", &ep), ("DIB_OCI_ENV", "LANG")],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).ends_with(
-            "dib: error: not supported by this version of dib:\n\
-             \x20 - output type 'oci' (dib writes no OCI images; -t tar gives the tree)\n"
-        ),
+        stderr(&o).ends_with("dib: error: DIB_OCI_ENV=\"LANG\": \"LANG\" is not NAME=VALUE\n"),
         "{}",
         stderr(&o)
     );
@@ -66,14 +63,28 @@ fn create_checks_everything_then_says_what_is_not_supported_yet() {
         stdout(&o)
     );
     let o = dib(
-        &["create", "-n", "--image-cache", &cache, "-t", "oci", "os"],
+        &[
+            "create",
+            "-n",
+            "--image-cache",
+            &cache,
+            "-t",
+            "docker",
+            "--docker-target",
+            "Dib/OS",
+            "os",
+        ],
         &[("ELEMENTS_PATH", &nb)],
     );
     assert!(
-        stderr(&o).contains("output type 'oci' (dib writes no OCI images"),
+        stderr(&o).contains(
+            "invalid value \"Dib/OS\" for '--docker-target <REPO[:TAG]>': the image reference \
+             \"Dib/OS\" has a bad repository \"Dib/OS\""
+        ),
         "{}",
         stderr(&o)
     );
+    assert!(!f.path("cache").exists());
 }
 
 #[test]

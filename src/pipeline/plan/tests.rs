@@ -34,6 +34,7 @@ fn job(outputs: &[OutputType]) -> BuildJob {
             compress: true,
             qemu_img_options: vec![],
             checksum: false,
+            docker_target: "image:latest".into(),
         },
         disk: outputs
             .iter()

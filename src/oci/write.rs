@@ -147,6 +147,11 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
     if let Some(out) = archive_out {
         let f = Unnamed::new(&out.path)?;
         let mut b = archive(&f.file);
+        // The directories too: skopeo, unpacking as a plain user, cannot
+        // give directories it had to make up root's owner.
+        for dir in ["blobs/", "blobs/sha256/"] {
+            add(&mut b, dir, 0, io::empty(), spec)?;
+        }
         for (path, bytes) in layout.small() {
             add(&mut b, &path, bytes.len() as u64, bytes, spec)?;
         }

@@ -18,6 +18,7 @@ mod common;
 
 mod break_shell;
 mod cleanup;
+mod containers;
 mod disk_images;
 mod elements;
 mod failures;
@@ -52,6 +53,10 @@ fn main() {
         failures::foreign_architectures_fail_clearly_without_binfmt,
         outputs::tar_and_tgz_keep_owners_modes_and_xattrs,
         outputs::a_failed_build_leaves_no_output,
+        containers::container_images_are_what_skopeo_umoci_and_podman_read,
+        containers::the_same_tree_gives_the_same_image_digests,
+        containers::a_container_disk_holds_the_qcow2_as_kubevirt_expects,
+        containers::a_bad_image_configuration_fails_the_build_and_writes_nothing,
         hooks::odd_output_and_large_hook_trees_are_fine,
         cleanup::cleanup_never_reaches_through_a_hooks_bind_mount,
         isolation::resolv_conf_follows_what_the_hooks_did,

@@ -7,6 +7,7 @@ use crate::config::{process_env, BuildConfig, Mode};
 use crate::elements::resolve;
 use crate::features;
 use crate::hooks;
+use crate::oci;
 use crate::pipeline::job::Products;
 use crate::pipeline::{self, package_lists::PackageLists};
 
@@ -24,9 +25,20 @@ pub fn run(mode: Mode, args: &CreateArgs, argv: Vec<String>) -> Result<()> {
     );
     let package_lists = PackageLists::read(&resolution)?;
     let final_image = pipeline::job::final_image(&resolution);
+    // A push is checked before the features: everything it needs is known
+    // now, and the registry must answer before anything is built.
+    let push = match &config.push {
+        Some(target) => Some(oci::push::check(target, &config, final_image, &env)?),
+        None => None,
+    };
     features::require(&config, final_image)?;
     // Before anything is downloaded: the target's binaries must run here.
     config.arch.check_runnable()?;
     let products = Products::new(&config, final_image)?;
-    pipeline::run(&config, &resolution, tree, package_lists, products)
+    pipeline::run(&config, &resolution, tree, package_lists, products)?;
+    // The outputs are named: the build is done whatever the push does.
+    if let Some(push) = push {
+        push.run(&config.tmp_dir, config.quiet)?;
+    }
+    Ok(())
 }

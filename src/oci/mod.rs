@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Arch;
 
+pub mod push;
 pub mod reference;
 
 /// The OCI platform of a Debian architecture: (architecture, variant).

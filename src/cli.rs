@@ -178,6 +178,16 @@ pub struct CreateArgs {
     #[arg(long, value_name = "FILE")]
     pub logfile: Option<PathBuf>,
 
+    /// After a successful build, push its OCI output (-t oci) to this registry
+    /// reference, HOST[:PORT]/REPOSITORY[:TAG], with skopeo [env: DIB_PUSH]
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
+
+    /// Let --push use plain HTTP or unverified TLS with a registry that is not
+    /// on the loopback (a loopback one always may) [env: DIB_PUSH_INSECURE=1]
+    #[arg(long)]
+    pub push_insecure: bool,
+
     /// Where partitions and filesystems are made
     #[arg(long, value_enum, value_name = "BACKEND", default_value_t = BlockBackend::Auto)]
     pub block_backend: BlockBackend,

@@ -32,6 +32,7 @@ pub use flags::{Breakpoint, Tmpfs, DEFAULT_MIN_TMPFS_GB};
 pub use outputs::{OutputType, QemuFormat};
 
 use crate::cli::{BlockBackend, CreateArgs, InstallType};
+pub use crate::oci::push::PushTarget;
 
 /// Which command is building.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct BuildConfig {
     pub logfile: Option<PathBuf>,
     pub breakpoints: Vec<Breakpoint>,
     pub block_backend: BlockBackend,
+    /// `--push REF` / `DIB_PUSH`: where the image goes after the build.
+    pub push: Option<PushTarget>,
     /// `DIB_BLOCK_DEVICE_CONFIG`, as given (inline YAML or `file://path`).
     pub block_device_config: Option<String>,
     pub overwrite_old_image: bool,
@@ -250,6 +253,18 @@ impl BuildConfig {
                 .filter(|v| !v.is_empty())
                 .map_or_else(|| PathBuf::from(HOST_CA_BUNDLE), PathBuf::from)
         });
+        let push_insecure = args.push_insecure || env_flag(env, "DIB_PUSH_INSECURE")?;
+        let push = match (&args.push, env.get("DIB_PUSH").filter(|v| !v.is_empty())) {
+            (Some(r), _) => Some(PushTarget::parse(r, false, push_insecure)?),
+            (None, Some(r)) => Some(PushTarget::parse(r, true, push_insecure)?),
+            (None, None) => {
+                ensure!(
+                    !args.push_insecure,
+                    "--push-insecure needs a registry to push to: add --push REF"
+                );
+                None
+            }
+        };
         let env_for_hooks = if args.clear_env {
             cleared_env(env)
         } else {
@@ -286,6 +301,7 @@ impl BuildConfig {
             logfile: args.logfile.clone(),
             breakpoints,
             block_backend: args.block_backend,
+            push,
             block_device_config: env
                 .get("DIB_BLOCK_DEVICE_CONFIG")
                 .filter(|v| !v.is_empty())

@@ -331,3 +331,68 @@ fn the_hosts_32_bit_sibling_runs_natively_under_linux32() {
     }
     assert!(!Amd64.native_on(I386) && !Amd64.native_on(Arm64));
 }
+
+#[test]
+fn push_comes_from_the_flag_over_the_environment() {
+    let mut a = args(&["x"]);
+    let c = build(&a, &env(&[])).unwrap();
+    assert_eq!(c.push, None);
+    // DIB_PUSH_INSECURE set for every build asks for nothing without a push.
+    assert_eq!(
+        build(&a, &env(&[("DIB_PUSH_INSECURE", "1")])).unwrap().push,
+        None
+    );
+
+    let c = build(&a, &env(&[("DIB_PUSH", "localhost:5000/e:1")])).unwrap();
+    let p = c.push.unwrap();
+    assert_eq!(
+        (p.reference.to_string(), p.given_by, p.insecure),
+        ("localhost:5000/e:1".into(), "DIB_PUSH", false)
+    );
+
+    a.push = Some("registry.example/f:2".into());
+    let c = build(
+        &a,
+        &env(&[
+            ("DIB_PUSH", "localhost:5000/e:1"),
+            ("DIB_PUSH_INSECURE", "1"),
+        ]),
+    )
+    .unwrap();
+    let p = c.push.unwrap();
+    assert_eq!(
+        (p.reference.to_string(), p.given_by, p.insecure),
+        ("registry.example/f:2".into(), "--push", true)
+    );
+
+    a.push_insecure = true;
+    assert!(build(&a, &env(&[])).unwrap().push.unwrap().insecure);
+    a.push = None;
+    assert_eq!(
+        build(&a, &env(&[])).unwrap_err().to_string(),
+        "--push-insecure needs a registry to push to: add --push REF"
+    );
+    assert!(
+        build(&a, &env(&[("DIB_PUSH", "localhost/x")]))
+            .unwrap()
+            .push
+            .unwrap()
+            .insecure
+    );
+
+    let a = args(&["x"]);
+    let e = build(&a, &env(&[("DIB_PUSH", "x")])).unwrap_err();
+    assert!(
+        format!("{e:#}").starts_with("DIB_PUSH=\"x\" is not valid: "),
+        "{e:#}"
+    );
+    let e = build(
+        &a,
+        &env(&[("DIB_PUSH", "localhost/x"), ("DIB_PUSH_INSECURE", "yes")]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "DIB_PUSH_INSECURE=\"yes\" is not valid: use 1 to enable or 0 to disable"
+    );
+}

@@ -13,6 +13,7 @@ use crate::config::Arch;
 
 pub mod image;
 pub mod layer;
+pub mod push;
 pub mod reference;
 pub mod write;
 

@@ -208,6 +208,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::type_complexity)] // an inline case table reads better than named types
     fn references_parse_into_their_parts() {
         let d = format!("sha256:{}", "a".repeat(64));
         // (given, registry, repository, tag, digest, loopback)

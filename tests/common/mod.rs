@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod qemu;
+pub mod registry;
 pub mod ssh;
 pub mod tier;
 

@@ -158,3 +158,110 @@ fn create_reports_hook_conflicts() {
         stderr(&o)
     );
 }
+
+/// `dib create ARGS` on the fixture tree with `env`: the exit code and the
+/// error line; the build's cache, TMP_DIR and output directory stay empty.
+fn refused_push(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let f = Fixture::new();
+    let ep = tree(&f, "e").display().to_string();
+    let cache = f.path("cache").display().to_string();
+    let tmp = f.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = f.path("images/img").display().to_string();
+    let tmp_s = tmp.display().to_string();
+    let mut all = vec!["create", "--image-cache", &cache, "-o", &out];
+    all.extend_from_slice(args);
+    let mut all_env = vec![("ELEMENTS_PATH", ep.as_str()), ("TMP_DIR", tmp_s.as_str())];
+    all_env.extend_from_slice(env);
+    let o = dib(&all, &all_env);
+    assert!(!f.path("cache").exists(), "the cache was made");
+    assert!(!f.path("images").exists(), "the output directory was made");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "TMP_DIR was used"
+    );
+    let err = stderr(&o);
+    (
+        o.status.code(),
+        err.lines().last().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+#[allow(clippy::type_complexity)] // an inline case table reads better than named types
+fn push_is_checked_before_anything_is_built() {
+    let form = "use HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST]";
+    let needs_oci = "needs an OCI output: add -t oci (a container image) or -t containerdisk \
+                     (a VM disk for KubeVirt)";
+    // (arguments, environment, error)
+    let cases: Vec<(&[&str], &[(&str, &str)], String)> = vec![
+        (
+            &["-t", "oci", "--push", "img:1", "os"],
+            &[],
+            format!(
+                "dib: error: invalid value \"img:1\" for '--push <REF>': the image reference \
+                 \"img:1\" names no registry: {form}"
+            ),
+        ),
+        (
+            &["-t", "oci", "os"],
+            &[("DIB_PUSH", "dib/img")],
+            format!(
+                "dib: error: DIB_PUSH=\"dib/img\" is not valid: the image reference \"dib/img\" \
+                 names no registry (\"dib\" is a repository name, not a host): {form}"
+            ),
+        ),
+        (
+            &["-t", "tar", "--push", "localhost:5000/dib/img:1", "os"],
+            &[],
+            format!("dib: error: --push {needs_oci}"),
+        ),
+        // The environment's reference, with qcow2 (the default) only.
+        (
+            &["os"],
+            &[("DIB_PUSH", "localhost:5000/dib/img:1")],
+            format!("dib: error: DIB_PUSH {needs_oci}"),
+        ),
+        (
+            &[
+                "-t",
+                "oci",
+                "--push",
+                "localhost:5000/x:1",
+                "os",
+                "no-final-image",
+            ],
+            &[],
+            "dib: error: --push has nothing to push: the elements include no-final-image, so \
+             the build writes no image"
+                .into(),
+        ),
+        (
+            &["-t", "tar", "--push-insecure", "os"],
+            &[],
+            "dib: error: --push-insecure needs a registry to push to: add --push REF".into(),
+        ),
+    ];
+    for (args, env, want) in cases {
+        assert_eq!(refused_push(args, env), (Some(1), want), "{args:?} {env:?}");
+    }
+}
+
+#[test]
+fn push_to_a_registry_that_does_not_answer_builds_nothing() {
+    // Nothing listens on the loopback's port 1.
+    let want = if dib_sandbox::host_tools::find("skopeo", std::env::var("PATH").ok().as_deref())
+        .is_some()
+    {
+        "dib: error: cannot reach the registry 127.0.0.1:1 of --push 127.0.0.1:1/x:1: \
+         connection refused; start it, or check the reference"
+    } else {
+        "dib: error: --push pushes with skopeo (Debian package skopeo), which is not \
+         installed: install it, or build without --push"
+    };
+    assert_eq!(
+        refused_push(&["-t", "oci", "--push", "127.0.0.1:1/x:1", "os"], &[]),
+        (Some(1), want.to_string())
+    );
+}

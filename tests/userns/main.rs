@@ -26,6 +26,7 @@ mod get_kernel;
 mod hooks;
 mod hostile;
 mod isolation;
+mod oci_push;
 mod outputs;
 mod runtime;
 mod signals;
@@ -79,6 +80,10 @@ fn main() {
         hostile::seccomp_refuses_what_no_build_needs,
         hostile::a_build_cannot_reach_another_build,
         hostile::hooks_write_beside_the_image_only_under_its_name,
+        oci_push::a_registry_that_does_not_answer_stops_the_build_before_it_starts,
+        oci_push::the_registry_fixture_serves_what_skopeo_pushed,
+        oci_push::the_push_step_copies_a_layout_and_says_how_to_retry,
+        oci_push::a_built_image_is_pushed_as_built,
     ];
     let in_ci = std::env::var("CI").as_deref() == Ok("true")
         && std::env::var("DIB_TIER2").as_deref() == Ok("1");

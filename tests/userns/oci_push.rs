@@ -247,7 +247,7 @@ pub fn the_push_step_copies_a_layout_and_says_how_to_retry() -> Result<(), Faile
     drop(registry);
     let e = format!("{:#}", push.run(&b.tmp, true).unwrap_err());
     let by_hand = format!(
-        "push again with `skopeo --insecure-policy copy --dest-tls-verify=false oci:{} \
+        "push again with `skopeo --insecure-policy copy --preserve-digests --dest-tls-verify=false oci:{} \
          docker://{reference}`",
         layout.display()
     );

@@ -12,6 +12,7 @@ mod common;
 
 mod cloud;
 mod config_elements;
+mod containers;
 mod dib_elements;
 mod foreign;
 mod framework_elements;
@@ -69,6 +70,7 @@ fn main() {
         image_cache::concurrent_cold_builds_share_one_bootstrap,
         image_cache::offline_builds_use_only_the_cache,
         vm_images::mbr_vm_image_boots_and_matches_its_plan,
+        containers::a_debian_image_goes_through_a_registry_and_boots_as_a_vm,
         vm_images::gpt_bios_image_boots,
         ramdisks::debian_ramdisk_boots_runs_init_d_and_troubleshoots,
         ramdisks::deploy_ironic_ramdisk_reports_and_exports_its_disk,

@@ -131,7 +131,7 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
     let gz = Unnamed::new(anchor)?;
     let mut enc = flate2::GzBuilder::new().mtime(0).write(
         Hashing::new(BufWriter::new(&gz.file)),
-        flate2::Compression::new(6),
+        flate2::Compression::fast(),
     );
     io::copy(&mut reopen(&tar)?, &mut enc).context("compressing the layer")?;
     let (buf, digest, size) = enc.finish().context("compressing the layer")?.finish();

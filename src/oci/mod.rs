@@ -11,7 +11,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Arch;
 
+pub mod fetch;
 pub mod reference;
+pub mod unpack;
 
 /// The OCI platform of a Debian architecture: (architecture, variant).
 pub fn platform(arch: Arch) -> (&'static str, Option<&'static str>) {

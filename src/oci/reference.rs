@@ -211,7 +211,15 @@ mod tests {
     fn references_parse_into_their_parts() {
         let d = format!("sha256:{}", "a".repeat(64));
         // (given, registry, repository, tag, digest, loopback)
-        let cases: Vec<(String, &str, &str, Option<&str>, Option<&str>, bool)> = vec![
+        type Case<'a> = (
+            String,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "localhost:5000/dib/img:1".into(),
                 "localhost:5000",

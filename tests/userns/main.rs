@@ -25,6 +25,7 @@ mod get_kernel;
 mod hooks;
 mod hostile;
 mod isolation;
+mod oci_base;
 mod outputs;
 mod runtime;
 mod signals;
@@ -52,6 +53,8 @@ fn main() {
         failures::foreign_architectures_fail_clearly_without_binfmt,
         outputs::tar_and_tgz_keep_owners_modes_and_xattrs,
         outputs::a_failed_build_leaves_no_output,
+        oci_base::oci_base_unpacks_a_layout_into_the_tree,
+        oci_base::bad_oci_bases_fail_clearly_and_leave_nothing,
         hooks::odd_output_and_large_hook_trees_are_fine,
         cleanup::cleanup_never_reaches_through_a_hooks_bind_mount,
         isolation::resolv_conf_follows_what_the_hooks_did,

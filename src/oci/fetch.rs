@@ -252,7 +252,12 @@ fn archive(transport: &str, file: &Path, name: Option<&str>, s: &Settings) -> Re
     let layout = tmp.path().join("layout");
     let skopeo = Skopeo::new(s)?;
     let mut args = skopeo.platform();
-    args.extend(["copy".into(), "--quiet".into(), src.clone().into()]);
+    args.extend([
+        "copy".into(),
+        "--quiet".into(),
+        "--remove-signatures".into(),
+        src.clone().into(),
+    ]);
     args.push(format!("oci:{}:{NAME}", layout.display()).into());
     skopeo.run(args, &format!("convert {src}"), None)?;
     Ok(Fetched {
@@ -347,7 +352,13 @@ fn registry(r: &Reference, s: &Settings) -> Result<Fetched> {
         remove_if_there(&partial)?;
         let skopeo = Skopeo::new(s)?;
         let mut args = skopeo.platform();
-        args.extend(["copy".into(), "--quiet".into()]);
+        // Signatures are not kept in the layout (and a host's lookaside
+        // store may not be readable here).
+        args.extend([
+            "copy".into(),
+            "--quiet".into(),
+            "--remove-signatures".into(),
+        ]);
         if s.insecure || r.is_loopback() {
             args.push("--src-tls-verify=false".into());
         }
@@ -548,7 +559,12 @@ fn explain(stderr: &str, what: &str, r: Option<&Reference>) -> anyhow::Error {
             "cannot reach the registry {reg} to {what} ({detail}): check that it runs and its \
              host and port; DIB_OFFLINE=1 builds from the images fetched before"
         )
-    } else if has(&["unauthorized", "authentication required", "denied"]) {
+    } else if has(&[
+        "unauthorized",
+        "authentication required",
+        "access to the resource is denied",
+        "denied: ",
+    ]) {
         anyhow!(
             "the registry {reg} refused access to {r} ({detail}): log in with skopeo login, or \
              set REGISTRY_AUTH_FILE to an auth file"

@@ -752,6 +752,35 @@ mod tests {
     }
 
     #[test]
+    fn image_sources_name_their_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().display().to_string();
+        for v in [
+            p.clone(),
+            format!("file://{p}"),
+            format!("oci:{p}"),
+            format!("oci:{p}:base"),
+            format!("oci-archive:{p}"),
+            format!("docker-archive:{p}"),
+        ] {
+            assert_eq!(named_path(&v).as_deref(), Some(d.path()), "{v}");
+        }
+        for v in ["registry.example/x:1", "oci:relative", "1"] {
+            assert_eq!(named_path(v), None, "{v}");
+        }
+        let mut j = job(true);
+        j.name(Path::new("/usr/bin/dib"));
+        j.name(Path::new("/usr/bin/dib"));
+        assert_eq!(
+            j.named
+                .iter()
+                .filter(|p| *p == Path::new("/usr/bin/dib"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn cache_dir_lines_are_plain_relative_paths() {
         let f = Path::new("e/cache-dirs");
         assert_eq!(cache_dir_line(f, 1, " apt ").unwrap(), Some("apt".into()));

@@ -465,6 +465,11 @@ impl<R: Read> Read for Verified<R> {
     }
 }
 
+/// A layer's entry refused: the message names the layer and the entry.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
 /// A path inside the root, as the names of its components (no symlinks).
 type Key = Vec<OsString>;
 
@@ -575,18 +580,24 @@ impl Tree {
                 .path()
                 .with_context(|| format!("layer {digest}: an entry's path"))?
                 .into_owned();
-            self.entry(&mut e, &path)
-                .with_context(|| format!("layer {digest}: unpacking {}", path.display()))?;
+            self.entry(&mut e, &path).map_err(|err| {
+                if err.is::<Refused>() {
+                    err
+                } else {
+                    err.context(format!("layer {digest}: unpacking {}", path.display()))
+                }
+            })?;
         }
         Ok(())
     }
 
     fn refuse(&self, path: &Path, why: &str) -> anyhow::Error {
-        anyhow!(
+        Refused(format!(
             "layer {} has the entry {}, {why}",
             self.digest,
             path.display()
-        )
+        ))
+        .into()
     }
 
     /// Resolve `parts` (a directory relative to the root) inside the root:
@@ -736,12 +747,13 @@ impl Tree {
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>, path: &Path) -> Result<()> {
         let kind = e.header().entry_type();
         if kind.is_character_special() || kind.is_block_special() {
-            bail!(
+            return Err(Refused(format!(
                 "layer {} holds the device node {}: a container image's layers may not hold \
                  devices, which a rootless build cannot create",
                 self.digest,
                 path.display()
-            );
+            ))
+            .into());
         }
         let file_name = path.file_name().map(OsStr::as_bytes).unwrap_or_default();
         if let Some(rest) = file_name.strip_prefix(b".wh.") {
@@ -849,12 +861,12 @@ impl Tree {
                 rustix::fs::utimensat(dirfd, name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
                     .context("setting the mtime")?;
             }
-            other => bail!(
-                "layer {} has the entry {} of the tar type {other:?}, which a container image \
-                 does not hold",
-                self.digest,
-                path.display()
-            ),
+            other => {
+                return Err(self.refuse(
+                    path,
+                    &format!("of the tar type {other:?}, which a container image does not hold"),
+                ))
+            }
         }
         Ok(())
     }
@@ -899,14 +911,16 @@ impl Tree {
         };
         let resolved = match self.resolve(path, &comps, false) {
             Ok(r) => r,
-            Err(_) => return Err(outside(self)),
+            Err(e) if e.is::<Refused>() => return Err(outside(self)),
+            Err(e) => return Err(e),
         };
         let missing = || {
-            anyhow!(
-                "layer {} has the entry {}, a hard link to {}, which the image does not hold",
-                self.digest,
-                path.display(),
-                target.display()
+            self.refuse(
+                path,
+                &format!(
+                    "a hard link to {}, which the image does not hold",
+                    target.display()
+                ),
             )
         };
         let Some((tdir, _)) = resolved else {

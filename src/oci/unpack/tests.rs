@@ -334,7 +334,8 @@ fn escaping_paths_are_refused_or_stay_inside() {
         let (out, r) = unpack_into(&l, None, Arch::Amd64);
         let e = format!("{:#}", r.expect_err(want));
         assert!(e.contains(want), "{e}");
-        assert!(e.contains("layer sha256:"), "{e}");
+        assert!(e.starts_with("layer sha256:"), "{e}");
+        assert!(!e.contains("unpacking"), "{e}");
         assert!(!out.path().join("x").exists() && !out.path().join("etc").exists());
     }
     // Symlinks met on the way resolve as if the root were /.
@@ -391,7 +392,7 @@ fn device_nodes_are_refused() {
         dir("dev"),
         entry("dev/sda", EntryType::Char, 0o660),
     ]));
-    assert!(e.contains(&format!("layer {layer} holds")), "{e}");
+    assert!(e.starts_with(&format!("layer {layer} holds")), "{e}");
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub enum Command {
     Lint(LintArgs),
     /// Show which scripts of a phase directory run, in order (dib-run-parts).
     RunParts(RunPartsArgs),
+    /// Unpack a container image into a tree, as the oci-base element's hooks
+    /// do; also `dib-oci-unpack`.
+    #[command(name = "oci-unpack", hide = true)]
+    OciUnpack(OciUnpackArgs),
     /// Internal: the supervisor inside a build's namespaces.
     #[command(name = "__sandbox-supervise", hide = true)]
     SandboxSupervise,
@@ -258,4 +262,21 @@ pub struct RunPartsArgs {
     /// The phase directory
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `dib-oci-unpack SOURCE TARGET`: the oci-base element's root.d runs it
+/// in the build's namespace. It reads ARCH, DIB_IMAGE_CACHE, DIB_OFFLINE,
+/// DIB_OCI_BASE_INSECURE, REGISTRY_AUTH_FILE and TMPDIR from its
+/// environment.
+#[derive(Debug, Clone, Args)]
+pub struct OciUnpackArgs {
+    /// The image: oci:DIR[:NAME], oci-archive:FILE[:NAME], docker-archive:FILE,
+    /// docker://HOST[:PORT]/REPO[:TAG|@DIGEST], or a directory, archive or
+    /// reference as it is
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+
+    /// The directory to unpack it into (TARGET_ROOT)
+    #[arg(value_name = "TARGET")]
+    pub target: PathBuf,
 }

@@ -2,7 +2,9 @@
 //!
 //! Multi-call: invoked as `disk-image-create`, `ramdisk-image-create`,
 //! `element-info` or `disk-image-get-kernel` (symlinks the install step makes)
-//! it behaves as the matching subcommand, with DIB's command name in its help.
+//! it behaves as the matching subcommand, with DIB's command name in its help;
+//! as `dib-oci-unpack` (a symlink in the outside hooks' `bin/`), as the
+//! oci-base element's unpacker.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -10,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Command as ClapCommand, FromArgMatches, Parser};
 
-use dib::cli::{Cli, Command, CreateArgs, ElementInfoArgs, GetKernelArgs};
+use dib::cli::{Cli, Command, CreateArgs, ElementInfoArgs, GetKernelArgs, OciUnpackArgs};
 use dib::commands;
 use dib::config::Mode;
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         "disk-image-get-kernel" => {
             Command::GetKernel(parse_as::<GetKernelArgs>("disk-image-get-kernel", &argv))
         }
+        "dib-oci-unpack" => Command::OciUnpack(parse_as::<OciUnpackArgs>("dib-oci-unpack", &argv)),
         _ => Cli::parse_from(&argv).command,
     };
 
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::GetKernel(a) => commands::get_kernel::run(a).map(|()| ExitCode::SUCCESS),
         Command::Lint(a) => commands::lint::run(a),
         Command::RunParts(a) => commands::run_parts::run(a).map(|()| ExitCode::SUCCESS),
+        Command::OciUnpack(a) => commands::oci_unpack::run(a).map(|()| ExitCode::SUCCESS),
         Command::SandboxSupervise => return code(dib::pipeline::supervise_main()),
         Command::SandboxInit => return code(dib::pipeline::init_main()),
     };

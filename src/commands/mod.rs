@@ -5,6 +5,7 @@ pub mod create;
 pub mod element_info;
 pub mod get_kernel;
 pub mod lint;
+pub mod oci_unpack;
 pub mod run_parts;
 
 use std::path::{Path, PathBuf};

@@ -11,10 +11,12 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Arch;
 
+pub mod fetch;
 pub mod image;
 pub mod layer;
 pub mod push;
 pub mod reference;
+pub mod unpack;
 pub mod write;
 
 /// The OCI platform of a Debian architecture: (architecture, variant).

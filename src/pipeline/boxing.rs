@@ -100,6 +100,22 @@ fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// The existing absolute path a `DIB_*` value names: as it is, a
+/// `file://` URL, or an image source (`oci:DIR[:NAME]`,
+/// `oci-archive:FILE[:NAME]`, `docker-archive:FILE`).
+fn named_path(v: &str) -> Option<PathBuf> {
+    let v = ["file://", "oci:", "oci-archive:", "docker-archive:"]
+        .iter()
+        .find_map(|p| v.strip_prefix(p))
+        .unwrap_or(v);
+    let whole = std::iter::once(v);
+    let before_name = v.rsplit_once(':').map(|(p, _)| p);
+    whole
+        .chain(before_name)
+        .map(Path::new)
+        .find_map(|p| (p.is_absolute() && p.exists()).then(|| p.to_path_buf()))
+}
+
 /// One line of a `cache-dirs` file: a relative path with no `..`.
 fn cache_dir_line(file: &Path, n: usize, line: &str) -> Result<Option<PathBuf>> {
     let line = line.trim();
@@ -271,10 +287,7 @@ impl BoxJob {
         named.extend(
             env.iter()
                 .filter(|(k, _)| k.starts_with("DIB_"))
-                .filter_map(|(_, v)| {
-                    let p = Path::new(v.strip_prefix("file://").unwrap_or(v));
-                    (p.is_absolute() && p.exists()).then(|| p.to_path_buf())
-                }),
+                .filter_map(|(_, v)| named_path(v)),
         );
         named.sort();
         named.dedup();
@@ -325,6 +338,14 @@ impl BoxJob {
             writable,
             image_binds,
         })
+    }
+
+    /// Show `path` (an existing host path) to hooks, read-only, in every box.
+    pub fn name(&mut self, path: &Path) {
+        if path.is_absolute() && !self.named.iter().any(|p| p == path) {
+            self.named.push(path.to_path_buf());
+            self.named.sort();
+        }
     }
 
     /// The `cache-binds` for the hooks' environment `env`: an element's own
@@ -728,6 +749,35 @@ mod tests {
         std::os::unix::fs::symlink("/", cache.path().join("link")).unwrap();
         let e = cache_dir_in_place(cache.path(), &cache.path().join("link/x")).unwrap_err();
         assert!(e.to_string().contains("is a symlink or a file"), "{e}");
+    }
+
+    #[test]
+    fn image_sources_name_their_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().display().to_string();
+        for v in [
+            p.clone(),
+            format!("file://{p}"),
+            format!("oci:{p}"),
+            format!("oci:{p}:base"),
+            format!("oci-archive:{p}"),
+            format!("docker-archive:{p}"),
+        ] {
+            assert_eq!(named_path(&v).as_deref(), Some(d.path()), "{v}");
+        }
+        for v in ["registry.example/x:1", "oci:relative", "1"] {
+            assert_eq!(named_path(v), None, "{v}");
+        }
+        let mut j = job(true);
+        j.name(Path::new("/usr/bin/dib"));
+        j.name(Path::new("/usr/bin/dib"));
+        assert_eq!(
+            j.named
+                .iter()
+                .filter(|p| *p == Path::new("/usr/bin/dib"))
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -137,7 +137,8 @@ impl<'a> Build<'a> {
         if let Some(disk) = &job.disk {
             write_block_device_params(job, disk, b)?;
         }
-        super::runtime::install(&dirs.hooks, &dirs.bin).context("writing the hooks' runtime")?;
+        super::runtime::install(&dirs.hooks, &dirs.bin, &job.exe)
+            .context("writing the hooks' runtime")?;
         if let Some(ca) = &job.host_ca {
             super::runtime::install_host_ca(ca, &dirs.hooks)?;
         }

@@ -84,16 +84,17 @@ pub fn run(
         .tempdir_in(&config.tmp_dir)
         .with_context(|| format!("creating a build directory in {:?}", config.tmp_dir))?;
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let exe = std::env::current_exe().context("finding the dib binary")?;
     let host = Host {
         // Real path: mounts are listed (and must be found) under it.
         build_dir: std::fs::canonicalize(build_dir.path())
             .with_context(|| format!("resolving {:?}", build_dir.path()))?,
         tmpfs: use_tmpfs(config.tmpfs, &meminfo),
         disk,
+        exe: exe.clone(),
     };
     let job = BuildJob::new(config, resolution, hooks, package_lists, products, host)?;
 
-    let exe = std::env::current_exe().context("finding the dib binary")?;
     let mut cmd = Command::new(&exe);
     cmd.arg(SUPERVISE_CMD).env_clear();
     for k in SANDBOX_ENV {

@@ -70,6 +70,9 @@ pub struct BuildJob {
     pub host_ca: Option<PathBuf>,
     /// What the hooks' box shows and lets them write.
     pub boxing: super::boxing::BoxJob,
+    /// The dib executable's host path, which outside hooks run as
+    /// `dib-oci-unpack`.
+    pub exe: PathBuf,
 }
 
 /// What the host found out, for [`BuildJob::new`].
@@ -81,6 +84,8 @@ pub struct Host {
     pub tmpfs: bool,
     /// The disk image's configuration, when [`Products::needs_disk`].
     pub disk: Option<DiskJob>,
+    /// The dib executable (`std::env::current_exe`).
+    pub exe: PathBuf,
 }
 
 /// Whether the build makes an image (no `no-final-image` in the set).
@@ -145,12 +150,14 @@ impl BuildJob {
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
         let (env, element_array) = super::environment::job_env(config, resolution, &args)?;
-        let boxing = super::boxing::BoxJob::new(
+        let mut boxing = super::boxing::BoxJob::new(
             config,
             resolution,
             &crate::commands::shipped_elements_dir(),
             &env,
         )?;
+        // Hooks run dib itself (dib-oci-unpack): readable in every box.
+        boxing.name(&host.exe);
         Ok(BuildJob {
             build_dir: host.build_dir,
             tmpfs: host.tmpfs,
@@ -181,6 +188,7 @@ impl BuildJob {
             package_lists,
             host_ca: config.host_ca.clone(),
             boxing,
+            exe: host.exe,
         })
     }
 

@@ -4,7 +4,9 @@
 //! `sudo` and `mknod`. The files are dib's own, built into the binary and
 //! written into each build: the library and `dib-run-parts` into the hook
 //! tree's `.dib/` (so chroot phases see them at the same place under
-//! `/tmp/in_target.d`), the commands into the outside phases' `bin/`.
+//! `/tmp/in_target.d`), the commands into the outside phases' `bin/`,
+//! with the commands that are dib itself (`dib-oci-unpack`) as symlinks
+//! to its executable.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -39,6 +41,9 @@ const OUTSIDE_BIN: [(&str, &str); 3] = [
     ("mknod", include_str!("runtime/mknod")),
     ("dib-run-parts", RUN_PARTS),
 ];
+
+/// Commands of the outside phases that are dib itself, by its argv[0].
+pub const OUTSIDE_DIB: [&str; 1] = ["dib-oci-unpack"];
 
 /// The host's CA bundle's copy in the hook tree (`--trust-host-ca`).
 const HOST_CA: &str = "host-ca.crt";
@@ -87,8 +92,9 @@ pub fn run_parts(hooks: &str) -> String {
     format!("{hooks}/{DIR}/dib-run-parts")
 }
 
-/// Write the runtime into the hook tree `hooks` and the commands into `bin`.
-pub fn install(hooks: &Path, bin: &Path) -> Result<()> {
+/// Write the runtime into the hook tree `hooks` and the commands into
+/// `bin`, those that are dib as symlinks to `exe`.
+pub fn install(hooks: &Path, bin: &Path, exe: &Path) -> Result<()> {
     let dir = hooks.join(DIR);
     let lib = dir.join("lib");
     fs::create_dir_all(&lib).with_context(|| format!("creating {lib:?}"))?;
@@ -98,6 +104,11 @@ pub fn install(hooks: &Path, bin: &Path) -> Result<()> {
     write(&dir.join("dib-run-parts"), RUN_PARTS, 0o755)?;
     for (name, text) in OUTSIDE_BIN {
         write(&bin.join(name), text, 0o755)?;
+    }
+    for name in OUTSIDE_DIB {
+        let link = bin.join(name);
+        std::os::unix::fs::symlink(exe, &link)
+            .with_context(|| format!("linking {link:?} to {exe:?}"))?;
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ mod get_kernel;
 mod hooks;
 mod hostile;
 mod isolation;
+mod oci_base;
 mod oci_push;
 mod outputs;
 mod runtime;
@@ -58,6 +59,8 @@ fn main() {
         containers::the_same_tree_gives_the_same_image_digests,
         containers::a_container_disk_holds_the_qcow2_as_kubevirt_expects,
         containers::a_bad_image_configuration_fails_the_build_and_writes_nothing,
+        oci_base::oci_base_unpacks_a_layout_into_the_tree,
+        oci_base::bad_oci_bases_fail_clearly_and_leave_nothing,
         hooks::odd_output_and_large_hook_trees_are_fine,
         cleanup::cleanup_never_reaches_through_a_hooks_bind_mount,
         isolation::resolv_conf_follows_what_the_hooks_did,

@@ -44,6 +44,7 @@ fn job(outputs: &[OutputType]) -> BuildJob {
         packages: vec![],
         package_lists: Default::default(),
         boxing: Default::default(),
+        exe: "/usr/bin/dib".into(),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod qemu;
 pub mod registry;
 pub mod ssh;
 pub mod tier;
+pub mod trees;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;

@@ -12,20 +12,8 @@ use libtest_mimic::Failed;
 use crate::common::qemu::{self, Firmware};
 use crate::common::registry::Registry;
 use crate::common::tier::{check, eq, succeeded, Build};
+use crate::common::trees::{dir_tree, run, same_trees, tar_tree};
 use crate::support::{cache, create_cmd, stderr, BOOT_TIMEOUT};
-
-fn run(cmd: &mut Command) -> Result<String, Failed> {
-    let o = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}):\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        )
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
 
 /// The manifest digest of a layout's one image.
 fn layout_digest(layout: &Path) -> Result<String, Failed> {
@@ -50,7 +38,7 @@ pub fn a_debian_image_goes_through_a_registry_and_boots_as_a_vm() -> Result<(), 
         &cache(),
         &[
             "-t",
-            "oci",
+            "tar,oci",
             "--push",
             &base_ref,
             "-o",
@@ -67,6 +55,24 @@ pub fn a_debian_image_goes_through_a_registry_and_boots_as_a_vm() -> Result<(), 
         err.contains(&format!("pushed {base_ref}@{base_digest}")),
         format!("dib did not report the push of {base_digest}: {err}"),
     )?;
+
+    // umoci's rootless unpack of the layout is the tree of the tar output.
+    let bundle = b.f.path("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:latest", b.f.path("base.oci").display()))
+        .arg(&bundle))?;
+    let want = tar_tree(&b.f.path("base.tar"))?;
+    same_trees(
+        &want,
+        &dir_tree(&bundle.join("rootfs"))?,
+        "the tar output",
+        "umoci's unpack",
+    )?;
+    eprintln!(
+        "  umoci unpacked the {} paths of the tar output",
+        want.len()
+    );
 
     // A VM on that image, from the registry, pushed as a containerDisk.
     let vm = b.f.path("vm");
@@ -92,10 +98,19 @@ pub fn a_debian_image_goes_through_a_registry_and_boots_as_a_vm() -> Result<(), 
     succeeded(&o)?;
     let vm_digest = layout_digest(&b.f.path("vm.containerdisk"))?;
 
-    // Pulled back: the same manifest, and the qcow2 under /disk/ boots.
+    // The registry serves the manifest dib wrote; pulled back as it is,
+    // the qcow2 under /disk/ boots.
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{vm_ref}")))?;
+    eq(
+        &dib::oci::digest_of(raw.as_bytes()),
+        &vm_digest,
+        "the digest of the manifest the registry serves",
+    )?;
     let pulled = b.f.path("pulled");
     run(Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
         .arg(format!("docker://{vm_ref}"))
         .arg(format!("oci:{}:1", pulled.display())))?;
     eq(

@@ -4,206 +4,15 @@
 //! a containerDisk holds the qcow2 as KubeVirt expects; a bad image
 //! configuration fails the build with nothing written.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::Path;
 use std::process::Command;
 
 use libtest_mimic::Failed;
-use sha2::Digest as _;
 
 use crate::common::tier::{check, eq, succeeded, Build};
+use crate::common::trees::{dir_tree, run, same_trees, sha256_hex, tar_tree, xattr_value};
 use crate::support::images_left;
-
-/// What the comparison of two trees looks at, per path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Node {
-    kind: char,
-    uid: u64,
-    gid: u64,
-    mode: u32,
-    size: u64,
-    sha256: String,
-    link: String,
-}
-
-fn run(cmd: &mut Command) -> Result<String, Failed> {
-    let o = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}):\n{}{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The tree of a tar archive; hard links as the files they link to.
-fn tar_tree(path: &Path) -> Result<BTreeMap<String, Node>, Failed> {
-    let mut ar = tar::Archive::new(fs::File::open(path)?);
-    let mut out: BTreeMap<String, Node> = BTreeMap::new();
-    for e in ar.entries()? {
-        let mut e = e?;
-        let name = e.path()?.display().to_string();
-        let name = name
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string();
-        if name.is_empty() || name == "." {
-            continue;
-        }
-        let h = e.header().clone();
-        let link = e
-            .link_name()?
-            .map(|l| l.display().to_string())
-            .unwrap_or_default();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data)?;
-        let kind = match h.entry_type() {
-            tar::EntryType::Directory => 'd',
-            tar::EntryType::Symlink => 'l',
-            tar::EntryType::Link => {
-                let target = link.trim_start_matches("./").to_string();
-                let node = out
-                    .get(&target)
-                    .cloned()
-                    .ok_or_else(|| format!("{name}: a hard link to {target}, not seen before"))?;
-                out.insert(name, node);
-                continue;
-            }
-            tar::EntryType::Regular => 'f',
-            t => return Err(format!("{name}: unexpected entry type {t:?}").into()),
-        };
-        out.insert(
-            name,
-            Node {
-                kind,
-                uid: h.uid()?,
-                gid: h.gid()?,
-                mode: h.mode()? & 0o7777,
-                size: if kind == 'f' { data.len() as u64 } else { 0 },
-                sha256: if kind == 'f' {
-                    sha256_hex(&data)
-                } else {
-                    String::new()
-                },
-                link: if kind == 'l' { link } else { String::new() },
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// The owner umoci's rootless unpack recorded in `user.rootlesscontainers`
-/// (protobuf: field 1 uid, field 2 gid, both varints; absent: root).
-fn rootless_owner(path: &Path) -> Result<(u64, u64), Failed> {
-    let value = match xattr_value(path, "user.rootlesscontainers")? {
-        Some(v) => v,
-        None => return Ok((0, 0)),
-    };
-    let (mut uid, mut gid) = (0u64, 0u64);
-    let mut i = 0;
-    while i < value.len() {
-        let tag = value[i];
-        i += 1;
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = *value.get(i).ok_or("a truncated user.rootlesscontainers")?;
-            i += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        match tag {
-            0x08 => uid = v,
-            0x10 => gid = v,
-            _ => {
-                return Err(format!("unexpected field {tag:#x} in user.rootlesscontainers").into())
-            }
-        }
-    }
-    Ok((uid, gid))
-}
-
-fn xattr_value(path: &Path, name: &str) -> Result<Option<Vec<u8>>, Failed> {
-    let o = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys\ntry:\n    sys.stdout.buffer.write(os.getxattr(sys.argv[1], sys.argv[2], follow_symlinks=False).hex().encode())\nexcept OSError:\n    sys.exit(3)",
-        ])
-        .arg(path)
-        .arg(name)
-        .output()?;
-    match o.status.code() {
-        Some(0) => {
-            let hex = String::from_utf8_lossy(&o.stdout).to_string();
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
-                .collect();
-            Ok(Some(bytes))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The tree under `root`, owners from umoci's rootless record.
-fn dir_tree(root: &Path) -> Result<BTreeMap<String, Node>, Failed> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir)? {
-            let e = e?;
-            let p = e.path();
-            let md = fs::symlink_metadata(&p)?;
-            let rel = p.strip_prefix(root)?.display().to_string();
-            let (uid, gid) = rootless_owner(&p)?;
-            let ft = md.file_type();
-            let (kind, size, sha, link) = if ft.is_dir() {
-                stack.push(p.clone());
-                ('d', 0, String::new(), String::new())
-            } else if ft.is_symlink() {
-                (
-                    'l',
-                    0,
-                    String::new(),
-                    fs::read_link(&p)?.display().to_string(),
-                )
-            } else {
-                let data = fs::read(&p)?;
-                ('f', data.len() as u64, sha256_hex(&data), String::new())
-            };
-            out.insert(
-                rel,
-                Node {
-                    kind,
-                    uid,
-                    gid,
-                    mode: md.permissions().mode() & 0o7777,
-                    size,
-                    sha256: sha,
-                    link,
-                },
-            );
-        }
-    }
-    Ok(out)
-}
 
 /// The probe element: an owned setuid file with an xattr, a hard link, a
 /// symlink, and image settings from its environment.d.
@@ -310,22 +119,7 @@ pub fn container_images_are_what_skopeo_umoci_and_podman_read() -> Result<(), Fa
         .arg(&bundle))?;
     let want = tar_tree(&b.f.path("images/img.tar"))?;
     let got = dir_tree(&bundle.join("rootfs"))?;
-    for (path, node) in &want {
-        match got.get(path) {
-            Some(g) if g == node => {}
-            Some(g) => {
-                return Err(
-                    format!("{path}: the tar output has {node:?}, umoci unpacked {g:?}").into(),
-                )
-            }
-            None => return Err(format!("{path}: in the tar output, not in umoci's unpack").into()),
-        }
-    }
-    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-    check(
-        extra.is_empty(),
-        format!("umoci unpacked what the tar output lacks: {extra:?}"),
-    )?;
+    same_trees(&want, &got, "the tar output", "umoci's unpack")?;
     let owned = &want["srv/app/owned"];
     eq(
         &format!("{} {} {:o}", owned.uid, owned.gid, owned.mode),

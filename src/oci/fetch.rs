@@ -204,11 +204,23 @@ impl Settings {
             image_cache: get("DIB_IMAGE_CACHE").map(PathBuf::from),
             offline: flag("DIB_OFFLINE")?,
             insecure: flag("DIB_OCI_BASE_INSECURE")?,
-            authfile: get("REGISTRY_AUTH_FILE").map(PathBuf::from),
+            authfile: get("REGISTRY_AUTH_FILE")
+                .map(PathBuf::from)
+                .or_else(|| get("HOME").and_then(|h| user_auth_file(Path::new(&h)))),
             tmp: get("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
             home: get("HOME").map(PathBuf::from),
         })
     }
+}
+
+/// The auth file the user's container tools keep under `home`, when there
+/// is one: the containers tools' own, else docker's. (skopeo, as root of
+/// the build's namespace, would look for root's.)
+fn user_auth_file(home: &Path) -> Option<PathBuf> {
+    [".config/containers/auth.json", ".docker/config.json"]
+        .into_iter()
+        .map(|f| home.join(f))
+        .find(|p| p.is_file())
 }
 
 /// A layout to unpack; a temporary one is removed when this is dropped.

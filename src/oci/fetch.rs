@@ -256,6 +256,13 @@ pub fn fetch(source: &Source, s: &Settings) -> Result<Fetched> {
 
 fn archive(transport: &str, file: &Path, name: Option<&str>, s: &Settings) -> Result<Fetched> {
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    if file.as_os_str().as_encoded_bytes().contains(&b':') {
+        bail!(
+            "the archive {} cannot be read: skopeo reads a ':' in a path as the end of it; \
+             move or link it where its path has no ':'",
+            file.display()
+        );
+    }
     let src = match name {
         Some(n) => format!("{transport}:{}:{n}", file.display()),
         None => format!("{transport}:{}", file.display()),

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -109,7 +109,17 @@ impl<W: Write> LayerWriter<W> {
                     if md.nlink() > 1 {
                         self.links.insert((md.dev(), md.ino()), rel.clone());
                     }
-                    let f = fs::File::open(&path).with_context(|| format!("reading {path:?}"))?;
+                    // The file lstat saw, not what a symlink put in its
+                    // place since would lead to.
+                    let f = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(&path)
+                        .with_context(|| format!("reading {path:?}"))?;
+                    let now = f.metadata().with_context(|| format!("reading {path:?}"))?;
+                    if (now.dev(), now.ino()) != (md.dev(), md.ino()) {
+                        anyhow::bail!("{path:?} was replaced while the layer was written");
+                    }
                     // Exactly the size the header says, even if the file
                     // changed since.
                     let data = f.take(md.len()).chain(io::repeat(0)).take(md.len());
@@ -267,7 +277,9 @@ fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         .with_context(|| format!("listing the xattrs of {path:?}"))?;
     names.truncate(n);
     let mut out = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    // The host's SELinux labels are not the image's.
+    let kept = |n: &&[u8]| !n.is_empty() && *n != b"security.selinux";
+    for name in names.split(|&b| b == 0).filter(kept) {
         let name_os = std::ffi::OsStr::from_bytes(name);
         let len = match rustix::fs::lgetxattr_query(path, name_os) {
             Ok(n) => n,

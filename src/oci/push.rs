@@ -231,6 +231,13 @@ pub fn check(
         .map(|&t| Output::new(t, &config.image_name))
         .collect::<Result<Vec<_>>>()?;
     let output = choose(target, &outputs)?.clone();
+    if output.path.as_os_str().as_encoded_bytes().contains(&b':') {
+        bail!(
+            "{given_by} cannot push {}: skopeo reads a ':' in a path as the end of it; \
+             write the output where its path has no ':' (-o)",
+            output.path.display()
+        );
+    }
     let source = source(&output).context("a pushed output has a source (internal error)")?;
     let path = env.get("PATH").map(String::as_str);
     let Some(skopeo) = dib_sandbox::host_tools::find("skopeo", path) else {

@@ -362,17 +362,37 @@ impl Layout<'_> {
         Ok(self.dir.join("blobs/sha256").join(hex))
     }
 
-    fn open(&self, d: &Descriptor) -> Result<Verified<File>> {
+    fn open(&self, d: &Descriptor) -> Result<Verified<io::Take<File>>> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.blob_path(d)?;
-        let f = File::open(&path).with_context(|| {
-            format!(
-                "the image layout {} lacks the blob {} (expected at {})",
-                self.dir.display(),
+        // Not a symlink, a fifo or a device: a regular file of the size
+        // its descriptor says, read no further than that (and one byte
+        // more, to tell a longer one).
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags::NOFOLLOW_NONBLOCK)
+            .open(&path)
+            .with_context(|| {
+                format!(
+                    "the image layout {} lacks the blob {} (expected at {} as a file)",
+                    self.dir.display(),
+                    d.digest(),
+                    path.display()
+                )
+            })?;
+        let md = f
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !md.is_file() || md.len() != d.size() {
+            bail!(
+                "the blob {} of the image layout {} is not a file of the {} bytes its descriptor \
+                 says: fetch the image again",
                 d.digest(),
-                path.display()
-            )
-        })?;
-        Ok(Verified::new(f, d))
+                self.dir.display(),
+                d.size()
+            );
+        }
+        Ok(Verified::new(f.take(d.size().saturating_add(1)), d))
     }
 
     fn read_json(&self, d: &Descriptor) -> Result<Vec<u8>> {
@@ -463,6 +483,12 @@ impl<R: Read> Read for Verified<R> {
         self.len += n as u64;
         Ok(n)
     }
+}
+
+/// open(2) flags of a blob: no symlink followed, no wait on a fifo.
+mod libc_flags {
+    pub const NOFOLLOW_NONBLOCK: i32 =
+        rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32;
 }
 
 /// A layer's entry refused: the message names the layer and the entry.
@@ -737,15 +763,44 @@ impl Tree {
         Ok(Some(Place { parent, key, name }))
     }
 
-    /// Mark `key` and every directory above it as the layer's.
+    /// Mark `key` and every directory above it as the layer's: from the
+    /// longest down, stopping at the first already marked (its parents
+    /// are), so a layer of deep paths costs no more than its entries.
     fn mark(&mut self, key: &[OsString]) {
-        for i in 0..=key.len() {
-            self.layer.insert(key[..i].to_vec());
+        for i in (0..=key.len()).rev() {
+            if !self.layer.insert(key[..i].to_vec()) {
+                break;
+            }
         }
     }
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>, path: &Path) -> Result<()> {
         let kind = e.header().entry_type();
+        // A PAX global header (git archive writes one) says nothing about
+        // any file of the tree.
+        if kind == tar::EntryType::XGlobalHeader {
+            return Ok(());
+        }
+        use tar::EntryType as T;
+        let known = matches!(
+            kind,
+            T::Regular
+                | T::Continuous
+                | T::GNUSparse
+                | T::Directory
+                | T::Symlink
+                | T::Link
+                | T::Fifo
+                | T::Char
+                | T::Block
+        );
+        // Refused before anything is made for it.
+        if !known {
+            return Err(self.refuse(
+                path,
+                &format!("of the tar type {kind:?}, which a container image does not hold"),
+            ));
+        }
         if kind.is_character_special() || kind.is_block_special() {
             return Err(Refused(format!(
                 "layer {} holds the device node {}: a container image's layers may not hold \
@@ -784,7 +839,6 @@ impl Tree {
             Err(e) if is_missing(e) => None,
             Err(e) => return Err(e).context("reading what is there"),
         };
-        use tar::EntryType as T;
         match kind {
             T::Directory => {
                 if existing.is_some_and(|t| t != FileType::Directory) {
@@ -966,7 +1020,7 @@ impl Tree {
             return Ok(());
         }
         let name = OsStr::from_bytes(rest);
-        if name == ".." || name.as_bytes().contains(&b'/') {
+        if name == "." || name == ".." || name.as_bytes().contains(&b'/') {
             return Err(self.refuse(path, "a whiteout that names no file"));
         }
         remove_all(dir.as_fd(), name).with_context(|| format!("removing {}", name.display()))

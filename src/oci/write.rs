@@ -77,7 +77,7 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
     let mut lw = LayerWriter::new(Hashing::new(BufWriter::new(&tar.file)), spec.clamp);
     lw.tree(tree)
         .with_context(|| format!("writing the layer of {}", anchor.display()))?;
-    let (w, _) = lw.finish()?;
+    let (w, written) = lw.finish()?;
     let (buf, diff_id, tar_size) = w.finish();
     buf.into_inner()
         .map_err(|e| e.into_error())
@@ -91,6 +91,18 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
     )?;
     let config_blob = blob(MediaType::ImageConfig, &config);
     let mut done = Finished::default();
+    if !written.skipped.is_empty() {
+        let n = written.skipped.len();
+        let shown: Vec<&str> = written.skipped.iter().take(5).map(String::as_str).collect();
+        done.notes.push(format!(
+            "warning: the container image leaves out {n} device node{} or socket{} of the \
+             tree (a container's runtime makes its own): {}{}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "" } else { "s" },
+            shown.join(", "),
+            if n > shown.len() { ", ..." } else { "" }
+        ));
+    }
     let wants = |k: OutputType| outputs.iter().find(|o| o.kind == k);
 
     if let Some(out) = wants(OutputType::Docker) {

@@ -286,7 +286,7 @@ impl BoxJob {
         let mut named: Vec<PathBuf> = resolution.elements.iter().map(|e| e.path.clone()).collect();
         named.extend(
             env.iter()
-                .filter(|(k, _)| k.starts_with("DIB_") || *k == "REGISTRY_AUTH_FILE")
+                .filter(|(k, _)| k.starts_with("DIB_"))
                 .filter_map(|(_, v)| named_path(v)),
         );
         named.sort();

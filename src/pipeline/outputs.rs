@@ -139,20 +139,32 @@ impl UnnamedDir {
         let made = self.fill(&hidden);
         let made = made.and_then(|()| {
             if overwrite && std::fs::symlink_metadata(&self.path).is_ok() {
-                // rename(2) replaces only an empty directory: move the old
-                // one aside, then delete it.
-                let old = hidden.with_extension("dib-old");
-                std::fs::rename(&self.path, &old)
-                    .with_context(|| format!("replacing the old {:?}", self.path))?;
-                let r = std::fs::rename(&hidden, &self.path);
-                let _ = std::fs::remove_dir_all(&old).or_else(|_| std::fs::remove_file(&old));
-                r
+                // rename(2) replaces only an empty directory: swap the two
+                // at once, so the name always holds a whole layout, then
+                // delete the old one under the hidden name.
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &hidden,
+                    rustix::fs::CWD,
+                    &self.path,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .with_context(|| format!("replacing the old {:?}", self.path))?;
+                let old = std::fs::symlink_metadata(&hidden).map(|m| m.is_dir());
+                let removed = match old {
+                    Ok(true) => std::fs::remove_dir_all(&hidden),
+                    _ => std::fs::remove_file(&hidden),
+                };
+                removed.with_context(|| {
+                    format!("removing the old {:?} (now at {hidden:?})", self.path)
+                })
             } else {
                 std::fs::rename(&hidden, &self.path)
+                    .with_context(|| format!("renaming the finished output to {:?}", self.path))
             }
-            .with_context(|| format!("renaming the finished output to {:?}", self.path))
         });
         if made.is_err() {
+            // Whatever is left under the hidden name is not the output.
             let _ = std::fs::remove_dir_all(&hidden);
         }
         made
@@ -206,6 +218,8 @@ impl UnnamedDir {
 pub struct Finished {
     pub files: Vec<Unnamed>,
     pub dirs: Vec<UnnamedDir>,
+    /// What the writers want said in the build's log.
+    pub notes: Vec<String>,
 }
 
 impl Finished {
@@ -227,6 +241,12 @@ impl Finished {
     pub fn extend(&mut self, other: Finished) {
         self.files.extend(other.files);
         self.dirs.extend(other.dirs);
+        self.notes.extend(other.notes);
+    }
+
+    /// The writers' notes, taken (each said once).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Name every file and directory (an existing one moved aside unless

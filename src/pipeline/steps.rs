@@ -74,7 +74,10 @@ impl Build<'_> {
             .collect();
         let s = &self.job.output_settings;
         let image = self.image_spec()?;
-        let done = write_all(&outputs, &self.dirs.tree, None, s, &image, self.stopped)?;
+        let mut done = write_all(&outputs, &self.dirs.tree, None, s, &image, self.stopped)?;
+        for note in done.take_notes() {
+            self.log.line(&note);
+        }
         self.finished.extend(done);
         Ok(())
     }

@@ -265,3 +265,37 @@ fn push_to_a_registry_that_does_not_answer_builds_nothing() {
         (Some(1), want.to_string())
     );
 }
+
+#[test]
+fn a_push_of_a_path_skopeo_would_misread_builds_nothing() {
+    let f = Fixture::new();
+    let ep = tree(&f, "e").display().to_string();
+    let cache = f.path("cache").display().to_string();
+    let out = f.path("images/img:1").display().to_string();
+    let o = dib(
+        &[
+            "create",
+            "--image-cache",
+            &cache,
+            "-o",
+            &out,
+            "-t",
+            "oci",
+            "--push",
+            "127.0.0.1:1/x:1",
+            "os",
+        ],
+        &[("ELEMENTS_PATH", &ep)],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).ends_with(&format!(
+            "dib: error: --push cannot push {out}.oci: skopeo reads a ':' in a path as the end \
+             of it; write the output where its path has no ':' (-o)\n"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!f.path("cache").exists());
+    assert!(!f.path("images").exists());
+}

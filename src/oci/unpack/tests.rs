@@ -505,3 +505,83 @@ fn a_layout_of_several_images_needs_a_name() {
     let e = unpack(not.path(), None, Arch::Amd64, not.path()).unwrap_err();
     assert!(e.to_string().contains("is not an OCI image layout"), "{e}");
 }
+
+#[test]
+fn a_blob_that_is_not_a_file_of_its_size_is_refused_at_once() {
+    let bytes = tar_of(&[file("a", "x")]);
+    let digest = digest_of(&bytes);
+    let hex = digest.strip_prefix("sha256:").unwrap().to_string();
+    // A symlink to an endless device, a longer file: refused before any
+    // read past the descriptor's size.
+    for swap in ["symlink", "longer"] {
+        let l = Layout::single(&[(TAR, bytes.clone())]);
+        let path = l.path().join("blobs/sha256").join(&hex);
+        fs::remove_file(&path).unwrap();
+        match swap {
+            "symlink" => std::os::unix::fs::symlink("/dev/zero", &path).unwrap(),
+            _ => fs::write(&path, [bytes.as_slice(), b"more"].concat()).unwrap(),
+        }
+        let e = err_of(&l);
+        assert!(
+            e.contains(&format!("the blob {digest}")) && e.contains("fetch the image again")
+                || e.contains("lacks the blob"),
+            "{swap}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_whiteout_of_dot_is_refused_and_global_headers_are_skipped() {
+    let l = Layout::single(&[(
+        TAR,
+        tar_of(&[dir("d"), file("d/a", "x"), file("d/.wh..", "")]),
+    )]);
+    let e = err_of(&l);
+    assert!(e.contains("a whiteout that names no file"), "{e}");
+
+    let mut global = entry("pax_global_header", EntryType::XGlobalHeader, 0o644);
+    global.data = b"52 comment=a git archive's commit, of no file\n".to_vec();
+    let l = Layout::single(&[(TAR, tar_of(&[global, file("a", "kept")]))]);
+    let (out, r) = unpack_into(&l, None, Arch::Amd64);
+    r.unwrap();
+    let root = out.path().join("root");
+    assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "kept");
+    assert!(!root.join("pax_global_header").exists());
+}
+
+#[test]
+fn deep_paths_cost_no_more_than_their_entries() {
+    // 400 directories deep, 400 files along the way: quadratic work per
+    // entry would take minutes, this takes well under a second.
+    let mut entries = Vec::new();
+    let mut path = String::new();
+    for i in 0..400 {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push('d');
+        entries.push(dir(&path));
+        entries.push(file(&format!("{path}/f{i}"), "x"));
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    for e in &entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(e.kind);
+        h.set_mode(e.mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h.set_size(e.data.len() as u64);
+        b.append_data(&mut h, &e.path, e.data.as_slice()).unwrap();
+    }
+    let l = Layout::single(&[(TAR, b.into_inner().unwrap())]);
+    let started = std::time::Instant::now();
+    let (_out, r) = unpack_into(&l, None, Arch::Amd64);
+    let s = r.unwrap();
+    assert_eq!(s.entries, 800);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -178,7 +178,11 @@ pub fn container_images_are_what_skopeo_umoci_and_podman_read() -> Result<(), Fa
     let _ = podman(&["unshare", "rm", "-rf"])
         .arg(store.join("root"))
         .output();
+    // Rootless podman keeps a pause process holding its user namespace,
+    // per runtime directory: this one goes with the test.
+    let pause = stop_pause_process(&store.join("xdg/libpod/tmp/pause.pid"));
     let loaded = loaded?;
+    pause?;
     check(
         loaded.contains("Loaded image: localhost/dib/probe:1"),
         format!("podman load said: {loaded}"),
@@ -357,4 +361,35 @@ pub fn a_bad_image_configuration_fails_the_build_and_writes_nothing() -> Result<
         format!("left in the output directory: {left:?}"),
     )?;
     b.assert_clean()
+}
+
+/// Kill the pause process whose pid `pid_file` holds, and wait until it
+/// runs no more (it may stay a zombie of an init that does not reap).
+fn stop_pause_process(pid_file: &std::path::Path) -> Result<(), Failed> {
+    let Ok(text) = fs::read_to_string(pid_file) else {
+        return Ok(());
+    };
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{pid_file:?}: {e}"))?;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The field after the command's closing parenthesis.
+        let running = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'));
+        if !running {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("podman's pause process {pid} still runs").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -111,7 +111,8 @@ pub struct CreateArgs {
     pub checksum: bool,
 
     /// The name and tag of -t docker's image (REPO[:TAG]) [default: the
-    /// output's name, tag latest]; its tag also names -t oci's image
+    /// --push reference's, else the output's name, tag latest]; its tag
+    /// also names -t oci's image
     #[arg(long, value_name = "REPO[:TAG]")]
     pub docker_target: Option<String>,
 

@@ -247,7 +247,6 @@ impl BuildConfig {
         let offline = args.offline || env_flag(env, "DIB_OFFLINE")?;
         let strict_box = args.strict_box || env_flag(env, "DIB_STRICT_BOX")?;
         let checksum = args.checksum || env_flag(env, "DIB_CHECKSUM")?;
-        let docker_target = outputs::docker_target(args.docker_target.as_deref(), &image_name)?;
         let host_ca = (args.trust_host_ca || env_flag(env, "DIB_TRUST_HOST_CA")?).then(|| {
             env.get("DIB_HOST_CA_BUNDLE")
                 .filter(|v| !v.is_empty())
@@ -265,6 +264,16 @@ impl BuildConfig {
                 None
             }
         };
+        // The image's name and tag: --docker-target, else the pushed
+        // reference's repository and tag, else the output's name.
+        let pushed = push.as_ref().map(|p| {
+            let r = &p.reference;
+            format!("{}:{}", r.repository, r.tag.as_deref().unwrap_or("latest"))
+        });
+        let docker_target = outputs::docker_target(
+            args.docker_target.as_deref().or(pushed.as_deref()),
+            &image_name,
+        )?;
         let env_for_hooks = if args.clear_env {
             cleared_env(env)
         } else {

@@ -396,3 +396,16 @@ fn push_comes_from_the_flag_over_the_environment() {
         "DIB_PUSH_INSECURE=\"yes\" is not valid: use 1 to enable or 0 to disable"
     );
 }
+
+#[test]
+fn the_image_is_named_by_docker_target_else_the_push_else_the_output() {
+    let mut a = args(&["x"]);
+    a.output = Some("out/My Img".into());
+    assert_eq!(build(&a, &env(&[])).unwrap().docker_target, "my-img:latest");
+    a.push = Some("registry.example/team/vm:2".into());
+    assert_eq!(build(&a, &env(&[])).unwrap().docker_target, "team/vm:2");
+    a.push = Some("localhost:5000/vm".into());
+    assert_eq!(build(&a, &env(&[])).unwrap().docker_target, "vm:latest");
+    a.docker_target = Some("dib/other:1".into());
+    assert_eq!(build(&a, &env(&[])).unwrap().docker_target, "dib/other:1");
+}

@@ -60,7 +60,7 @@ pub fn a_debian_image_goes_through_a_registry_and_boots_as_a_vm() -> Result<(), 
     let bundle = b.f.path("bundle");
     run(Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:latest", b.f.path("base.oci").display()))
+        .arg(format!("{}:bookworm", b.f.path("base.oci").display()))
         .arg(&bundle))?;
     let want = tar_tree(&b.f.path("base.tar"))?;
     same_trees(

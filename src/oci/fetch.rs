@@ -270,13 +270,8 @@ fn archive(transport: &str, file: &Path, name: Option<&str>, s: &Settings) -> Re
     let tmp = tempdir(s)?;
     let layout = tmp.path().join("layout");
     let skopeo = Skopeo::new(s)?;
-    let mut args = skopeo.platform();
-    args.extend([
-        "copy".into(),
-        "--quiet".into(),
-        "--remove-signatures".into(),
-        src.clone().into(),
-    ]);
+    let mut args = skopeo.copy();
+    args.push(src.clone().into());
     args.push(format!("oci:{}:{NAME}", layout.display()).into());
     skopeo.run(args, &format!("convert {src}"), None)?;
     Ok(Fetched {
@@ -314,12 +309,7 @@ fn registry(r: &Reference, s: &Settings) -> Result<Fetched> {
     } else {
         let skopeo = Skopeo::new(s)?;
         let mut args: Vec<OsString> = vec!["inspect".into(), "--raw".into()];
-        if s.insecure || r.is_loopback() {
-            args.push("--tls-verify=false".into());
-        }
-        if let Some(a) = &s.authfile {
-            args.extend(["--authfile".into(), a.into()]);
-        }
+        args.extend(skopeo.access(r, "--tls-verify=false"));
         args.push(r.transport().into());
         let raw = skopeo.run(args, &format!("read {shown}"), Some(r))?;
         if let Some(d) = &r.digest {
@@ -370,20 +360,8 @@ fn registry(r: &Reference, s: &Settings) -> Result<Fetched> {
         let partial = cache.join(format!("{hex}.partial"));
         remove_if_there(&partial)?;
         let skopeo = Skopeo::new(s)?;
-        let mut args = skopeo.platform();
-        // Signatures are not kept in the layout (and a host's lookaside
-        // store may not be readable here).
-        args.extend([
-            "copy".into(),
-            "--quiet".into(),
-            "--remove-signatures".into(),
-        ]);
-        if s.insecure || r.is_loopback() {
-            args.push("--src-tls-verify=false".into());
-        }
-        if let Some(a) = &s.authfile {
-            args.extend(["--authfile".into(), a.into()]);
-        }
+        let mut args = skopeo.copy();
+        args.extend(skopeo.access(r, "--src-tls-verify=false"));
         let by_digest = Reference {
             tag: None,
             digest: Some(digest.clone()),
@@ -489,7 +467,9 @@ impl<'a> Skopeo<'a> {
     }
 
     /// The global options choosing the build's platform from a list.
-    fn platform(&self) -> Vec<OsString> {
+    /// `copy` of the build's platform. Signatures are not kept in the
+    /// layout (and a host's lookaside store may not be readable here).
+    fn copy(&self) -> Vec<OsString> {
         let (arch, variant) = super::platform(self.s.arch);
         let mut v: Vec<OsString> = vec![
             "--override-os".into(),
@@ -499,6 +479,24 @@ impl<'a> Skopeo<'a> {
         ];
         if let Some(var) = variant {
             v.extend(["--override-variant".into(), var.into()]);
+        }
+        v.extend([
+            "copy".into(),
+            "--quiet".into(),
+            "--remove-signatures".into(),
+        ]);
+        v
+    }
+
+    /// How to reach `r`'s registry: `no_tls` (the command's spelling of
+    /// it) where plain HTTP is allowed, the auth file when there is one.
+    fn access(&self, r: &Reference, no_tls: &str) -> Vec<OsString> {
+        let mut v = Vec::new();
+        if self.s.insecure || r.is_loopback() {
+            v.push(no_tls.into());
+        }
+        if let Some(a) = &self.s.authfile {
+            v.extend(["--authfile".into(), a.into()]);
         }
         v
     }

@@ -7,7 +7,7 @@
 //! the build's other outputs at the end.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek as _, Write};
+use std::io::{self, BufWriter, Read, Seek as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -78,10 +78,7 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
     lw.tree(tree)
         .with_context(|| format!("writing the layer of {}", anchor.display()))?;
     let (w, written) = lw.finish()?;
-    let (buf, diff_id, tar_size) = w.finish();
-    buf.into_inner()
-        .map_err(|e| e.into_error())
-        .context("writing the layer")?;
+    let (diff_id, tar_size) = flush(w)?;
     let config = config_json(
         spec.arch,
         spec.created,
@@ -107,7 +104,7 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
 
     if let Some(out) = wants(OutputType::Docker) {
         let f = Unnamed::new(&out.path)?;
-        let mut b = archive(&f.file);
+        let mut b = LayerWriter::new(BufWriter::new(&f.file), None);
         let cfg_name = format!("{}.json", hex_of(&config_blob.digest));
         let layer_name = format!("{}/layer.tar", hex_of(&diff_id));
         let manifest = serde_json::to_vec(&serde_json::json!([{
@@ -115,22 +112,17 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
             "RepoTags": [spec.docker_tag],
             "Layers": [layer_name],
         }]))?;
-        add(
+        member(
             &mut b,
             &format!("{}/", hex_of(&diff_id)),
             0,
             io::empty(),
             spec,
         )?;
-        add(&mut b, &layer_name, tar_size, reopen(&tar)?, spec)?;
-        add(&mut b, &cfg_name, config.len() as u64, &config[..], spec)?;
-        add(
-            &mut b,
-            "manifest.json",
-            manifest.len() as u64,
-            &manifest[..],
-            spec,
-        )?;
+        member(&mut b, &layer_name, tar_size, reopen(&tar)?, spec)?;
+        member(&mut b, &cfg_name, config.len() as u64, &config[..], spec)?;
+        let size = manifest.len() as u64;
+        member(&mut b, "manifest.json", size, &manifest[..], spec)?;
         end(b, &out.path)?;
         done.files.push(f);
     }
@@ -146,10 +138,7 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
         flate2::Compression::fast(),
     );
     io::copy(&mut reopen(&tar)?, &mut enc).context("compressing the layer")?;
-    let (buf, digest, size) = enc.finish().context("compressing the layer")?.finish();
-    buf.into_inner()
-        .map_err(|e| e.into_error())
-        .context("writing the layer")?;
+    let (digest, size) = flush(enc.finish().context("compressing the layer")?)?;
     let layer = Blob {
         media_type: MediaType::ImageLayerGzip,
         digest,
@@ -158,17 +147,17 @@ pub fn tree_images(outputs: &[&Output], tree: &Path, spec: &Spec) -> Result<Fini
     let layout = Layout::new(config, config_blob, layer, spec)?;
     if let Some(out) = archive_out {
         let f = Unnamed::new(&out.path)?;
-        let mut b = archive(&f.file);
+        let mut b = LayerWriter::new(BufWriter::new(&f.file), None);
         // The directories too: skopeo, unpacking as a plain user, cannot
         // give directories it had to make up root's owner.
         for dir in ["blobs/", "blobs/sha256/"] {
-            add(&mut b, dir, 0, io::empty(), spec)?;
+            member(&mut b, dir, 0, io::empty(), spec)?;
         }
         for (path, bytes) in layout.small() {
-            add(&mut b, &path, bytes.len() as u64, bytes, spec)?;
+            member(&mut b, &path, bytes.len() as u64, bytes, spec)?;
         }
-        let (path, _) = layout.layer_path();
-        add(&mut b, &path, layout.layer.size, reopen(&gz)?, spec)?;
+        let path = layout.layer_path();
+        member(&mut b, &path, layout.layer.size, reopen(&gz)?, spec)?;
         end(b, &out.path)?;
         done.files.push(f);
     }
@@ -198,7 +187,7 @@ pub fn container_disk(out: &Output, qcow2: &Unnamed, spec: &Spec) -> Result<Fini
         uid: CONTAINER_DISK_ID,
         gid: CONTAINER_DISK_ID,
         mode,
-        mtime: spec.clamp.unwrap_or(spec.created),
+        mtime: spec.created,
     };
     lw.append(
         b"disk/",
@@ -220,10 +209,7 @@ pub fn container_disk(out: &Output, qcow2: &Unnamed, spec: &Spec) -> Result<Fini
     )
     .with_context(|| format!("writing the layer of {}", out.path.display()))?;
     let (w, _) = lw.finish()?;
-    let (buf, diff_id, layer_size) = w.finish();
-    buf.into_inner()
-        .map_err(|e| e.into_error())
-        .context("writing the layer")?;
+    let (diff_id, layer_size) = flush(w)?;
     let image = ImageConfig::default();
     let config = config_json(spec.arch, spec.created, &image, &diff_id, &spec.created_by)?;
     let config_blob = blob(MediaType::ImageConfig, &config);
@@ -273,8 +259,8 @@ impl Layout {
         ]
     }
 
-    fn layer_path(&self) -> (String, u64) {
-        (blob_path(&self.layer.digest), self.layer.size)
+    fn layer_path(&self) -> String {
+        blob_path(&self.layer.digest)
     }
 
     fn into_dir(self, path: &Path, layer: Unnamed) -> UnnamedDir {
@@ -285,7 +271,7 @@ impl Layout {
             .collect();
         UnnamedDir {
             path: path.to_path_buf(),
-            files: vec![(PathBuf::from(self.layer_path().0), layer)],
+            files: vec![(PathBuf::from(self.layer_path()), layer)],
             small,
         }
     }
@@ -314,40 +300,45 @@ fn reopen(f: &Unnamed) -> Result<File> {
     Ok(file)
 }
 
-fn archive(f: &File) -> tar::Builder<BufWriter<&File>> {
-    tar::Builder::new(BufWriter::new(f))
+/// The digest and size of what went through `w`, once all of it is in
+/// the file.
+fn flush(w: Hashing<BufWriter<&File>>) -> Result<(String, u64)> {
+    let (buf, digest, size) = w.finish();
+    buf.into_inner()
+        .map_err(|e| e.into_error())
+        .context("writing the layer")?;
+    Ok((digest, size))
 }
 
-/// One member of an archive: root's, 0644 (0755 for a directory), at the
-/// image's time.
-fn add<W: Write>(
-    b: &mut tar::Builder<W>,
+/// One member of an archive: root's, 0644 (0755 for a directory, whose
+/// name ends in `/`), at the image's time.
+fn member(
+    b: &mut LayerWriter<BufWriter<&File>>,
     path: &str,
     size: u64,
     data: impl Read,
     spec: &Spec,
 ) -> Result<()> {
-    let mut h = tar::Header::new_ustar();
     let dir = path.ends_with('/');
-    h.set_entry_type(if dir {
-        EntryType::Directory
+    let (kind, mode) = if dir {
+        (EntryType::Directory, 0o755)
     } else {
-        EntryType::Regular
-    });
-    h.set_path(path)?;
-    h.set_mode(if dir { 0o755 } else { 0o644 });
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(spec.clamp.unwrap_or(spec.created));
-    h.set_size(size);
-    h.set_cksum();
-    b.append(&h, data)
+        (EntryType::Regular, 0o644)
+    };
+    let meta = Meta {
+        uid: 0,
+        gid: 0,
+        mode,
+        mtime: spec.created,
+    };
+    b.append(path.as_bytes(), kind, &meta, size, None, &[], data)
         .with_context(|| format!("writing {path} into the archive"))
 }
 
-fn end(b: tar::Builder<BufWriter<&File>>, path: &Path) -> Result<()> {
-    b.into_inner()
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+fn end(b: LayerWriter<BufWriter<&File>>, path: &Path) -> Result<()> {
+    let (w, _) = b.finish()?;
+    w.into_inner()
+        .map_err(|e| e.into_error())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -92,20 +92,9 @@ impl Unnamed {
     /// Give the file its name: linked under a hidden temporary name, then
     /// renamed over the final one (atomic, also when overwriting).
     fn link(self) -> Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        let hidden = dir.join(format!(
-            ".{name}.{}.dib-partial",
-            uuid::Uuid::new_v4().simple()
-        ));
-        rustix::fs::linkat(
-            rustix::fs::CWD,
-            self.proc_path(),
-            rustix::fs::CWD,
-            &hidden,
-            rustix::fs::AtFlags::SYMLINK_FOLLOW,
-        )
-        .with_context(|| format!("naming the finished output {:?}", self.path))?;
+        let hidden = hidden_name(&self.path);
+        self.link_as(&hidden)
+            .with_context(|| format!("naming the finished output {:?}", self.path))?;
         if let Err(e) = std::fs::rename(&hidden, &self.path) {
             let _ = std::fs::remove_file(&hidden);
             return Err(e)
@@ -113,6 +102,28 @@ impl Unnamed {
         }
         Ok(())
     }
+
+    /// Link the file as `to` (a new name, on the same filesystem).
+    fn link_as(&self, to: &Path) -> rustix::io::Result<()> {
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            self.proc_path(),
+            rustix::fs::CWD,
+            to,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        )
+    }
+}
+
+/// A hidden name beside `path` for an output being put in place, unique
+/// to this build.
+fn hidden_name(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    dir.join(format!(
+        ".{name}.{}.dib-partial",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// A directory output being written (an OCI image layout): its big files
@@ -130,12 +141,7 @@ pub struct UnnamedDir {
 
 impl UnnamedDir {
     fn link(self, overwrite: bool) -> Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        let hidden = dir.join(format!(
-            ".{name}.{}.dib-partial",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let hidden = hidden_name(&self.path);
         let made = self.fill(&hidden);
         let made = made.and_then(|()| {
             if overwrite && std::fs::symlink_metadata(&self.path).is_ok() {
@@ -192,14 +198,7 @@ impl UnnamedDir {
             f.file
                 .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
                 .with_context(|| format!("setting the mode of {to:?}"))?;
-            rustix::fs::linkat(
-                rustix::fs::CWD,
-                f.proc_path(),
-                rustix::fs::CWD,
-                &to,
-                rustix::fs::AtFlags::SYMLINK_FOLLOW,
-            )
-            .with_context(|| format!("naming {to:?}"))?;
+            f.link_as(&to).with_context(|| format!("naming {to:?}"))?;
         }
         for (rel, bytes) in &self.small {
             let to = at.join(rel);

@@ -154,6 +154,22 @@ pub fn eq(got: &str, want: &str, what: &str) -> Result<(), Failed> {
     check(got == want, format!("{what}: got {got:?}, want {want:?}"))
 }
 
+/// Run a tool that must succeed: its standard output (the error has the
+/// command and all it printed).
+pub fn run(cmd: &mut Command) -> Result<String, Failed> {
+    let o = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{cmd:?} failed ({}):\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 pub fn succeeded(o: &Output) -> Result<(), Failed> {
     check(
         o.status.success(),

@@ -12,6 +12,8 @@ use std::process::Command;
 use libtest_mimic::Failed;
 use sha2::Digest as _;
 
+use super::tier::run;
+
 /// What the comparison of two trees looks at, per path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -22,20 +24,6 @@ pub struct Node {
     pub size: u64,
     pub sha256: String,
     pub link: String,
-}
-
-pub fn run(cmd: &mut Command) -> Result<String, Failed> {
-    let o = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}):\n{}{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -230,4 +218,20 @@ pub fn same_trees(
         return Err(format!("{got_is} has what {want_is} lacks: {extra:?}").into());
     }
     Ok(())
+}
+
+/// `umoci unpack --rootless` of `image` (`LAYOUT:TAG`) into `bundle` gives
+/// the tree of the tar archive `tar`: that tree, for more checks.
+pub fn umoci_unpacks_the_tar(
+    image: &str,
+    bundle: &Path,
+    tar: &Path,
+) -> Result<BTreeMap<String, Node>, Failed> {
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", image])
+        .arg(bundle))?;
+    let want = tar_tree(tar)?;
+    let got = dir_tree(&bundle.join("rootfs"))?;
+    same_trees(&want, &got, "the tar output", "umoci's unpack")?;
+    Ok(want)
 }

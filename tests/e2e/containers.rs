@@ -11,8 +11,8 @@ use libtest_mimic::Failed;
 
 use crate::common::qemu::{self, Firmware};
 use crate::common::registry::Registry;
-use crate::common::tier::{check, eq, succeeded, Build};
-use crate::common::trees::{dir_tree, run, same_trees, tar_tree};
+use crate::common::tier::{check, eq, run, succeeded, Build};
+use crate::common::trees::umoci_unpacks_the_tar;
 use crate::support::{cache, create_cmd, stderr, BOOT_TIMEOUT};
 
 /// The manifest digest of a layout's one image.
@@ -57,21 +57,11 @@ pub fn a_debian_image_goes_through_a_registry_and_boots_as_a_vm() -> Result<(), 
     )?;
 
     // umoci's rootless unpack of the layout is the tree of the tar output.
-    let bundle = b.f.path("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:bookworm", b.f.path("base.oci").display()))
-        .arg(&bundle))?;
-    let want = tar_tree(&b.f.path("base.tar"))?;
-    same_trees(
-        &want,
-        &dir_tree(&bundle.join("rootfs"))?,
-        "the tar output",
-        "umoci's unpack",
-    )?;
+    let image = format!("{}:bookworm", b.f.path("base.oci").display());
+    let tree = umoci_unpacks_the_tar(&image, &b.f.path("bundle"), &b.f.path("base.tar"))?;
     eprintln!(
         "  umoci unpacked the {} paths of the tar output",
-        want.len()
+        tree.len()
     );
 
     // A VM on that image, from the registry, pushed as a containerDisk.

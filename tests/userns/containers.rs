@@ -10,8 +10,8 @@ use std::process::Command;
 
 use libtest_mimic::Failed;
 
-use crate::common::tier::{check, eq, succeeded, Build};
-use crate::common::trees::{dir_tree, run, same_trees, sha256_hex, tar_tree, xattr_value};
+use crate::common::tier::{check, eq, run, succeeded, Build};
+use crate::common::trees::{sha256_hex, umoci_unpacks_the_tar, xattr_value};
 use crate::support::images_left;
 
 /// The probe element: an owned setuid file with an xattr, a hard link, a
@@ -113,13 +113,8 @@ pub fn container_images_are_what_skopeo_umoci_and_podman_read() -> Result<(), Fa
 
     // umoci's rootless unpack gives the tree of the tar output.
     let bundle = b.f.path("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{layout_s}:1"))
-        .arg(&bundle))?;
-    let want = tar_tree(&b.f.path("images/img.tar"))?;
-    let got = dir_tree(&bundle.join("rootfs"))?;
-    same_trees(&want, &got, "the tar output", "umoci's unpack")?;
+    let image = format!("{layout_s}:1");
+    let want = umoci_unpacks_the_tar(&image, &bundle, &b.f.path("images/img.tar"))?;
     let owned = &want["srv/app/owned"];
     eq(
         &format!("{} {} {:o}", owned.uid, owned.gid, owned.mode),

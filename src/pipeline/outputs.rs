@@ -280,14 +280,34 @@ pub fn write_all(
     image: &crate::oci::write::Spec,
     stop: &AtomicI32,
 ) -> Result<Finished> {
-    let (containers, others): (Vec<&Output>, Vec<&Output>) = outputs
+    let (containers, mut others): (Vec<&Output>, Vec<&Output>) = outputs
         .iter()
         .partition(|o| o.kind.is_container() && !o.kind.from_disk());
+    // A containerDisk wraps the qcow2 output when the build writes one,
+    // rather than converting the disk image a second time.
+    let container_disk = outputs
+        .iter()
+        .copied()
+        .find(|o| o.kind == OutputType::ContainerDisk);
+    let qcow2 = container_disk.and(
+        outputs
+            .iter()
+            .copied()
+            .find(|o| o.kind == OutputType::Qcow2),
+    );
+    others.retain(|o| {
+        o.kind != OutputType::ContainerDisk && !(qcow2.is_some() && o.kind == OutputType::Qcow2)
+    });
     let results: Vec<Result<Finished>> = std::thread::scope(|s| {
         let mut handles: Vec<_> = others
             .iter()
-            .map(|out| s.spawn(move || write_output(out, tree, disk, settings, image, stop)))
+            .map(|out| s.spawn(move || write_output(out, tree, disk, settings, stop)))
             .collect();
+        if let Some(out) = container_disk {
+            handles.push(s.spawn(move || {
+                write_container_disk(out, qcow2, tree, disk, settings, image, stop)
+            }));
+        }
         if !containers.is_empty() {
             let containers = &containers;
             handles.push(s.spawn(move || {
@@ -320,23 +340,9 @@ fn write_output(
     tree: &Path,
     disk: Option<&Path>,
     settings: &Settings,
-    image: &crate::oci::write::Spec,
     stop: &AtomicI32,
 ) -> Result<Finished> {
     let what = format!("writing {}", out.path.display());
-    if out.kind == OutputType::ContainerDisk {
-        let disk = disk.context("a disk image output needs a disk image (internal error)")?;
-        let qcow2 = Unnamed::new(&out.path)?;
-        convert(
-            &OutputType::Qcow2,
-            disk,
-            &qcow2.proc_path(),
-            settings,
-            &what,
-            stop,
-        )?;
-        return crate::oci::write::container_disk(out, &qcow2, image);
-    }
     let tmp = Unnamed::new(&out.path)?;
     let to = tmp.proc_path();
     if out.kind.from_disk() {
@@ -361,6 +367,31 @@ fn write_output(
         files,
         ..Default::default()
     })
+}
+
+/// The containerDisk `out`, wrapping the qcow2 output `qcow2` (written
+/// here first) when the build has one, else a qcow2 converted for it.
+fn write_container_disk(
+    out: &Output,
+    qcow2: Option<&Output>,
+    tree: &Path,
+    disk: Option<&Path>,
+    settings: &Settings,
+    image: &crate::oci::write::Spec,
+    stop: &AtomicI32,
+) -> Result<Finished> {
+    let disk = disk.context("a disk image output needs a disk image (internal error)")?;
+    if let Some(q) = qcow2 {
+        let mut done = write_output(q, tree, Some(disk), settings, stop)?;
+        let wrapped = crate::oci::write::container_disk(out, &done.files[0], image)?;
+        done.extend(wrapped);
+        return Ok(done);
+    }
+    let converted = Unnamed::new(&out.path)?;
+    let what = format!("writing {}", out.path.display());
+    let to = converted.proc_path();
+    convert(&OutputType::Qcow2, disk, &to, settings, &what, stop)?;
+    crate::oci::write::container_disk(out, &converted, image)
 }
 
 /// `<output>.md5` and `<output>.sha256` in md5sum's format, as unnamed

@@ -217,7 +217,8 @@ impl UnnamedDir {
 pub struct Finished {
     pub files: Vec<Unnamed>,
     pub dirs: Vec<UnnamedDir>,
-    /// What the writers want said in the build's log.
+    /// What the writers want said in the build's log (when the outputs
+    /// are named).
     pub notes: Vec<String>,
 }
 
@@ -243,14 +244,12 @@ impl Finished {
         self.notes.extend(other.notes);
     }
 
-    /// The writers' notes, taken (each said once).
-    pub fn take_notes(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.notes)
-    }
-
     /// Name every file and directory (an existing one moved aside unless
     /// `overwrite`).
     pub fn persist(self, overwrite: bool, log: &Log) -> Result<()> {
+        for note in &self.notes {
+            log.line(note);
+        }
         for f in self.files {
             move_aside(&f.path, overwrite, log)?;
             let path = f.path.clone();

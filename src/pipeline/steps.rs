@@ -74,10 +74,7 @@ impl Build<'_> {
             .collect();
         let s = &self.job.output_settings;
         let image = self.image_spec()?;
-        let mut done = write_all(&outputs, &self.dirs.tree, None, s, &image, self.stopped)?;
-        for note in done.take_notes() {
-            self.log.line(&note);
-        }
+        let done = write_all(&outputs, &self.dirs.tree, None, s, &image, self.stopped)?;
         self.finished.extend(done);
         Ok(())
     }

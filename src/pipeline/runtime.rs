@@ -19,7 +19,9 @@ use dib_sandbox::mounts::IN_TARGET;
 pub const DIR: &str = ".dib";
 
 /// `_LIB`'s files.
-const LIB: [(&str, &str); 5] = [
+const LIB: [(&str, &str); 7] = [
+    ("rpm-bootstrap", include_str!("runtime/lib/rpm-bootstrap")),
+    ("base-tree", include_str!("runtime/lib/base-tree")),
     ("die", include_str!("runtime/lib/die")),
     (
         "common-defaults",

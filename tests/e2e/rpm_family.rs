@@ -1,0 +1,251 @@
+//! The RPM family: fedora-minimal and opensuse-minimal bootstrapped with
+//! the host's real dnf and zypper, their chroot phases run with the image's
+//! own, the disk images booted in QEMU to a login prompt; the fedora element
+//! built on a cloud image made from such a tree; the bootstrap's errors.
+//!
+//! This machine reaches only Debian's archive, so the repositories are
+//! built at test time from Debian's binaries (`tests/common/rpm_repo.rs`:
+//! signed RPMs, real repository metadata, laid out as each distribution's
+//! mirror) and served on the loopback, where `DIB_DISTRIBUTION_MIRROR`
+//! points. With `DIB_TEST_FEDORA_MIRROR` or `DIB_TEST_OPENSUSE_MIRROR` set,
+//! the same trials run against that real mirror instead.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libtest_mimic::Failed;
+
+use crate::common::qemu::{self, Firmware};
+use crate::common::rpm_repo::{Flavor, RpmMirror};
+use crate::common::tier::{check, eq, succeeded, Build};
+use crate::support::{create_cmd, extract, stderr, BOOT_TIMEOUT};
+
+/// The repository the trials bootstrap from: the real mirror the user
+/// named, or the one built here from Debian's packages.
+enum Source {
+    Real(String),
+    Local(RpmMirror),
+}
+
+impl Source {
+    fn of(flavor: Flavor) -> Result<Source, Failed> {
+        let var = match flavor {
+            Flavor::Fedora => "DIB_TEST_FEDORA_MIRROR",
+            Flavor::Opensuse => "DIB_TEST_OPENSUSE_MIRROR",
+        };
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => Ok(Source::Real(url)),
+            _ => Ok(Source::Local(RpmMirror::serve(flavor)?)),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Source::Real(url) => url.clone(),
+            Source::Local(m) => m.url(),
+        }
+    }
+
+    /// The release to build: the local repository's, or the element's
+    /// default on a real mirror.
+    fn release(&self) -> Option<String> {
+        match self {
+            Source::Real(_) => None,
+            Source::Local(m) => Some(m.release().to_string()),
+        }
+    }
+}
+
+/// `dib create -t TYPES -o OUT ELEMENTS...` with the mirror, into a cache
+/// of the trial's own (the served mirror's port is in the cached base's
+/// key, so a shared cache would only grow).
+fn build(
+    b: &Build,
+    src: &Source,
+    out: &str,
+    types: &str,
+    elements: &[&str],
+    env: &[(&str, &str)],
+) -> Result<PathBuf, Failed> {
+    let out = b.f.path(out);
+    let out_s = out.display().to_string();
+    let mut args = vec!["-t", types, "-o", &out_s];
+    args.extend_from_slice(elements);
+    let url = src.url();
+    let release = src.release();
+    let mut all = vec![("DIB_DISTRIBUTION_MIRROR", url.as_str())];
+    if let Some(r) = &release {
+        all.push(("DIB_RELEASE", r.as_str()));
+    }
+    all.extend_from_slice(env);
+    let o = create_cmd(b, &b.f.path("cache"), &args, &all).output()?;
+    succeeded(&o)?;
+    eprintln!("{}", last_lines(&stderr(&o), 3));
+    Ok(out)
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What the tree's files say: its os-release ID, what rpm-probe recorded,
+/// and that /boot has GRUB's configuration and an initramfs by dracut.
+fn check_tree(b: &Build, tar: &Path, id: &str, grubdir: &str, probe: &str) -> Result<(), Failed> {
+    let tree = b.f.path(&format!("tree-{id}"));
+    extract(tar, &tree, &["./etc", "./usr/lib/os-release", "./boot"])?;
+    let os = fs::read_to_string(tree.join("usr/lib/os-release"))?;
+    let got = os
+        .lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .map(|v| v.trim_matches('"'));
+    eq(got.unwrap_or_default(), id, "the ID of the tree's os-release")?;
+    eq(
+        fs::read_to_string(tree.join("etc/dib-rpm-probe"))?.trim(),
+        probe,
+        "what the image's rpm says of the probe's packages",
+    )?;
+    let grub = fs::read_to_string(tree.join(format!("boot/{grubdir}/grub.cfg")))
+        .map_err(|e| format!("/boot/{grubdir}/grub.cfg: {e}"))?;
+    let boot: Vec<String> = fs::read_dir(tree.join("boot"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let initrd = boot
+        .iter()
+        .find(|n| n.starts_with("initramfs-") || n.starts_with("initrd-"))
+        .ok_or_else(|| format!("no initramfs in /boot: {boot:?}"))?;
+    check(
+        grub.contains(&format!("initrd /boot/{initrd}")),
+        format!("grub.cfg does not boot /boot/{initrd}:\n{grub}"),
+    )?;
+    let size = fs::metadata(tree.join("boot").join(initrd))?.len();
+    check(size > 1 << 20, format!("/boot/{initrd} is only {size} bytes"))?;
+    Ok(())
+}
+
+/// Boot the image by BIOS to a login prompt, after systemd's welcome with
+/// the distribution's name.
+fn boots_to_login(image: &Path, welcome: &str) -> Result<(), Failed> {
+    let boot = qemu::boot_until(image, "qcow2", Firmware::Bios, "login:", BOOT_TIMEOUT)?;
+    eprintln!(
+        "  {} booted to its login prompt in {:.1}s",
+        image.display(),
+        boot.seconds
+    );
+    check(
+        boot.console.contains(welcome),
+        format!("no {welcome:?} on the console:\n{}", boot.console),
+    )
+}
+
+pub fn fedora_minimal_boots_and_the_fedora_cloud_image_builds_on_it() -> Result<(), Failed> {
+    let src = Source::of(Flavor::Fedora)?;
+    let b = Build::new();
+    let out = build(
+        &b,
+        &src,
+        "fedora",
+        "qcow2,tar",
+        &["fedora-minimal", "vm", "rpm-probe"],
+        &[],
+    )?;
+    check_tree(
+        &b,
+        &out.with_extension("tar"),
+        "fedora",
+        "grub2",
+        "less 590\nprocps-ng 4.0.2\ndib-probe-motd 1.1\npackage busybox is not installed",
+    )?;
+    let qcow2 = out.with_extension("qcow2");
+    boots_to_login(&qcow2, "Welcome to Fedora")?;
+
+    // The fedora element on that image, as on a distribution's cloud image.
+    let local = qcow2.display().to_string();
+    let cloud = build(
+        &b,
+        &src,
+        "cloud",
+        "qcow2,tar",
+        &["fedora", "vm"],
+        &[("DIB_LOCAL_IMAGE", &local)],
+    )?;
+    let tree = b.f.path("tree-cloud");
+    extract(&cloud.with_extension("tar"), &tree, &["./etc"])?;
+    eq(
+        fs::read_to_string(tree.join("etc/dib-rpm-probe"))?.trim(),
+        "less 590\nprocps-ng 4.0.2\ndib-probe-motd 1.1\npackage busybox is not installed",
+        "the cloud image's files in the tree built on it",
+    )?;
+    boots_to_login(&cloud.with_extension("qcow2"), "Welcome to Fedora")
+}
+
+pub fn opensuse_minimal_boots() -> Result<(), Failed> {
+    let src = Source::of(Flavor::Opensuse)?;
+    let b = Build::new();
+    let out = build(
+        &b,
+        &src,
+        "opensuse",
+        "qcow2,tar",
+        &["opensuse-minimal", "vm", "rpm-probe"],
+        &[],
+    )?;
+    check_tree(
+        &b,
+        &out.with_extension("tar"),
+        "opensuse-leap",
+        "grub2",
+        "less 590\nprocps 4.0.2\ndib-probe-motd 1.1\npackage busybox is not installed",
+    )?;
+    boots_to_login(&out.with_extension("qcow2"), "Welcome to openSUSE")
+}
+
+/// A mirror that does not answer, and a release the mirror lacks, each
+/// stop the bootstrap saying so, and leave no output.
+pub fn rpm_bootstraps_fail_clearly() -> Result<(), Failed> {
+    let src = Source::of(Flavor::Fedora)?;
+    let b = Build::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let out = b.f.path("bad");
+    let out_s = out.display().to_string();
+    let cache = b.f.path("cache");
+    for (mirror, release, want) in [
+        (
+            format!("http://127.0.0.1:{closed}"),
+            "42",
+            format!("fedora-minimal: the mirror http://127.0.0.1:{closed} does not answer"),
+        ),
+        (
+            src.url(),
+            "7",
+            format!(
+                "fedora-minimal: the mirror {} has no fedora 7 for amd64: no repository at",
+                src.url()
+            ),
+        ),
+    ] {
+        let o = create_cmd(
+            &b,
+            &cache,
+            &["-t", "tar", "-o", &out_s, "fedora-minimal"],
+            &[
+                ("DIB_DISTRIBUTION_MIRROR", mirror.as_str()),
+                ("DIB_RELEASE", release),
+            ],
+        )
+        .output()?;
+        let err = stderr(&o);
+        check(!o.status.success(), "a bootstrap that cannot work succeeded")?;
+        check(err.contains(&want), format!("no {want:?} in:\n{err}"))?;
+        check(
+            !out.with_extension("tar").exists(),
+            "a failed build left its output",
+        )?;
+        b.assert_clean()?;
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 pub mod image;
 pub mod qemu;
 pub mod registry;
+pub mod rpm_repo;
 pub mod ssh;
 pub mod tier;
 pub mod trees;

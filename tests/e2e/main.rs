@@ -21,6 +21,7 @@ mod image_cache;
 mod packages;
 mod python_and_boot_elements;
 mod ramdisks;
+mod rpm_family;
 mod runtime;
 mod support;
 mod vm_images;
@@ -42,6 +43,10 @@ fn e2e_skip_reason() -> Option<String> {
         "/usr/share/ovmf/OVMF.fd",
         "qemu-system-aarch64",
         "qemu-system-i386",
+        "dnf",
+        "zypper",
+        "rpmbuild",
+        "createrepo_c",
         "/usr/share/AAVMF/AAVMF_CODE.fd",
     ];
     if let Some(tool) = dib_sandbox::host_tools::missing(tools).first() {
@@ -58,6 +63,9 @@ fn main() {
     let tests = trials![
         foreign::arm64_vm_boots_under_aavmf_and_its_ramdisk_runs_init_d,
         foreign::armhf_tree_and_filesystem_are_arm,
+        rpm_family::fedora_minimal_boots_and_the_fedora_cloud_image_builds_on_it,
+        rpm_family::opensuse_minimal_boots,
+        rpm_family::rpm_bootstraps_fail_clearly,
         packages::debian_minimal_tar_is_a_sound_debian_tree,
         image_cache::a_warm_build_unpacks_the_cached_base,
         framework_elements::framework_elements_do_their_job,

@@ -99,7 +99,11 @@ fn check_tree(b: &Build, tar: &Path, id: &str, grubdir: &str, probe: &str) -> Re
         .lines()
         .find_map(|l| l.strip_prefix("ID="))
         .map(|v| v.trim_matches('"'));
-    eq(got.unwrap_or_default(), id, "the ID of the tree's os-release")?;
+    eq(
+        got.unwrap_or_default(),
+        id,
+        "the ID of the tree's os-release",
+    )?;
     eq(
         fs::read_to_string(tree.join("etc/dib-rpm-probe"))?.trim(),
         probe,
@@ -120,7 +124,10 @@ fn check_tree(b: &Build, tar: &Path, id: &str, grubdir: &str, probe: &str) -> Re
         format!("grub.cfg does not boot /boot/{initrd}:\n{grub}"),
     )?;
     let size = fs::metadata(tree.join("boot").join(initrd))?.len();
-    check(size > 1 << 20, format!("/boot/{initrd} is only {size} bytes"))?;
+    check(
+        size > 1 << 20,
+        format!("/boot/{initrd} is only {size} bytes"),
+    )?;
     Ok(())
 }
 
@@ -239,7 +246,10 @@ pub fn rpm_bootstraps_fail_clearly() -> Result<(), Failed> {
         )
         .output()?;
         let err = stderr(&o);
-        check(!o.status.success(), "a bootstrap that cannot work succeeded")?;
+        check(
+            !o.status.success(),
+            "a bootstrap that cannot work succeeded",
+        )?;
         check(err.contains(&want), format!("no {want:?} in:\n{err}"))?;
         check(
             !out.with_extension("tar").exists(),

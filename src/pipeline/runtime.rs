@@ -19,8 +19,9 @@ use dib_sandbox::mounts::IN_TARGET;
 pub const DIR: &str = ".dib";
 
 /// `_LIB`'s files.
-const LIB: [(&str, &str); 7] = [
+const LIB: [(&str, &str); 8] = [
     ("rpm-bootstrap", include_str!("runtime/lib/rpm-bootstrap")),
+    ("cloud-image", include_str!("runtime/lib/cloud-image")),
     ("base-tree", include_str!("runtime/lib/base-tree")),
     ("die", include_str!("runtime/lib/die")),
     (

@@ -66,6 +66,7 @@ fn main() {
         rpm_family::fedora_minimal_boots_and_the_fedora_cloud_image_builds_on_it,
         rpm_family::opensuse_minimal_boots,
         rpm_family::rpm_bootstraps_fail_clearly,
+        rpm_family::fedora_ramdisk_runs_init_d,
         packages::debian_minimal_tar_is_a_sound_debian_tree,
         image_cache::a_warm_build_unpacks_the_cached_base,
         framework_elements::framework_elements_do_their_job,

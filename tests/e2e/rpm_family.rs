@@ -1,7 +1,8 @@
 //! The RPM family: fedora-minimal and opensuse-minimal bootstrapped with
 //! the host's real dnf and zypper, their chroot phases run with the image's
 //! own, the disk images booted in QEMU to a login prompt; the fedora element
-//! built on a cloud image made from such a tree; the bootstrap's errors.
+//! built on a cloud image made from such a tree; a Fedora ramdisk; the
+//! bootstrap's errors.
 //!
 //! This machine reaches only Debian's archive, so the repositories are
 //! built at test time from Debian's binaries (`tests/common/rpm_repo.rs`:
@@ -312,5 +313,54 @@ pub fn rpm_bootstraps_fail_clearly() -> Result<(), Failed> {
         )?;
         b.assert_clean()?;
     }
+    Ok(())
+}
+
+/// `dib ramdisk fedora-minimal`: the ramdisk's busybox, udev (by pkg-map,
+/// systemd-udev) and kmod from the repository, the kernel from the tree,
+/// booted with -kernel/-initrd to its init.d.
+pub fn fedora_ramdisk_runs_init_d() -> Result<(), Failed> {
+    let src = Source::of(Flavor::Fedora)?;
+    let b = Build::new();
+    let out = b.f.path("rd");
+    let out_s = out.display().to_string();
+    let cache = b.f.path("cache").display().to_string();
+    let url = src.url();
+    let release = src.release();
+    let mut env = vec![("DIB_DISTRIBUTION_MIRROR", url.as_str())];
+    if let Some(r) = &release {
+        env.push(("DIB_RELEASE", r.as_str()));
+    }
+    let args = [
+        "ramdisk",
+        "--image-cache",
+        &cache,
+        "-o",
+        &out_s,
+        "fedora-minimal",
+        "ramdisk-probe",
+    ];
+    succeeded(&b.dib(&args, &env).output()?)?;
+    let (kernel, initrd) = (
+        out.with_extension("kernel"),
+        out.with_extension("initramfs"),
+    );
+    let disk = b.f.path("disk.raw");
+    fs::File::create(&disk)?.set_len(1 << 20)?;
+    qemu::converse(
+        &qemu::DirectBoot {
+            arch: "amd64",
+            kernel: &kernel,
+            initrd: &initrd,
+            append: "console=ttyS0 dib_probe_arg=hello",
+            disk: Some(&disk),
+            nic: None,
+        },
+        &[
+            ("dib-ramdisk-marker: hello disks=vda lsblk=vda rule=vda", ""),
+            ("dib ramdisk: done", ""),
+        ],
+        BOOT_TIMEOUT,
+    )?;
     Ok(())
 }

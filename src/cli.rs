@@ -36,6 +36,11 @@ pub enum Command {
     /// do; also `dib-oci-unpack`.
     #[command(name = "oci-unpack", hide = true)]
     OciUnpack(OciUnpackArgs),
+    /// Copy the files of a filesystem image only root can mount (xfs)
+    /// through dib-helper, as sysprep's extract-image does; also
+    /// `dib-helper-copy`.
+    #[command(name = "helper-copy", hide = true)]
+    HelperCopy(HelperCopyArgs),
     /// Internal: the supervisor inside a build's namespaces.
     #[command(name = "__sandbox-supervise", hide = true)]
     SandboxSupervise,
@@ -263,6 +268,26 @@ pub struct RunPartsArgs {
     /// The phase directory
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `dib-helper-copy FS IMAGE DEST`: sysprep's extract-image runs it in a
+/// root.d hook for a cloud image's xfs root: dib-helper attaches IMAGE (a
+/// filesystem image, no partition table) read-only and mounts it idmapped
+/// into the build's user namespace; its files are copied into DEST. It
+/// reads DIB_HELPER_SOCKET and TMPDIR from its environment.
+#[derive(Debug, Clone, Args)]
+pub struct HelperCopyArgs {
+    /// The filesystem's type (xfs)
+    #[arg(value_name = "FS")]
+    pub fs: String,
+
+    /// The filesystem image (a file this user owns)
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+
+    /// The directory its files are copied into
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
 }
 
 /// `dib-oci-unpack SOURCE TARGET`: the oci-base element's root.d runs it

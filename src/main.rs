@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Command as ClapCommand, FromArgMatches, Parser};
 
-use dib::cli::{Cli, Command, CreateArgs, ElementInfoArgs, GetKernelArgs, OciUnpackArgs};
+use dib::cli::{
+    Cli, Command, CreateArgs, ElementInfoArgs, GetKernelArgs, HelperCopyArgs, OciUnpackArgs,
+};
 use dib::commands;
 use dib::config::Mode;
 
@@ -39,6 +41,9 @@ fn main() -> ExitCode {
             Command::GetKernel(parse_as::<GetKernelArgs>("disk-image-get-kernel", &argv))
         }
         "dib-oci-unpack" => Command::OciUnpack(parse_as::<OciUnpackArgs>("dib-oci-unpack", &argv)),
+        "dib-helper-copy" => {
+            Command::HelperCopy(parse_as::<HelperCopyArgs>("dib-helper-copy", &argv))
+        }
         _ => Cli::parse_from(&argv).command,
     };
 
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Lint(a) => commands::lint::run(a),
         Command::RunParts(a) => commands::run_parts::run(a).map(|()| ExitCode::SUCCESS),
         Command::OciUnpack(a) => commands::oci_unpack::run(a).map(|()| ExitCode::SUCCESS),
+        Command::HelperCopy(a) => commands::helper_copy::run(a).map(|()| ExitCode::SUCCESS),
         Command::SandboxSupervise => return code(dib::pipeline::supervise_main()),
         Command::SandboxInit => return code(dib::pipeline::init_main()),
     };

@@ -4,6 +4,7 @@
 pub mod create;
 pub mod element_info;
 pub mod get_kernel;
+pub mod helper_copy;
 pub mod lint;
 pub mod oci_unpack;
 pub mod run_parts;

@@ -46,7 +46,7 @@ const OUTSIDE_BIN: [(&str, &str); 3] = [
 ];
 
 /// Commands of the outside phases that are dib itself, by its argv[0].
-pub const OUTSIDE_DIB: [&str; 1] = ["dib-oci-unpack"];
+pub const OUTSIDE_DIB: [&str; 2] = ["dib-oci-unpack", "dib-helper-copy"];
 
 /// The host's CA bundle's copy in the hook tree (`--trust-host-ca`).
 const HOST_CA: &str = "host-ca.crt";

@@ -110,6 +110,7 @@ fn main() {
         helper_backend::helper_gpt_bios_image_boots,
         helper_backend::helper_efi_image_boots_under_ovmf,
         helper_backend::helper_xfs_root_boots,
+        rpm_family::fedora_cloud_image_with_an_xfs_root_through_the_helper,
         foreign::i386_vm_built_by_the_helper_boots_by_bios,
     ];
     let mut extra = common::tier::trials(helper, &helper_skip, in_ci);

@@ -68,9 +68,23 @@ fn build(
     elements: &[&str],
     env: &[(&str, &str)],
 ) -> Result<PathBuf, Failed> {
+    build_with(b, src, out, &[], types, elements, env)
+}
+
+/// [`build`] with more arguments for `dib create`.
+fn build_with(
+    b: &Build,
+    src: &Source,
+    out: &str,
+    extra: &[&str],
+    types: &str,
+    elements: &[&str],
+    env: &[(&str, &str)],
+) -> Result<PathBuf, Failed> {
     let out = b.f.path(out);
     let out_s = out.display().to_string();
-    let mut args = vec!["-t", types, "-o", &out_s];
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&["-t", types, "-o", &out_s]);
     args.extend_from_slice(elements);
     let url = src.url();
     let release = src.release();
@@ -363,4 +377,73 @@ pub fn fedora_ramdisk_runs_init_d() -> Result<(), Failed> {
         BOOT_TIMEOUT,
     )?;
     Ok(())
+}
+
+/// The fedora element on a cloud image whose root is xfs, which only root
+/// can mount: extract-image has dib-helper attach it read-only and mount it
+/// idmapped, and copies it out. The xfs image is made through the helper
+/// too; without a helper the build stops saying what it needs.
+pub fn fedora_cloud_image_with_an_xfs_root_through_the_helper() -> Result<(), Failed> {
+    let socket = crate::helper_backend::helper_socket().ok_or("no DIB_TEST_HELPER_SOCKET")?;
+    let socket = socket.display().to_string();
+    let src = Source::of(Flavor::Fedora)?;
+    let b = Build::new();
+    let base = build_with(
+        &b,
+        &src,
+        "xfs-base",
+        &["--block-backend", "helper"],
+        "qcow2",
+        &["fedora-minimal", "vm", "rpm-probe"],
+        &[("FS_TYPE", "xfs"), ("DIB_HELPER_SOCKET", &socket)],
+    )?;
+    let local = base.with_extension("qcow2").display().to_string();
+
+    // No helper: a clear refusal, nothing left behind.
+    let none = b.f.path("no-helper.sock").display().to_string();
+    let out = b.f.path("refused");
+    let out_s = out.display().to_string();
+    let url = src.url();
+    let release = src.release().unwrap_or_default();
+    let mut env = vec![
+        ("DIB_DISTRIBUTION_MIRROR", url.as_str()),
+        ("DIB_LOCAL_IMAGE", local.as_str()),
+        ("DIB_HELPER_SOCKET", none.as_str()),
+    ];
+    if !release.is_empty() {
+        env.push(("DIB_RELEASE", release.as_str()));
+    }
+    let o = create_cmd(
+        &b,
+        &b.f.path("cache"),
+        &["-t", "tar", "-o", &out_s, "fedora", "vm"],
+        &env,
+    )
+    .output()?;
+    let err = stderr(&o);
+    check(
+        !o.status.success(),
+        "an xfs root was read without dib-helper",
+    )?;
+    let want = "an xfs filesystem can be read only through dib-helper";
+    check(err.contains(want), format!("no {want:?} in:\n{err}"))?;
+    check(
+        !out.with_extension("tar").exists(),
+        "a failed build left its output",
+    )?;
+    b.assert_clean()?;
+
+    let cloud = build(
+        &b,
+        &src,
+        "xfs-cloud",
+        "qcow2,tar",
+        &["fedora", "vm"],
+        &[("DIB_LOCAL_IMAGE", &local), ("DIB_HELPER_SOCKET", &socket)],
+    )?;
+    let tree = b.f.path("tree-xfs-cloud");
+    extract(&cloud.with_extension("tar"), &tree, &["./etc"])?;
+    probe_eq(&tree, FEDORA_PROBE, src.release().is_some())?;
+    boots_to_login(&cloud.with_extension("qcow2"), "Welcome to Fedora")?;
+    b.assert_clean()
 }

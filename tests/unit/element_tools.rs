@@ -236,3 +236,35 @@ fn cache_url_copies_local_files_only_when_newer() {
     let o = cache_url(&[&missing, &d], false);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// `_LIB/rpm-bootstrap` run by bash: SCRIPT after sourcing it.
+fn rpm_bootstrap(script: &str) -> Output {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pipeline/runtime/lib/rpm-bootstrap");
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -eu; source {}; {script}", lib.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rpm_bootstraps_name_the_missing_host_packages_and_map_architectures() {
+    let o = rpm_bootstrap(
+        "rpm_bootstrap_host_tools fedora-minimal bash:bash dib-no-such-dnf:dnf dib-no-such-rpm:rpm",
+    );
+    assert!(!o.status.success());
+    assert_eq!(
+        text(&o).trim(),
+        "fedora-minimal: this host lacks what the bootstrap runs: install the Debian package(s) dnf rpm"
+    );
+    let o = rpm_bootstrap("rpm_bootstrap_host_tools opensuse-minimal bash:bash && echo all there");
+    assert_eq!(text(&o).trim(), "all there");
+    let o = rpm_bootstrap(
+        "for a in amd64 arm64 ppc64el i386 armhf s390x; do rpm_bootstrap_arch $a; done",
+    );
+    assert_eq!(text(&o), "x86_64\naarch64\nppc64le\ni686\narmv7hl\ns390x\n");
+    let o = rpm_bootstrap(
+        "ARCH=arm64 releasever=42; rpm_bootstrap_url http://m/ 'releases/$releasever/Everything/$basearch/os/'",
+    );
+    assert_eq!(text(&o), "http://m/releases/42/Everything/aarch64/os/\n");
+}

@@ -51,6 +51,8 @@ pub fn run(args: &HelperCopyArgs) -> Result<()> {
         .tempdir()
         .context("a directory to mount the filesystem at")?;
     attach_detached(mnt.as_fd(), dir.path())?;
+    // The mount is in the tree now; its fd would keep it busy.
+    drop(mnt);
     let copied = Command::new("cp")
         .arg("-a")
         .arg("--")

@@ -55,6 +55,24 @@ impl Source {
             Source::Local(m) => Some(m.release().to_string()),
         }
     }
+
+    /// `DIB_DISTRIBUTION_MIRROR`, and `DIB_RELEASE` where [`Source::release`]
+    /// names one.
+    fn vars(&self) -> Vec<(&'static str, String)> {
+        let mut vars = vec![("DIB_DISTRIBUTION_MIRROR", self.url())];
+        vars.extend(self.release().map(|r| ("DIB_RELEASE", r)));
+        vars
+    }
+}
+
+/// `vars` (from [`Source::vars`]) and `more`, as `Build::dib` takes them.
+fn env_with<'a>(
+    vars: &'a [(&'static str, String)],
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(more);
+    env
 }
 
 /// `dib create -t TYPES -o OUT ELEMENTS...` with the mirror, into a cache
@@ -86,14 +104,8 @@ fn build_with(
     let mut args = extra.to_vec();
     args.extend_from_slice(&["-t", types, "-o", &out_s]);
     args.extend_from_slice(elements);
-    let url = src.url();
-    let release = src.release();
-    let mut all = vec![("DIB_DISTRIBUTION_MIRROR", url.as_str())];
-    if let Some(r) = &release {
-        all.push(("DIB_RELEASE", r.as_str()));
-    }
-    all.extend_from_slice(env);
-    let o = create_cmd(b, &b.f.path("cache"), &args, &all).output()?;
+    let vars = src.vars();
+    let o = create_cmd(b, &b.f.path("cache"), &args, &env_with(&vars, env)).output()?;
     succeeded(&o)?;
     eprintln!("{}", last_lines(&stderr(&o), 3));
     Ok(out)
@@ -339,12 +351,7 @@ pub fn fedora_ramdisk_runs_init_d() -> Result<(), Failed> {
     let out = b.f.path("rd");
     let out_s = out.display().to_string();
     let cache = b.f.path("cache").display().to_string();
-    let url = src.url();
-    let release = src.release();
-    let mut env = vec![("DIB_DISTRIBUTION_MIRROR", url.as_str())];
-    if let Some(r) = &release {
-        env.push(("DIB_RELEASE", r.as_str()));
-    }
+    let vars = src.vars();
     let args = [
         "ramdisk",
         "--image-cache",
@@ -354,7 +361,7 @@ pub fn fedora_ramdisk_runs_init_d() -> Result<(), Failed> {
         "fedora-minimal",
         "ramdisk-probe",
     ];
-    succeeded(&b.dib(&args, &env).output()?)?;
+    succeeded(&b.dib(&args, &env_with(&vars, &[])).output()?)?;
     let (kernel, initrd) = (
         out.with_extension("kernel"),
         out.with_extension("initramfs"),
@@ -403,16 +410,11 @@ pub fn fedora_cloud_image_with_an_xfs_root_through_the_helper() -> Result<(), Fa
     let none = b.f.path("no-helper.sock").display().to_string();
     let out = b.f.path("refused");
     let out_s = out.display().to_string();
-    let url = src.url();
-    let release = src.release().unwrap_or_default();
-    let mut env = vec![
-        ("DIB_DISTRIBUTION_MIRROR", url.as_str()),
-        ("DIB_LOCAL_IMAGE", local.as_str()),
-        ("DIB_HELPER_SOCKET", none.as_str()),
-    ];
-    if !release.is_empty() {
-        env.push(("DIB_RELEASE", release.as_str()));
-    }
+    let vars = src.vars();
+    let env = env_with(
+        &vars,
+        &[("DIB_LOCAL_IMAGE", &local), ("DIB_HELPER_SOCKET", &none)],
+    );
     let o = create_cmd(
         &b,
         &b.f.path("cache"),

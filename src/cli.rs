@@ -145,6 +145,11 @@ pub struct CreateArgs {
     #[arg(long)]
     pub no_tmpfs: bool,
 
+    /// Neither reuse nor keep the layers of the build's steps: every phase
+    /// runs (DIB_NO_CACHE=1)
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Extra options for the root filesystem's mkfs
     #[arg(long, value_name = "OPTS", allow_hyphen_values = true)]
     pub mkfs_options: Option<String>,

@@ -18,7 +18,7 @@ mod outputs;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context as _, Result};
 
@@ -33,6 +33,7 @@ pub use outputs::{OutputType, QemuFormat};
 
 use crate::cli::{BlockBackend, CreateArgs, InstallType};
 pub use crate::oci::push::PushTarget;
+use crate::pipeline::layers::CacheJob;
 
 /// Which command is building.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub struct BuildConfig {
     pub mkfs_options: Option<String>,
     pub mkfs_journal_size_mb: Option<u64>,
     pub offline: bool,
+    /// The layer cache (None with `--no-cache`).
+    pub layer_cache: Option<crate::pipeline::layers::CacheJob>,
     /// `--strict-box` / `DIB_STRICT_BOX`: hooks see no home and, after the
     /// package phases, no network.
     pub strict_box: bool,
@@ -96,6 +99,31 @@ pub struct BuildConfig {
     pub env: Env,
     /// The arguments as given, for `/etc/dib_arguments` and `DIB_ARGS`.
     pub args: Vec<String>,
+}
+
+/// The layer cache under the image cache, from `DIB_LAYER_CACHE_SIZE` and
+/// `DIB_LAYER_CACHE_MAX_AGE`; an offline build reuses layers of any age.
+fn layer_cache(env: &Env, image_cache: &Path, offline: bool) -> Result<CacheJob> {
+    use crate::pipeline::layers::{parse_size, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, LAYERS_DIR};
+    let max_bytes = match env.get("DIB_LAYER_CACHE_SIZE").filter(|v| !v.is_empty()) {
+        None => DEFAULT_MAX_BYTES,
+        Some(v) => parse_size(v).with_context(|| {
+            format!(
+                "DIB_LAYER_CACHE_SIZE={v:?} is not valid: give bytes, or a number with K, M, G \
+                 or T (as 20G)"
+            )
+        })?,
+    };
+    let max_age: Option<u64> = env_parse(
+        env,
+        "DIB_LAYER_CACHE_MAX_AGE",
+        "a number of seconds (how long layers of phases with network access are reused)",
+    )?;
+    Ok(CacheJob {
+        dir: image_cache.join(LAYERS_DIR),
+        max_bytes,
+        max_age: (!offline).then_some(max_age.unwrap_or(DEFAULT_MAX_AGE)),
+    })
 }
 
 impl BuildConfig {
@@ -246,6 +274,11 @@ impl BuildConfig {
 
         let offline = args.offline || env_flag(env, "DIB_OFFLINE")?;
         let strict_box = args.strict_box || env_flag(env, "DIB_STRICT_BOX")?;
+        let layer_cache = if args.no_cache || env_flag(env, "DIB_NO_CACHE")? {
+            None
+        } else {
+            Some(layer_cache(env, &image_cache, offline)?)
+        };
         let checksum = args.checksum || env_flag(env, "DIB_CHECKSUM")?;
         let host_ca = (args.trust_host_ca || env_flag(env, "DIB_TRUST_HOST_CA")?).then(|| {
             env.get("DIB_HOST_CA_BUNDLE")
@@ -300,6 +333,7 @@ impl BuildConfig {
             mkfs_options: args.mkfs_options.clone(),
             mkfs_journal_size_mb: args.mkfs_journal_size,
             offline,
+            layer_cache,
             strict_box,
             host_ca,
             qemu_img_options,

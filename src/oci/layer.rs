@@ -93,60 +93,100 @@ impl<W: Write> LayerWriter<W> {
             rel.extend_from_slice(name.as_bytes());
             let path = dir.join(&name);
             let md = fs::symlink_metadata(&path).with_context(|| format!("reading {path:?}"))?;
-            let ft = md.file_type();
-            if ft.is_dir() {
-                let mut name = rel.clone();
-                name.push(b'/');
-                self.entry(&name, EntryType::Directory, &md, &path, None, io::empty())?;
+            self.one(rel, &path, &md)?;
+            if md.file_type().is_dir() {
                 self.dir(&path, rel, false)?;
-            } else if ft.is_file() {
-                let first = (md.nlink() > 1)
-                    .then(|| self.links.get(&(md.dev(), md.ino())).cloned())
-                    .flatten();
-                if let Some(target) = first {
-                    self.entry(rel, EntryType::Link, &md, &path, Some(&target), io::empty())?;
-                } else {
-                    if md.nlink() > 1 {
-                        self.links.insert((md.dev(), md.ino()), rel.clone());
-                    }
-                    // The file lstat saw, not what a symlink put in its
-                    // place since would lead to.
-                    let f = fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                        .open(&path)
-                        .with_context(|| format!("reading {path:?}"))?;
-                    let now = f.metadata().with_context(|| format!("reading {path:?}"))?;
-                    if (now.dev(), now.ino()) != (md.dev(), md.ino()) {
-                        anyhow::bail!("{path:?} was replaced while the layer was written");
-                    }
-                    // Exactly the size the header says, even if the file
-                    // changed since.
-                    let data = f.take(md.len()).chain(io::repeat(0)).take(md.len());
-                    self.entry(rel, EntryType::Regular, &md, &path, None, data)?;
-                }
-            } else if ft.is_symlink() {
-                let target =
-                    fs::read_link(&path).with_context(|| format!("reading the link {path:?}"))?;
-                let target = target.as_os_str().as_bytes().to_vec();
-                self.entry(
-                    rel,
-                    EntryType::Symlink,
-                    &md,
-                    &path,
-                    Some(&target),
-                    io::empty(),
-                )?;
-            } else if ft.is_fifo() {
-                self.entry(rel, EntryType::Fifo, &md, &path, None, io::empty())?;
-            } else {
-                self.written
-                    .skipped
-                    .push(String::from_utf8_lossy(rel).into_owned());
             }
             rel.truncate(len);
         }
         Ok(())
+    }
+
+    /// The entry of one file of a tree, `rel` its name in the layer, `md`
+    /// what lstat said of `path` (a directory's entry only, not what is in
+    /// it).
+    fn one(&mut self, rel: &[u8], path: &Path, md: &fs::Metadata) -> Result<()> {
+        let ft = md.file_type();
+        if ft.is_dir() {
+            let mut name = rel.to_vec();
+            name.push(b'/');
+            self.entry(&name, EntryType::Directory, md, path, None, io::empty())?;
+        } else if ft.is_file() {
+            let first = (md.nlink() > 1)
+                .then(|| self.links.get(&(md.dev(), md.ino())).cloned())
+                .flatten();
+            if let Some(target) = first {
+                self.entry(rel, EntryType::Link, md, path, Some(&target), io::empty())?;
+            } else {
+                if md.nlink() > 1 {
+                    self.links.insert((md.dev(), md.ino()), rel.to_vec());
+                }
+                // The file lstat saw, not what a symlink put in its
+                // place since would lead to.
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(path)
+                    .with_context(|| format!("reading {path:?}"))?;
+                let now = f.metadata().with_context(|| format!("reading {path:?}"))?;
+                if (now.dev(), now.ino()) != (md.dev(), md.ino()) {
+                    anyhow::bail!("{path:?} was replaced while the layer was written");
+                }
+                // Exactly the size the header says, even if the file
+                // changed since.
+                let data = f.take(md.len()).chain(io::repeat(0)).take(md.len());
+                self.entry(rel, EntryType::Regular, md, path, None, data)?;
+            }
+        } else if ft.is_symlink() {
+            let target =
+                fs::read_link(path).with_context(|| format!("reading the link {path:?}"))?;
+            let target = target.as_os_str().as_bytes().to_vec();
+            self.entry(
+                rel,
+                EntryType::Symlink,
+                md,
+                path,
+                Some(&target),
+                io::empty(),
+            )?;
+        } else if ft.is_fifo() {
+            self.entry(rel, EntryType::Fifo, md, path, None, io::empty())?;
+        } else {
+            self.written
+                .skipped
+                .push(String::from_utf8_lossy(rel).into_owned());
+        }
+        Ok(())
+    }
+
+    /// The entries of `rels`, paths under `root`, in the order given (a
+    /// directory's entry alone): what changed in a tree since a snapshot.
+    pub fn paths(&mut self, root: &Path, rels: &[Vec<u8>]) -> Result<()> {
+        for rel in rels {
+            let path = root.join(std::ffi::OsStr::from_bytes(rel));
+            let md = fs::symlink_metadata(&path).with_context(|| format!("reading {path:?}"))?;
+            self.one(rel, &path, &md)?;
+        }
+        Ok(())
+    }
+
+    /// A whiteout: `rel` (and all under it) is gone from the lower layers.
+    pub fn whiteout(&mut self, rel: &[u8]) -> Result<()> {
+        let (dir, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..=i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        let mut wh = dir.to_vec();
+        wh.extend_from_slice(b".wh.");
+        wh.extend_from_slice(name);
+        let meta = Meta {
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+            mtime: 0,
+        };
+        self.append(&wh, EntryType::Regular, &meta, 0, None, &[], io::empty())
+            .with_context(|| format!("writing the whiteout of {}", String::from_utf8_lossy(rel)))
     }
 
     fn entry(

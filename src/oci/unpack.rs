@@ -114,6 +114,18 @@ pub fn unpack_as(
     })
 }
 
+/// One plain tar layer read from `r` applied to the tree at `target` as
+/// an image's layer is (whiteouts, owners, no path out of the tree), `what`
+/// naming it in errors; the number of entries.
+pub fn apply_tar(target: &Path, r: impl Read, what: &str) -> Result<u64> {
+    let mut tree = Tree::open(target, true)?;
+    tree.digest = what.to_string();
+    let mut a = tar::Archive::new(r);
+    tree.entries_of(&mut a)?;
+    tree.finish()?;
+    Ok(tree.entries)
+}
+
 fn plural(n: u64) -> &'static str {
     if n == 1 {
         ""

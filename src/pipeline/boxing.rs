@@ -133,6 +133,15 @@ fn cache_dir_line(file: &Path, n: usize, line: &str) -> Result<Option<PathBuf>> 
             file.display()
         );
     }
+    if p.components().find(|c| !matches!(c, Component::CurDir))
+        == Some(Component::Normal(super::layers::LAYERS_DIR.as_ref()))
+    {
+        bail!(
+            "{}:{n}: '{line}' is dib's layer cache, which only dib writes: name another \
+             directory",
+            file.display()
+        );
+    }
     Ok(Some(p))
 }
 

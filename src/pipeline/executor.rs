@@ -99,12 +99,16 @@ impl std::fmt::Debug for HookFilter {
 /// Run `job`. The caller is pid 1 and cleans up afterwards.
 pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), Stop> {
     let mut build = Build::prepare(job, stopped, log)?;
-    for step in plan(job) {
+    let steps = plan(job);
+    let mut replay = super::layers::Replay::start(&mut build, &steps)?;
+    for (i, step) in steps.iter().enumerate().skip(replay.resume) {
         build.check_stopped()?;
         build.set_chroot(step.in_chroot(), step.binds_caches())?;
         step.run(&mut build)?;
+        replay.after(i, &build)?;
     }
     build.set_chroot(false, false)?;
+    replay.finish(log);
     build.fresh_boxes();
     super::boxing::keep_hook_outputs(&job.boxing, &build.dirs.build, log)?;
     Ok(())

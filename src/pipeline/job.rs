@@ -73,6 +73,9 @@ pub struct BuildJob {
     /// The dib executable's host path, which outside hooks run as
     /// `dib-oci-unpack`.
     pub exe: PathBuf,
+    /// The layer cache of the first steps (None with `--no-cache` or a
+    /// `break=` point).
+    pub layer_cache: Option<super::layers::CacheJob>,
 }
 
 /// What the host found out, for [`BuildJob::new`].
@@ -189,6 +192,10 @@ impl BuildJob {
             host_ca: config.host_ca.clone(),
             boxing,
             exe: host.exe,
+            layer_cache: config
+                .layer_cache
+                .clone()
+                .filter(|_| config.breakpoints.is_empty()),
         })
     }
 

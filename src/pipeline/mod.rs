@@ -15,6 +15,7 @@ pub mod environment;
 pub mod executor;
 pub mod host;
 pub mod job;
+pub mod layers;
 pub mod log;
 pub mod outputs;
 pub mod package_lists;

@@ -68,6 +68,17 @@ impl Step {
     }
 }
 
+/// A step's name in the log.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::Hooks { phase, .. } | Step::Break { phase, .. } => phase.dir().to_string(),
+        Step::PackageLists => "the package lists".into(),
+        Step::ExtraPackages => "the -p packages".into(),
+        Step::CheckTree => "the tree's check".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// The steps of `job`, in order.
 pub fn plan(job: &BuildJob) -> Vec<Step> {
     let shell_on_error = job.breaks_at(Breakpoint::AfterError);

@@ -45,6 +45,7 @@ fn job(outputs: &[OutputType]) -> BuildJob {
         package_lists: Default::default(),
         boxing: Default::default(),
         exe: "/usr/bin/dib".into(),
+        layer_cache: None,
     }
 }
 

@@ -5,15 +5,18 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, Result};
 use dib_sandbox::mounts::{bind, inside, unmount, unmount_all_under};
 
 use super::executor::{Build, Disk, Stop};
+use super::outputs::Unnamed;
 use crate::blockdev::backend::Fill;
 use crate::blockdev::image::{identity, measure};
 use crate::blockdev::layout::{self, human};
+use crate::config::OutputType;
 
 /// The image file's name in its directory.
 const IMAGE_FILE: &str = "disk.raw";
@@ -89,6 +92,7 @@ impl Build<'_> {
             identity,
             file,
             mounted: false,
+            raw: None,
         });
         Ok(())
     }
@@ -145,6 +149,23 @@ impl Build<'_> {
                 disk.file
             )));
         }
+        // With the offline backend and a raw output, the filesystems are
+        // written straight into the raw output (an unnamed file beside
+        // where it will be named), which gets the image file's partition
+        // table and boot code first: the image's bytes are written once,
+        // where they end up, and not copied again.
+        let offline = self
+            .job
+            .disk
+            .as_ref()
+            .is_some_and(|d| matches!(d.backend, crate::blockdev::Backend::Offline));
+        let raw_out = self.job.outputs.iter().find(|o| o.kind == OutputType::Raw);
+        if let (Some(out), true, false) = (raw_out, offline, disk.mounted) {
+            let raw = Unnamed::new(&out.path)?;
+            copy_sparse(&disk.file, &raw.file)?;
+            disk.file = raw.proc_path();
+            disk.raw = Some(raw);
+        }
         if disk.mounted {
             // The recursive bind at TMP_MOUNT_PATH holds the mounts too.
             let mnt = &self.dirs.mnt;
@@ -162,4 +183,39 @@ impl Build<'_> {
         self.took("wrote the filesystems", started);
         Ok(())
     }
+}
+
+/// Copy the data of the sparse file `from` into the empty file `to`,
+/// leaving its holes holes.
+fn copy_sparse(from: &Path, to: &fs::File) -> Result<()> {
+    use rustix::fs::SeekFrom;
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut src = fs::File::open(from).with_context(|| format!("reading {from:?}"))?;
+    let size = src.metadata()?.len();
+    let mut dst = to;
+    dst.set_len(size)?;
+    let mut at = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while at < size {
+        let data = match rustix::fs::seek(&src, SeekFrom::Data(at)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e).with_context(|| format!("reading {from:?}")),
+        };
+        let hole = rustix::fs::seek(&src, SeekFrom::Hole(data))
+            .with_context(|| format!("reading {from:?}"))?;
+        src.seek(std::io::SeekFrom::Start(data))?;
+        dst.seek(std::io::SeekFrom::Start(data))?;
+        let mut left = hole - data;
+        while left > 0 {
+            let n = src.read(&mut buf[..left.min(1 << 20) as usize])?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        at = hole;
+    }
+    Ok(())
 }

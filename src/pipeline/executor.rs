@@ -61,6 +61,9 @@ pub struct Disk {
     pub file: PathBuf,
     /// Whether its filesystems are mounted (at the tree).
     pub mounted: bool,
+    /// The raw output, when the filesystems were written straight into it
+    /// (`file` is then its path).
+    pub raw: Option<super::outputs::Unnamed>,
 }
 
 /// A build in progress, as the steps see it.
@@ -105,7 +108,7 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
         build.check_stopped()?;
         build.set_chroot(step.in_chroot(), step.binds_caches())?;
         step.run(&mut build)?;
-        replay.after(i, &build)?;
+        replay.after(&steps, i, &build)?;
     }
     build.set_chroot(false, false)?;
     replay.finish(log);

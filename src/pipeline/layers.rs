@@ -504,15 +504,35 @@ impl Replay {
     /// After step `i` ran: keep what it changed as its layer. A layer that
     /// cannot be written (a full disk) ends caching for this build, with a
     /// warning; the build goes on.
-    pub fn after(&mut self, i: usize, build: &super::executor::Build<'_>) -> Result<()> {
+    pub fn after(
+        &mut self,
+        steps: &[super::plan::Step],
+        i: usize,
+        build: &super::executor::Build<'_>,
+    ) -> Result<()> {
         let (Some(cache), Some(Some(k))) = (&self.cache, self.keys.get(i)) else {
             return Ok(());
         };
         if !k.stores {
             return Ok(());
         }
-        let now = Manifest::scan(&build.dirs.build, NOT_IN_LAYERS)?;
-        let diff = self.last.diff(&now);
+        let started = std::time::Instant::now();
+        // A phase with no script to run changed nothing: no scan needed.
+        let idle = match steps[i] {
+            super::plan::Step::Hooks { phase, .. } => {
+                match crate::runparts::plan_dir(&build.dirs.hooks.join(phase.dir())) {
+                    Ok(p) => p.run.is_empty(),
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                }
+            }
+            _ => false,
+        };
+        let (diff, now) = if idle {
+            (Diff::default(), None)
+        } else {
+            let now = Manifest::scan(&build.dirs.build, NOT_IN_LAYERS)?;
+            (self.last.diff(&now), Some(now))
+        };
         let sourced = build.sourced.borrow();
         match cache.store(k, &build.dirs.build, &diff, sourced.as_ref()) {
             Ok(size) => {
@@ -527,7 +547,18 @@ impl Replay {
                 self.cache = None;
             }
         }
-        self.last = now;
+        if build.job.trace > 0 {
+            build.log.line(&format!(
+                "{}: kept its layer ({} changed, {} gone) in {:.3}s",
+                super::plan::describe(&steps[i]),
+                diff.changed.len(),
+                diff.gone.len(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        if let Some(now) = now {
+            self.last = now;
+        }
         Ok(())
     }
 

@@ -368,6 +368,25 @@ fn write_output(
     })
 }
 
+/// An output written in place (the raw image file): its mode set and its
+/// checksums made, as [`write_output`] does for the others.
+pub fn finish_in_place(out: Unnamed, checksum: bool) -> Result<Finished> {
+    out.file
+        .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
+        .with_context(|| format!("setting the mode of {:?}", out.path))?;
+    let sums = if checksum {
+        checksums(&out.proc_path(), &out.path)?
+    } else {
+        Vec::new()
+    };
+    let mut files = vec![out];
+    files.extend(sums);
+    Ok(Finished {
+        files,
+        ..Default::default()
+    })
+}
+
 /// The containerDisk `out`, wrapping the qcow2 output `qcow2` (written
 /// here first) when the build has one, else a qcow2 converted for it.
 fn write_container_disk(

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use super::executor::{Build, Stop};
 use super::outputs::write_all;
 use super::plan::Step;
+use crate::config::OutputType;
 
 impl Step {
     /// Do the step.
@@ -81,6 +82,9 @@ impl Build<'_> {
 
     /// The disk outputs, converted from the complete image file.
     fn disk_outputs(&mut self) -> Result<(), Stop> {
+        // The raw output is the image file itself when it was written so.
+        let raw = self.disk.as_mut().and_then(|d| d.raw.take());
+        let in_place = raw.is_some();
         let disk = self
             .disk
             .as_ref()
@@ -89,8 +93,13 @@ impl Build<'_> {
             .job
             .outputs
             .iter()
-            .filter(|o| o.kind.from_disk())
+            .filter(|o| o.kind.from_disk() && !(in_place && o.kind == OutputType::Raw))
             .collect();
+        if let Some(raw) = raw {
+            let sums = self.job.output_settings.checksum;
+            self.finished
+                .extend(super::outputs::finish_in_place(raw, sums)?);
+        }
         let started = Instant::now();
         self.log.status("converting the image".to_string());
         let s = &self.job.output_settings;

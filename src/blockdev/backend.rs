@@ -75,4 +75,7 @@ pub struct Fill<'a> {
     pub work: &'a Path,
     /// Set by a stop signal: host tools are killed at once.
     pub stop: &'a AtomicI32,
+    /// `SOURCE_DATE_EPOCH`: filesystems made the same each time (their
+    /// times this, their hash seeds their UUIDs).
+    pub epoch: Option<u64>,
 }

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod ext4_times;
 pub mod helper;
 pub mod image;
 pub mod layout;

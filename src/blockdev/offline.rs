@@ -37,7 +37,14 @@ impl DiskBackend for Offline {
     fn write_filesystems(&mut self, image: Fill<'_>) -> Result<()> {
         let scratch = image.work.join("fs-aside");
         fs::create_dir(&scratch).with_context(|| format!("creating {scratch:?}"))?;
-        fill(image.file, image.layout, image.tree, &scratch, image.stop)
+        fill(
+            image.file,
+            image.layout,
+            image.tree,
+            &scratch,
+            image.stop,
+            image.epoch,
+        )
     }
 }
 
@@ -62,6 +69,7 @@ pub fn fill(
     tree: &Path,
     scratch: &Path,
     stop: &AtomicI32,
+    epoch: Option<u64>,
 ) -> Result<()> {
     let mut fss: Vec<&PlacedFs> = layout.filesystems.iter().collect();
     // Deepest first: a mount point's content leaves before its parent's.
@@ -88,15 +96,21 @@ pub fn fill(
         sources.push((fs, src));
     }
     for (fs, src) in sources {
-        make_fs(image, fs, src.as_deref(), stop)
+        make_fs(image, fs, src.as_deref(), stop, epoch)
             .with_context(|| format!("building the {} filesystem '{}'", fs.kind, fs.name))?;
     }
     Ok(())
 }
 
-fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) -> Result<()> {
+fn make_fs(
+    image: &Path,
+    fs: &PlacedFs,
+    src: Option<&Path>,
+    stop: &AtomicI32,
+    epoch: Option<u64>,
+) -> Result<()> {
     let what = format!("building {}", fs.mount_point.as_deref().unwrap_or(&fs.name));
-    let Some(spec) = fs.mkfs_spec() else {
+    let Some(mut spec) = fs.mkfs_spec() else {
         bail!(
             "the offline backend cannot build {} (use the helper backend)",
             fs.kind
@@ -107,7 +121,7 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
         // file of the partition's size and copy its first page in.
         let tmp = tempfile::NamedTempFile::new_in(image.parent().unwrap_or(Path::new(".")))?;
         tmp.as_file().set_len(fs.size)?;
-        run_mkfs(&spec, Target::Device(tmp.path()), &what, stop)?;
+        run_mkfs(&spec, Target::Device(tmp.path()), &what, stop, None)?;
         let head = {
             let mut b = vec![0u8; 64 << 10];
             let n = std::io::Read::read(&mut File::open(tmp.path())?, &mut b)?;
@@ -120,6 +134,10 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
         return Ok(());
     }
     let tree = src.filter(|_| fs.kind.is_ext());
+    if epoch.is_some() && fs.kind.is_ext() {
+        // Directory hashes seeded from the (seeded) UUID, not at random.
+        spec.extended.push(format!("hash_seed={}", fs.uuid));
+    }
     run_mkfs(
         &spec,
         Target::Image {
@@ -129,7 +147,12 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
         },
         &what,
         stop,
+        epoch,
     )?;
+    if epoch.is_some() && fs.kind.is_ext() {
+        super::ext4_times::settle(image, fs.offset)
+            .with_context(|| format!("settling the inode times of {what}"))?;
+    }
     match src {
         Some(src) if fs.kind == FsType::Vfat => fill_fat(image, fs, src, stop),
         _ => Ok(()),
@@ -137,9 +160,19 @@ fn make_fs(image: &Path, fs: &PlacedFs, src: Option<&Path>, stop: &AtomicI32) ->
 }
 
 /// Run the mkfs `spec` gives for `target`.
-fn run_mkfs(spec: &MkfsSpec, target: Target<'_>, what: &str, stop: &AtomicI32) -> Result<()> {
+fn run_mkfs(
+    spec: &MkfsSpec,
+    target: Target<'_>,
+    what: &str,
+    stop: &AtomicI32,
+    epoch: Option<u64>,
+) -> Result<()> {
     let (prog, args) = spec.argv(target);
     let mut cmd = crate::tool::command(prog);
     cmd.args(args);
+    if let Some(t) = epoch {
+        // mke2fs's own times (superblock, root, lost+found, journal).
+        cmd.env("E2FSPROGS_FAKE_TIME", t.to_string());
+    }
     run(cmd, what, stop)
 }

@@ -318,7 +318,13 @@ fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     names.truncate(n);
     let mut out = Vec::new();
     // The host's SELinux labels are not the image's.
-    let kept = |n: &&[u8]| !n.is_empty() && *n != b"security.selinux";
+    // Nor are overlayfs's own (a box's upper directory has them).
+    let kept = |n: &&[u8]| {
+        !n.is_empty()
+            && *n != b"security.selinux"
+            && !n.starts_with(b"user.overlay.")
+            && !n.starts_with(b"trusted.overlay.")
+    };
     for name in names.split(|&b| b == 0).filter(kept) {
         let name_os = std::ffi::OsStr::from_bytes(name);
         let len = match rustix::fs::lgetxattr_query(path, name_os) {

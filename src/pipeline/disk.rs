@@ -179,6 +179,7 @@ impl Build<'_> {
             tree: &self.dirs.tree,
             work: &self.dirs.build,
             stop: self.stopped,
+            epoch: self.job.source_date_epoch,
         })?;
         self.took("wrote the filesystems", started);
         Ok(())

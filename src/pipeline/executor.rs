@@ -108,7 +108,12 @@ pub fn run(job: &BuildJob, stopped: &AtomicI32, log: &Arc<Log>) -> Result<(), St
         build.check_stopped()?;
         build.set_chroot(step.in_chroot(), step.binds_caches())?;
         step.run(&mut build)?;
-        replay.after(&steps, i, &build)?;
+        if replay.keeps(i) {
+            // The layer holds the tree as it is outside the chroot (the
+            // image's own resolv.conf, no mount points of dib's).
+            build.set_chroot(false, false)?;
+            replay.after(&steps, i, &build)?;
+        }
     }
     build.set_chroot(false, false)?;
     replay.finish(log);

@@ -76,6 +76,8 @@ pub struct BuildJob {
     /// The layer cache of the first steps (None with `--no-cache` or a
     /// `break=` point).
     pub layer_cache: Option<super::layers::CacheJob>,
+    /// `SOURCE_DATE_EPOCH`: the outputs made reproducible for it.
+    pub source_date_epoch: Option<u64>,
 }
 
 /// What the host found out, for [`BuildJob::new`].
@@ -153,6 +155,7 @@ impl BuildJob {
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
         let (env, element_array) = super::environment::job_env(config, resolution, &args)?;
+        let source_date_epoch = crate::oci::image::source_date_epoch(&env)?;
         let mut boxing = super::boxing::BoxJob::new(
             config,
             resolution,
@@ -183,6 +186,7 @@ impl BuildJob {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),
                 checksum: config.checksum,
+                reproducible: source_date_epoch.is_some(),
                 docker_target: config.docker_target.clone(),
             },
             disk: host.disk,
@@ -196,6 +200,7 @@ impl BuildJob {
                 .layer_cache
                 .clone()
                 .filter(|_| config.breakpoints.is_empty()),
+            source_date_epoch,
         })
     }
 

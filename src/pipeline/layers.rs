@@ -407,8 +407,10 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 mod tests;
 
 /// What pid 1 must not snapshot in the build directory: the tree's bind
-/// mount, the runtime it wrote itself, the job, the boxes' scratch and
-/// overlay work directories, the environment dump.
+/// mount, the runtime it wrote itself, the job, the boxes' assembly and
+/// overlay work directories, the outside hooks' /tmp and /var/tmp (each
+/// box's own scratch, as the host's /tmp would be under DIB), the
+/// environment dump.
 const NOT_IN_LAYERS: &[&str] = &[
     "mnt",
     "bin",
@@ -416,8 +418,8 @@ const NOT_IN_LAYERS: &[&str] = &[
     ".dib-environment",
     ".dib-private/box",
     ".dib-private/out/work",
-    ".dib-private/tmp/work",
-    ".dib-private/var-tmp/work",
+    ".dib-private/tmp",
+    ".dib-private/var-tmp",
 ];
 
 /// A build's use of the cache: the keys of its steps, where it resumes,
@@ -475,7 +477,17 @@ impl Replay {
         let resume = found.last().map_or(0, |(i, _)| i + 1);
         let mut bytes = 0;
         for (_, f) in &found {
-            unpack(f, &build.dirs.build)?;
+            if let Err(e) = unpack(f, &build.dirs.build) {
+                // Never again: this key and the ones after it go.
+                for (_, later) in found.iter().skip_while(|(_, g)| g.file.key != f.file.key) {
+                    let _ = fs::remove_file(cache.key_path(&later.file.key));
+                }
+                bail!(
+                    "{e:#}\nThe cached layer could not be unpacked and is removed from {}: \
+                     build again (it runs the step again), or build with --no-cache",
+                    cache.dir.display()
+                );
+            }
             cache.touch(&f.file.key);
             bytes += f.file.size;
         }
@@ -499,6 +511,11 @@ impl Replay {
             last,
             stored: (0, 0),
         })
+    }
+
+    /// Whether step `i` leaves a layer.
+    pub fn keeps(&self, i: usize) -> bool {
+        self.cache.is_some() && matches!(self.keys.get(i), Some(Some(k)) if k.stores)
     }
 
     /// After step `i` ran: keep what it changed as its layer. A layer that

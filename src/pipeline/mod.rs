@@ -21,6 +21,7 @@ pub mod outputs;
 pub mod package_lists;
 pub mod pid1;
 pub mod plan;
+pub mod reproducible;
 pub mod run_hooks;
 pub mod runtime;
 pub mod steps;

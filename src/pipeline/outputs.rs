@@ -52,6 +52,10 @@ pub struct Settings {
     pub qemu_img_options: Vec<String>,
     /// `--checksum`: `.md5` and `.sha256` beside each output.
     pub checksum: bool,
+    /// `SOURCE_DATE_EPOCH` is set: the same tree gives the same bytes
+    /// (qcow2 clusters written in order, tar headers without the times
+    /// of the build).
+    pub reproducible: bool,
     /// The container image's `REPO:TAG` (`--docker-target`).
     pub docker_target: String,
 }
@@ -348,7 +352,7 @@ fn write_output(
         let disk = disk.context("a disk image output needs a disk image (internal error)")?;
         convert(&out.kind, disk, &to, settings, &what, stop)?;
     } else {
-        write_tree(&out.kind, tree, &to, &what, stop)?;
+        write_tree(&out.kind, tree, &to, &what, settings.reproducible, stop)?;
     }
     // The file was made 0600; an image is as readable as any file the user
     // writes (umask 022).
@@ -471,7 +475,11 @@ fn convert(
     let mut cmd = crate::tool::command("qemu-img");
     // -W with several coroutines: blocks are converted (and compressed) in
     // parallel, not on one core.
-    cmd.args(["convert", "-q", "-f", "raw", "-W", "-m", "16"]);
+    cmd.args(["convert", "-q", "-f", "raw"]);
+    if !settings.reproducible {
+        // Out of order, the clusters land where they finish first.
+        cmd.args(["-W", "-m", "16"]);
+    }
     let mut options = settings.qemu_img_options.clone();
     let format = kind.qemu_format().expect("tree outputs are not converted");
     cmd.args(["-O", format]);
@@ -505,6 +513,7 @@ fn write_tree(
     tree: &Path,
     to: &Path,
     what: &str,
+    reproducible: bool,
     stop: &AtomicI32,
 ) -> Result<()> {
     if *kind == OutputType::Squashfs {
@@ -527,7 +536,13 @@ fn write_tree(
     .arg(format!("--exclude=./{LOST_FOUND}"))
     .arg("-C")
     .arg(tree);
+    if reproducible {
+        // PAX headers named without the process id, and no atime or
+        // ctime in them; gzip without a time stamp.
+        cmd.arg("--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime");
+    }
     match kind {
+        OutputType::Tgz if reproducible => cmd.args(["-I", "gzip -n", "-cf"]),
         OutputType::Tgz => cmd.arg("-czf"),
         _ => cmd.arg("-cf"),
     };

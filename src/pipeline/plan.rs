@@ -42,6 +42,9 @@ pub enum Step {
     NameOutputs,
     /// Say that the build ends without an image (`no-final-image`).
     NoImage,
+    /// `SOURCE_DATE_EPOCH`: the finished tree made the same each time
+    /// (identities dropped, times clamped, directories in name order).
+    Reproducible,
 }
 
 impl Step {
@@ -123,6 +126,9 @@ pub fn plan(job: &BuildJob) -> Vec<Step> {
     if !job.final_image {
         steps.push(Step::NoImage);
         return steps;
+    }
+    if job.source_date_epoch.is_some() {
+        steps.push(Step::Reproducible);
     }
     if job.ramdisk.is_some() {
         steps.extend([Step::Ramdisk, Step::NameOutputs]);

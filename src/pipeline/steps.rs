@@ -40,6 +40,7 @@ impl Step {
                 let done = std::mem::take(&mut b.finished);
                 Ok(done.persist(b.job.output_settings.overwrite, b.log)?)
             }
+            Step::Reproducible => b.reproducible(),
             Step::NoImage => {
                 b.log
                     .line("no-final-image: the build ends here, without an image");
@@ -121,6 +122,26 @@ impl Build<'_> {
             .map_or(0, |d| d.as_secs());
         crate::oci::write::Spec::new(env, &self.job.output_settings.docker_target, now)
             .context("the container image's configuration")
+    }
+
+    /// The finished tree made reproducible for `SOURCE_DATE_EPOCH`.
+    fn reproducible(&mut self) -> Result<(), Stop> {
+        let epoch = self
+            .job
+            .source_date_epoch
+            .context("SOURCE_DATE_EPOCH is not set (internal error)")?;
+        let started = Instant::now();
+        let n = super::reproducible::normalize(&self.dirs.tree, epoch)
+            .context("making the tree reproducible")?;
+        self.took(
+            &format!(
+                "made the tree reproducible for SOURCE_DATE_EPOCH={epoch} ({} paths, {} \
+                 build identities dropped)",
+                n.paths, n.identities
+            ),
+            started,
+        );
+        Ok(())
     }
 
     /// The kernel and initramfs of a ramdisk build, from the final tree.

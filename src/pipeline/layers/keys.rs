@@ -19,7 +19,7 @@ use super::super::plan::Step;
 use crate::phases::{Phase, PHASES};
 
 /// Bumped when what a layer holds or how keys are made changes.
-const FORMAT: &str = "dib-layers-1";
+const FORMAT: &str = "dib-layers-3";
 
 /// Variables of a login session that no element reads: left out of the
 /// key so that the same build from another terminal finds its layers.

@@ -33,6 +33,7 @@ fn job(outputs: &[OutputType]) -> BuildJob {
             overwrite: false,
             compress: true,
             qemu_img_options: vec![],
+            reproducible: false,
             checksum: false,
             docker_target: "image:latest".into(),
         },
@@ -46,6 +47,7 @@ fn job(outputs: &[OutputType]) -> BuildJob {
         boxing: Default::default(),
         exe: "/usr/bin/dib".into(),
         layer_cache: None,
+        source_date_epoch: None,
     }
 }
 

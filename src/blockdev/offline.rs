@@ -96,7 +96,7 @@ pub fn fill(
         sources.push((fs, src));
     }
     for (fs, src) in sources {
-        make_fs(image, fs, src.as_deref(), stop, epoch)
+        make_fs(image, fs, src.as_deref(), scratch, stop, epoch)
             .with_context(|| format!("building the {} filesystem '{}'", fs.kind, fs.name))?;
     }
     Ok(())
@@ -106,6 +106,7 @@ fn make_fs(
     image: &Path,
     fs: &PlacedFs,
     src: Option<&Path>,
+    scratch: &Path,
     stop: &AtomicI32,
     epoch: Option<u64>,
 ) -> Result<()> {
@@ -119,7 +120,7 @@ fn make_fs(
     if fs.kind == FsType::Swap {
         // mkswap cannot write at an offset: make the header in a sparse
         // file of the partition's size and copy its first page in.
-        let tmp = tempfile::NamedTempFile::new_in(image.parent().unwrap_or(Path::new(".")))?;
+        let tmp = tempfile::NamedTempFile::new_in(scratch)?;
         tmp.as_file().set_len(fs.size)?;
         run_mkfs(&spec, Target::Device(tmp.path()), &what, stop, None)?;
         let head = {

@@ -85,11 +85,17 @@ pub fn fill(
                 let aside = scratch.join(format!("fs{i}"));
                 fs::create_dir_all(&inner).with_context(|| format!("creating {inner:?}"))?;
                 let md = fs::symlink_metadata(&inner)?;
+                let parent = inner.parent().map(|p| (p, fs::symlink_metadata(p)));
                 fs::rename(&inner, &aside).with_context(|| format!("moving {inner:?} aside"))?;
-                // An empty mount point stays, as it was.
+                // An empty mount point stays, as it was (its times and its
+                // parent's too).
                 fs::create_dir(&inner).with_context(|| format!("recreating {inner:?}"))?;
                 fs::set_permissions(&inner, fs::Permissions::from_mode(md.mode() & 0o7777))?;
                 std::os::unix::fs::lchown(&inner, Some(md.uid()), Some(md.gid()))?;
+                keep_times(&inner, &md)?;
+                if let Some((p, Ok(pmd))) = parent {
+                    keep_times(p, &pmd)?;
+                }
                 Some(aside)
             }
         };
@@ -139,6 +145,10 @@ fn make_fs(
         // Directory hashes seeded from the (seeded) UUID, not at random.
         spec.extended.push(format!("hash_seed={}", fs.uuid));
     }
+    if epoch.is_some() && fs.kind == FsType::Vfat {
+        // No creation time in the volume label (the serial stays -i's).
+        spec.options.push("--invariant".into());
+    }
     run_mkfs(
         &spec,
         Target::Image {
@@ -176,4 +186,22 @@ fn run_mkfs(
         cmd.env("E2FSPROGS_FAKE_TIME", t.to_string());
     }
     run(cmd, what, stop)
+}
+
+/// Give `path` the access and modification times `md` has.
+fn keep_times(path: &Path, md: &fs::Metadata) -> Result<()> {
+    let ts = |s: i64, ns: i64| rustix::fs::Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: ts(md.atime(), md.atime_nsec()),
+            last_modification: ts(md.mtime(), md.mtime_nsec()),
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("setting the times of {path:?}"))
 }

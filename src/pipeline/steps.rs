@@ -130,6 +130,17 @@ impl Build<'_> {
             .job
             .source_date_epoch
             .context("SOURCE_DATE_EPOCH is not set (internal error)")?;
+        if self
+            .job
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.uuid_seed.is_none())
+        {
+            self.log.line(
+                "warning: SOURCE_DATE_EPOCH is set but DIB_IMAGE_UUID_SEED is not: the disk's \
+                 and its filesystems' identifiers are random, so each image differs",
+            );
+        }
         let started = Instant::now();
         let n = super::reproducible::normalize(&self.dirs.tree, epoch)
             .context("making the tree reproducible")?;

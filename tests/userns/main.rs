@@ -29,6 +29,7 @@ mod isolation;
 mod oci_base;
 mod oci_push;
 mod outputs;
+mod rebuilds;
 mod runtime;
 mod signals;
 mod source_elements;
@@ -55,6 +56,10 @@ fn main() {
         failures::foreign_architectures_fail_clearly_without_binfmt,
         outputs::tar_and_tgz_keep_owners_modes_and_xattrs,
         outputs::a_failed_build_leaves_no_output,
+        rebuilds::a_rebuild_replays_what_did_not_change_and_runs_from_the_first_change,
+        rebuilds::a_build_killed_while_keeping_a_layer_leaves_nothing_a_rebuild_uses,
+        rebuilds::two_builds_at_once_share_the_cache,
+        rebuilds::the_same_inputs_give_the_same_bytes_and_a_changed_one_does_not,
         containers::container_images_are_what_skopeo_umoci_and_podman_read,
         containers::the_same_tree_gives_the_same_image_digests,
         containers::a_container_disk_holds_the_qcow2_as_kubevirt_expects,

@@ -109,7 +109,20 @@ pub fn step_keys(
     field(&mut h, "args", job.args.as_bytes());
     field(&mut h, "packages", &serde_json::to_vec(&job.packages)?);
     field(&mut h, "lists", &serde_json::to_vec(&job.package_lists)?);
-    field(&mut h, "box", &serde_json::to_vec(&job.boxing)?);
+    // What the box decides about the hooks' work (not which host paths
+    // happen to exist yet, as the image cache before a first build).
+    let b = &job.boxing;
+    field(
+        &mut h,
+        "box",
+        &serde_json::to_vec(&(
+            b.strict,
+            b.offline,
+            &b.cache_dirs,
+            &b.writable,
+            &b.image_binds,
+        ))?,
+    );
     field(&mut h, "ca", &[u8::from(job.host_ca.is_some())]);
     let phase_dirs: Vec<&str> = PHASES.iter().map(|p| p.dir()).collect();
     tree_hash(&mut h, hooks, &phase_dirs)?;

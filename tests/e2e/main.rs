@@ -21,6 +21,7 @@ mod image_cache;
 mod packages;
 mod python_and_boot_elements;
 mod ramdisks;
+mod rebuilds;
 mod rpm_family;
 mod runtime;
 mod support;
@@ -65,6 +66,8 @@ fn main() {
         foreign::armhf_tree_and_filesystem_are_arm,
         rpm_family::fedora_minimal_boots_and_the_fedora_cloud_image_builds_on_it,
         rpm_family::opensuse_minimal_boots,
+        rebuilds::a_changed_post_install_script_rebuilds_from_the_cache_and_boots_with_it,
+        rebuilds::the_same_inputs_give_byte_identical_images_and_ramdisks,
         rpm_family::rpm_bootstraps_fail_clearly,
         rpm_family::fedora_ramdisk_runs_init_d,
         packages::debian_minimal_tar_is_a_sound_debian_tree,

@@ -22,12 +22,17 @@ pub fn cache() -> PathBuf {
         })
 }
 
-/// `dib create --image-cache CACHE ARGS...` (base included).
+/// `dib create --image-cache CACHE ARGS...` (base included), without the
+/// layer cache unless `env` sets `DIB_NO_CACHE=0`: each trial's output
+/// name is its own, so its layers would only fill the shared cache (the
+/// rebuild trials use it).
 pub fn create_cmd(b: &Build, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let cache = cache.display().to_string();
     let mut all = vec!["create", "--image-cache", cache.as_str()];
     all.extend_from_slice(args);
-    b.dib(&all, env)
+    let mut with = vec![("DIB_NO_CACHE", "1")];
+    with.extend_from_slice(env);
+    b.dib(&all, &with)
 }
 
 pub fn create(b: &Build, cache: &Path, args: &[&str]) -> Result<Output, Failed> {
@@ -264,7 +269,7 @@ pub fn build_ramdisk(
     ];
     args.extend_from_slice(elements);
     let started = std::time::Instant::now();
-    succeeded(&b.dib(&args, &[]).output()?)?;
+    succeeded(&b.dib(&args, &[("DIB_NO_CACHE", "1")]).output()?)?;
     let (kernel, initrd) = (
         out.with_extension("kernel"),
         out.with_extension("initramfs"),

@@ -798,5 +798,14 @@ mod tests {
             let e = cache_dir_line(f, 3, bad).unwrap_err().to_string();
             assert!(e.starts_with("e/cache-dirs:3: '"), "{e}");
         }
+        // The layer cache is dib's alone.
+        for reserved in ["dib-layers", "./dib-layers/keys"] {
+            let e = cache_dir_line(f, 4, reserved).unwrap_err().to_string();
+            assert!(
+                e.contains("is dib's layer cache, which only dib writes"),
+                "{e}"
+            );
+        }
+        assert!(cache_dir_line(f, 5, "apt/dib-layers").unwrap().is_some());
     }
 }

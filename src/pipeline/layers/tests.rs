@@ -162,3 +162,44 @@ fn sizes_parse_with_binary_suffixes() {
     assert_eq!(parse_size("lots"), None);
     assert_eq!(parse_size("-1G"), None);
 }
+
+#[test]
+fn the_cache_covers_the_steps_up_to_the_first_it_cannot_replay() {
+    use super::super::plan::Step;
+    use crate::config::Breakpoint;
+    use crate::phases::Phase;
+    let hooks = |phase| Step::Hooks {
+        phase,
+        shell_on_error: false,
+    };
+    let steps = [
+        hooks(Phase::Root),
+        Step::CheckTree,
+        Step::PackageLists,
+        hooks(Phase::Install),
+        Step::ExtraPackages,
+        hooks(Phase::BlockDevice),
+        Step::LayOutDisk,
+        hooks(Phase::Finalise),
+    ];
+    assert_eq!(keys::cacheable(&steps), 6);
+    let with_break = [
+        hooks(Phase::Root),
+        Step::Break {
+            at: Breakpoint::After(Phase::Root),
+            phase: Phase::Root,
+        },
+        hooks(Phase::Install),
+    ];
+    assert_eq!(keys::cacheable(&with_break), 1);
+}
+
+#[test]
+fn session_variables_are_not_part_of_the_key() {
+    for k in ["TERM", "SSH_AUTH_SOCK", "XDG_RUNTIME_DIR", "PWD", "_"] {
+        assert!(keys::is_session_noise(k), "{k}");
+    }
+    for k in ["DIB_RELEASE", "PATH", "HOME", "http_proxy", "IMAGE_NAME"] {
+        assert!(!keys::is_session_noise(k), "{k}");
+    }
+}

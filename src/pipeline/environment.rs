@@ -45,7 +45,11 @@ pub fn job_env(
     let (image_element, image_element_yaml, element_array) =
         crate::element_info::env_script_parts(resolution);
     let mut env = config.env.clone();
-    env.retain(|k, _| k != JOB_ENV && !k.starts_with("BASH_FUNC_"));
+    // The layer cache's settings are dib's, not the hooks': a build with
+    // other ones replays the same layers.
+    env.retain(|k, _| {
+        k != JOB_ENV && !k.starts_with("BASH_FUNC_") && !super::layers::keys::is_cache_setting(k)
+    });
     let dib_env = declare_p(env.iter().filter(|(k, _)| k.starts_with("DIB_")));
     let flag = |on: bool| if on { "1" } else { "0" }.to_string();
     let (no_tmpfs, min_tmpfs) = match config.tmpfs {

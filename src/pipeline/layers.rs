@@ -124,7 +124,7 @@ impl CacheJob {
         }
         if k.network {
             if let Some(max) = self.max_age {
-                if now().saturating_sub(file.created) > max {
+                if max == 0 || now().saturating_sub(file.created) > max {
                     return None;
                 }
             }

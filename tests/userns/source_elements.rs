@@ -291,8 +291,17 @@ pub fn source_repositories_fetch_override_refresh_and_work_offline() -> Result<(
         "pkg/setup.py offline",
     )?;
 
-    // Online again: the cache is refreshed.
-    succeeded(&build(&[], &env)?)?;
+    // Online again, with the layers of steps that reach the network never
+    // reused (within their age they would be replayed): the cache is
+    // refreshed.
+    let mut fresh_env = env.to_vec();
+    fresh_env.push(("DIB_LAYER_CACHE_MAX_AGE", "0"));
+    let o = build(&[], &fresh_env)?;
+    succeeded(&o)?;
+    check(
+        !String::from_utf8_lossy(&o.stderr).contains("reused the cached layers"),
+        "layers of steps with network were reused with DIB_LAYER_CACHE_MAX_AGE=0",
+    )?;
     let x = extract(&b, "x3", &["./opt", "./etc"])?;
     eq(
         &git(&x.join("opt/app"), &["rev-parse", "HEAD"])?,

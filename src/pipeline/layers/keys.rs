@@ -57,9 +57,15 @@ const SESSION_NOISE: &[&str] = &[
 /// Prefixes of session variables left out likewise.
 const SESSION_PREFIXES: &[&str] = &["XDG_", "GPG_", "WAYLAND_", "KONSOLE_", "VTE_"];
 
-/// Whether the key leaves out the variable `k`.
+/// Whether the key leaves out the variable `k`, a login session's.
 pub fn is_session_noise(k: &str) -> bool {
     SESSION_NOISE.contains(&k) || SESSION_PREFIXES.iter().any(|p| k.starts_with(p))
+}
+
+/// Whether `k` is one of the layer cache's own settings, which hooks do
+/// not see (so they are in no key).
+pub fn is_cache_setting(k: &str) -> bool {
+    k == "DIB_NO_CACHE" || k.starts_with("DIB_LAYER_CACHE_")
 }
 
 /// A cacheable step's key and what its layer is.

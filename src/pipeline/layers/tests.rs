@@ -202,4 +202,12 @@ fn session_variables_are_not_part_of_the_key() {
     for k in ["DIB_RELEASE", "PATH", "HOME", "http_proxy", "IMAGE_NAME"] {
         assert!(!keys::is_session_noise(k), "{k}");
     }
+    for k in [
+        "DIB_NO_CACHE",
+        "DIB_LAYER_CACHE_SIZE",
+        "DIB_LAYER_CACHE_MAX_AGE",
+    ] {
+        assert!(keys::is_cache_setting(k), "{k}");
+    }
+    assert!(!keys::is_cache_setting("DIB_NO_TMPFS"));
 }

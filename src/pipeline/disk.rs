@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -162,7 +161,12 @@ impl Build<'_> {
         let raw_out = self.job.outputs.iter().find(|o| o.kind == OutputType::Raw);
         if let (Some(out), true, false) = (raw_out, offline, disk.mounted) {
             let raw = Unnamed::new(&out.path)?;
-            copy_sparse(&disk.file, &raw.file)?;
+            super::outputs::copy_sparse(
+                &disk.file,
+                &raw.proc_path(),
+                "giving the raw output the image's partition table",
+                self.stopped,
+            )?;
             disk.file = raw.proc_path();
             disk.raw = Some(raw);
         }
@@ -184,39 +188,4 @@ impl Build<'_> {
         self.took("wrote the filesystems", started);
         Ok(())
     }
-}
-
-/// Copy the data of the sparse file `from` into the empty file `to`,
-/// leaving its holes holes.
-fn copy_sparse(from: &Path, to: &fs::File) -> Result<()> {
-    use rustix::fs::SeekFrom;
-    use std::io::{Read as _, Seek as _, Write as _};
-    let mut src = fs::File::open(from).with_context(|| format!("reading {from:?}"))?;
-    let size = src.metadata()?.len();
-    let mut dst = to;
-    dst.set_len(size)?;
-    let mut at = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    while at < size {
-        let data = match rustix::fs::seek(&src, SeekFrom::Data(at)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e).with_context(|| format!("reading {from:?}")),
-        };
-        let hole = rustix::fs::seek(&src, SeekFrom::Hole(data))
-            .with_context(|| format!("reading {from:?}"))?;
-        src.seek(std::io::SeekFrom::Start(data))?;
-        dst.seek(std::io::SeekFrom::Start(data))?;
-        let mut left = hole - data;
-        while left > 0 {
-            let n = src.read(&mut buf[..left.min(1 << 20) as usize])?;
-            if n == 0 {
-                break;
-            }
-            dst.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        at = hole;
-    }
-    Ok(())
 }

@@ -139,8 +139,13 @@ impl CacheJob {
     pub fn verify(&self, f: &mut Found) -> Result<bool> {
         let mut h = blake3::Hasher::new();
         let mut r = BufReader::with_capacity(1 << 20, &f.blob);
-        io::copy(&mut r, &mut HashWriter(&mut h)).context("reading a cached layer")?;
-        let ok = keys::hex(h.finalize().as_bytes()) == f.file.blob;
+        let mut sink = Counting {
+            inner: io::sink(),
+            hash: &mut h,
+            len: 0,
+        };
+        io::copy(&mut r, &mut sink).context("reading a cached layer")?;
+        let ok = crate::oci::hex(h.finalize().as_bytes()) == f.file.blob;
         if !ok {
             let _ = fs::remove_file(self.key_path(&f.file.key));
         }
@@ -187,7 +192,7 @@ impl CacheJob {
             out.inner.flush().context("writing the layer")?;
             out.len
         };
-        let blob = keys::hex(hasher.finalize().as_bytes());
+        let blob = crate::oci::hex(hasher.finalize().as_bytes());
         partial.commit(&self.blob_path(&blob))?;
         let file = KeyFile {
             key: k.key.clone(),
@@ -336,18 +341,6 @@ impl Drop for Partial {
     fn drop(&mut self) {
         // Gone once committed; else it is an abandoned partial file.
         let _ = fs::remove_file(&self.path);
-    }
-}
-
-struct HashWriter<'a>(&'a mut blake3::Hasher);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

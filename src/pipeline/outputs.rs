@@ -354,27 +354,14 @@ fn write_output(
     } else {
         write_tree(&out.kind, tree, &to, &what, settings.reproducible, stop)?;
     }
-    // The file was made 0600; an image is as readable as any file the user
-    // writes (umask 022).
-    tmp.file
-        .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
-        .with_context(|| format!("setting the mode of {:?}", out.path))?;
-    let sums = if settings.checksum {
-        checksums(&to, &out.path)?
-    } else {
-        Vec::new()
-    };
-    let mut files = vec![tmp];
-    files.extend(sums);
-    Ok(Finished {
-        files,
-        ..Default::default()
-    })
+    finish_output(tmp, settings.checksum)
 }
 
-/// An output written in place (the raw image file): its mode set and its
-/// checksums made, as [`write_output`] does for the others.
-pub fn finish_in_place(out: Unnamed, checksum: bool) -> Result<Finished> {
+/// A written output, its mode set (the file was made 0600; an image is as
+/// readable as any file the user writes, umask 022) and its checksums
+/// made when asked: one written here, or the raw image file written in
+/// place.
+pub fn finish_output(out: Unnamed, checksum: bool) -> Result<Finished> {
     out.file
         .set_permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
         .with_context(|| format!("setting the mode of {:?}", out.path))?;
@@ -456,6 +443,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A copy of the sparse file `from` as `to`, its holes kept holes.
+pub fn copy_sparse(from: &Path, to: &Path, what: &str, stop: &AtomicI32) -> Result<()> {
+    let mut cmd = crate::tool::command("cp");
+    cmd.args(["--sparse=always", "--reflink=auto"])
+        .arg(from)
+        .arg(to);
+    run(cmd, what, stop)
+}
+
 /// The disk image in another format, with qemu-img (or a sparse copy for raw).
 fn convert(
     kind: &OutputType,
@@ -466,11 +462,7 @@ fn convert(
     stop: &AtomicI32,
 ) -> Result<()> {
     if *kind == OutputType::Raw {
-        let mut cmd = crate::tool::command("cp");
-        cmd.args(["--sparse=always", "--reflink=auto"])
-            .arg(image)
-            .arg(to);
-        return run(cmd, what, stop);
+        return copy_sparse(image, to, what, stop);
     }
     let mut cmd = crate::tool::command("qemu-img");
     // -W with several coroutines: blocks are converted (and compressed) in

@@ -99,7 +99,7 @@ impl Build<'_> {
         if let Some(raw) = raw {
             let sums = self.job.output_settings.checksum;
             self.finished
-                .extend(super::outputs::finish_in_place(raw, sums)?);
+                .extend(super::outputs::finish_output(raw, sums)?);
         }
         let started = Instant::now();
         self.log.status("converting the image".to_string());

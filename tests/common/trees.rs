@@ -33,6 +33,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The SHA-256 of the file at `path`, in hex, read a piece at a time.
+pub fn file_sha256(path: &Path) -> Result<String, Failed> {
+    let mut f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The tree of a tar archive; hard links as the files they link to.
 pub fn tar_tree(path: &Path) -> Result<BTreeMap<String, Node>, Failed> {
     let f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -3,14 +3,14 @@
 //! change; the same inputs with SOURCE_DATE_EPOCH and DIB_IMAGE_UUID_SEED
 //! give byte-identical raw, qcow2, tar and initramfs outputs.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
 use libtest_mimic::Failed;
 
 use crate::common::qemu::{self, Firmware};
 use crate::common::tier::{check, eq, succeeded, Build};
+use crate::common::trees::file_sha256;
 use crate::support::{cache, create_cmd, stderr, BOOT_TIMEOUT};
 
 /// The leaf element at version `v`: its post-install.d installs a unit
@@ -47,16 +47,6 @@ fn build(b: &Build, types: &str, extra: &[&str], env: &[(&str, &str)]) -> Result
     succeeded(&o)?;
     eprintln!("  built {types} in {:.1}s", started.elapsed().as_secs_f64());
     Ok(o)
-}
-
-fn sha256(p: &Path) -> Result<String, Failed> {
-    let o = Command::new("sha256sum").arg(p).output()?;
-    check(o.status.success(), format!("sha256sum {p:?}"))?;
-    Ok(String::from_utf8_lossy(&o.stdout)
-        .split(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string())
 }
 
 pub fn a_changed_post_install_script_rebuilds_from_the_cache_and_boots_with_it(
@@ -121,7 +111,7 @@ pub fn the_same_inputs_give_byte_identical_images_and_ramdisks() -> Result<(), F
         )?;
         let mut s = Vec::new();
         for ext in ["raw", "qcow2", "tar"] {
-            s.push((ext, sha256(&b.f.path(&format!("deb.{ext}")))?));
+            s.push((ext, file_sha256(&b.f.path(&format!("deb.{ext}")))?));
         }
         sums.push(s);
     }
@@ -152,7 +142,7 @@ pub fn the_same_inputs_give_byte_identical_images_and_ramdisks() -> Result<(), F
             )
             .output()?;
         succeeded(&o)?;
-        initramfs.push(sha256(&b.f.path(&format!("{n}.initramfs")))?);
+        initramfs.push(file_sha256(&b.f.path(&format!("{n}.initramfs")))?);
     }
     eq(
         &initramfs[1],

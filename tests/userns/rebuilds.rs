@@ -5,13 +5,14 @@
 //! bytes; a changed input changes them).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
 use crate::common::tier::{check, eq, succeeded, Build};
+use crate::common::trees::file_sha256;
 
 /// A probe element writing into the tree in a chroot phase of each kind
 /// and recording nothing outside: which phases ran is read from dib's
@@ -67,6 +68,18 @@ fn in_tar(b: &Build, name: &str) -> Result<String, Failed> {
 
 fn layers(b: &Build) -> PathBuf {
     b.f.path("home/.cache/image-create/dib-layers")
+}
+
+/// No layer is left half-written in the cache's `tmp/`.
+fn no_partial_files(b: &Build) -> Result<(), Failed> {
+    let partial: Vec<_> = fs::read_dir(layers(b).join("tmp"))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    check(
+        partial.is_empty(),
+        format!("partial files left: {partial:?}"),
+    )
 }
 
 pub fn a_rebuild_replays_what_did_not_change_and_runs_from_the_first_change() -> Result<(), Failed>
@@ -229,14 +242,7 @@ pub fn a_build_killed_while_keeping_a_layer_leaves_nothing_a_rebuild_uses() -> R
         ran(&o).iter().any(|p| p == "root.d"),
         format!("after the kill the build ran {:?}", ran(&o)),
     )?;
-    let partial: Vec<_> = fs::read_dir(&tmp)?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    check(
-        partial.is_empty(),
-        format!("partial files left: {partial:?}"),
-    )?;
+    no_partial_files(&b)?;
     b.assert_clean()
 }
 
@@ -275,25 +281,8 @@ pub fn two_builds_at_once_share_the_cache() -> Result<(), Failed> {
         !log.contains("damaged"),
         format!("a damaged layer after concurrent builds:\n{log}"),
     )?;
-    let partial: Vec<_> = fs::read_dir(layers(&b).join("tmp"))?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    check(
-        partial.is_empty(),
-        format!("partial files left: {partial:?}"),
-    )?;
+    no_partial_files(&b)?;
     b.assert_clean()
-}
-
-fn sha256(p: &Path) -> Result<String, Failed> {
-    let o = Command::new("sha256sum").arg(p).output()?;
-    check(o.status.success(), format!("sha256sum {p:?}"))?;
-    Ok(String::from_utf8_lossy(&o.stdout)
-        .split(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string())
 }
 
 pub fn the_same_inputs_give_the_same_bytes_and_a_changed_one_does_not() -> Result<(), Failed> {
@@ -347,9 +336,9 @@ pub fn the_same_inputs_give_the_same_bytes_and_a_changed_one_does_not() -> Resul
     let later = build("later", "1700000100")?;
     for ext in ["raw", "qcow2", "tar"] {
         let (a, c, d) = (
-            sha256(&one.with_extension(ext))?,
-            sha256(&two.with_extension(ext))?,
-            sha256(&later.with_extension(ext))?,
+            file_sha256(&one.with_extension(ext))?,
+            file_sha256(&two.with_extension(ext))?,
+            file_sha256(&later.with_extension(ext))?,
         );
         eq(
             &c,

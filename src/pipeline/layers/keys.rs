@@ -154,7 +154,7 @@ pub fn step_keys(
         }
         prev = *h.finalize().as_bytes();
         keys.push(Some(StepKey {
-            key: hex(&prev),
+            key: crate::oci::hex(&prev),
             network: phase.is_some_and(|p| job.boxing.network(p)),
             stores: !matches!(step, Step::CheckTree),
         }));
@@ -206,8 +206,4 @@ fn tree_hash(h: &mut blake3::Hasher, root: &Path, skip: &[&str]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

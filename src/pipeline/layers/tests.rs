@@ -2,7 +2,7 @@ use super::*;
 
 fn key(n: u8, network: bool) -> StepKey {
     StepKey {
-        key: keys::hex(&[n; 32]),
+        key: crate::oci::hex(&[n; 32]),
         network,
         stores: true,
     }
